@@ -1,0 +1,98 @@
+"""API plumbing shared by every app: pagination and one JSON shape for every error.
+
+Every error body has `detail` (a sentence a person can act on) and `code`; field problems
+are listed under `errors`, keyed by field path.
+"""
+
+import logging
+
+from django.core.exceptions import PermissionDenied, RequestDataTooBig
+from django.http import Http404, JsonResponse
+from rest_framework import exceptions, status
+from rest_framework.pagination import PageNumberPagination
+from rest_framework.response import Response
+from rest_framework.views import exception_handler as drf_exception_handler
+
+from orderflow.errors import ApplicationError
+
+logger = logging.getLogger(__name__)
+
+
+class Pagination(PageNumberPagination):
+    page_size_query_param = "page_size"
+    max_page_size = 200
+
+
+def _first_message(errors, path: str = "") -> str:
+    """The first error as `field.path: message`, for the one-sentence `detail`."""
+    if isinstance(errors, dict):
+        for key, value in errors.items():
+            if isinstance(key, int) or str(key).isdigit():
+                child = f"{path}[{key}]"
+            elif key == "non_field_errors":
+                child = path
+            else:
+                child = f"{path}.{key}" if path else str(key)
+            message = _first_message(value, child)
+            if message:
+                return message
+    elif isinstance(errors, list):
+        for value in errors:
+            message = _first_message(value, path)
+            if message:
+                return message
+    elif errors:
+        return f"{path}: {errors}" if path else str(errors)
+    return ""
+
+
+def _error_body(detail: str, code: str, errors=None, **extra) -> dict:
+    body = {"detail": detail, "code": code}
+    if errors:
+        body["errors"] = errors
+    body.update(extra)
+    return body
+
+
+def exception_handler(exc, context):
+    if isinstance(exc, ApplicationError):
+        body = _error_body(exc.message, exc.code, exc.fields, **exc.extra)
+        return Response(body, status=exc.status_code)
+    if isinstance(exc, RequestDataTooBig):
+        return Response(
+            _error_body("The request body is too large.", "too_large"),
+            status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+        )
+    if isinstance(exc, Http404):
+        exc = exceptions.NotFound(str(exc) or None)
+    elif isinstance(exc, PermissionDenied):
+        exc = exceptions.PermissionDenied()
+
+    response = drf_exception_handler(exc, context)
+    if response is None:
+        return None
+    if isinstance(exc, exceptions.ValidationError):
+        errors = response.data if isinstance(response.data, dict) else {"non_field_errors": response.data}
+        summary = _first_message(errors) or "The request is not valid."
+        response.data = _error_body(f"Invalid input. {summary}", "invalid", errors)
+    elif isinstance(response.data, dict) and "detail" in response.data:
+        code = getattr(response.data["detail"], "code", "error")
+        response.data = _error_body(str(response.data["detail"]), code)
+    return response
+
+
+def json_not_found(request, exception=None):
+    return JsonResponse(_error_body(f"Nothing is at {request.path}.", "not_found"), status=status.HTTP_404_NOT_FOUND)
+
+
+def json_server_error(request):
+    return JsonResponse(
+        _error_body("Something went wrong on our side; it has been logged.", "server_error"),
+        status=status.HTTP_500_INTERNAL_SERVER_ERROR,
+    )
+
+
+def json_bad_request(request, exception=None):
+    return JsonResponse(
+        _error_body("The request could not be understood.", "bad_request"), status=status.HTTP_400_BAD_REQUEST
+    )

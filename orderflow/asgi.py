@@ -1,0 +1,10 @@
+import os
+
+from django.core.asgi import get_asgi_application
+
+from orderflow.configuration import exit_on_bad_configuration
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "orderflow.settings.local")
+
+with exit_on_bad_configuration():
+    application = get_asgi_application()

@@ -1,0 +1,205 @@
+"""Settings shared by every environment.
+
+Every variable of the configuration contract is read here, once, with one django-environ
+`env`. A bad value raises ConfigurationError naming the variable.
+"""
+
+from pathlib import Path
+
+import environ
+from kombu import Exchange, Queue
+
+from orderflow.configuration import ConfigurationError, check_url, parse_bool, parse_rate, read
+
+BASE_DIR = Path(__file__).resolve().parent.parent.parent
+
+env = environ.Env()
+if (BASE_DIR / ".env").is_file():
+    env.read_env(BASE_DIR / ".env")
+
+DEV_SECRET_KEY = "dev-only-insecure-key-change-me"  # noqa: S105 - refused when DEBUG is off
+
+# --- Core ------------------------------------------------------------------------------
+DEBUG = parse_bool("DJANGO_DEBUG", env.str("DJANGO_DEBUG", default="true"))
+SECRET_KEY = env.str("DJANGO_SECRET_KEY", default=DEV_SECRET_KEY)
+if not DEBUG and SECRET_KEY == DEV_SECRET_KEY:
+    raise ConfigurationError("DJANGO_SECRET_KEY", "must be set when DJANGO_DEBUG is false")
+ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["localhost", "127.0.0.1"])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "django_filters",
+    "drf_spectacular",
+    "django_celery_beat",
+    "django_celery_results",
+    "orders",
+    "notifications",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "orderflow.urls"
+WSGI_APPLICATION = "orderflow.wsgi.application"
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+
+# Order bodies are small; anything larger than this is refused with 413 before parsing.
+DATA_UPLOAD_MAX_MEMORY_SIZE = 256 * 1024
+
+# --- Database --------------------------------------------------------------------------
+DATABASE_URL = check_url(
+    "DATABASE_URL", env.str("DATABASE_URL", default="sqlite:///db.sqlite3"), schemes=tuple(environ.Env.DB_SCHEMES)
+)
+DATABASES = {"default": read("DATABASE_URL", env.db_url, env, default=DATABASE_URL)}
+DATABASES["default"]["ATOMIC_REQUESTS"] = False
+DATABASES["default"].setdefault("CONN_MAX_AGE", 60)
+
+# --- Redis (rate limiter, cache) -------------------------------------------------------
+REDIS_URL = check_url(
+    "REDIS_URL", env.str("REDIS_URL", default="redis://localhost:6379/1"), schemes=("redis", "rediss")
+)
+CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+
+# --- Celery ----------------------------------------------------------------------------
+# https://docs.celeryq.dev/en/stable/django/first-steps-with-django.html
+CELERY_BROKER_URL = check_url(
+    "CELERY_BROKER_URL",
+    env.str("CELERY_BROKER_URL", default="redis://localhost:6379/0"),
+    schemes=("redis", "rediss", "amqp", "amqps", "pyamqp", "memory"),
+)
+CELERY_RESULT_BACKEND = env.str("CELERY_RESULT_BACKEND", default="django-db")
+CELERY_RESULT_EXTENDED = True
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TIMEZONE = TIME_ZONE
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+
+CELERY_TASK_DEFAULT_QUEUE = "default"
+CELERY_TASK_QUEUES = [
+    Queue(name, Exchange(name), routing_key=name) for name in ("default", "notifications", "sms", "email")
+]
+CELERY_TASK_ROUTES = {
+    "notifications.tasks.send_sms_notification": {"queue": "sms"},
+    "notifications.tasks.send_email_notification": {"queue": "email"},
+    "notifications.tasks.send_order_confirmation": {"queue": "notifications"},
+    "notifications.tasks.send_order_status_update": {"queue": "notifications"},
+    "notifications.tasks.retry_failed_notifications": {"queue": "notifications"},
+    "notifications.tasks.cleanup_old_notifications": {"queue": "default"},
+    "notifications.tasks.health_check": {"queue": "default"},
+}
+
+# --- SMS (Twilio) ----------------------------------------------------------------------
+TWILIO_ACCOUNT_SID = env.str("TWILIO_ACCOUNT_SID", default="")
+TWILIO_AUTH_TOKEN = env.str("TWILIO_AUTH_TOKEN", default="")
+TWILIO_FROM_NUMBER = env.str("TWILIO_FROM_NUMBER", default="")
+TWILIO_MESSAGING_SERVICE_SID = env.str("TWILIO_MESSAGING_SERVICE_SID", default="")
+TWILIO_API_BASE_URL = check_url(
+    "TWILIO_API_BASE_URL",
+    env.str("TWILIO_API_BASE_URL", default="https://api.twilio.com"),
+    schemes=("http", "https"),
+)
+TWILIO_STATUS_CALLBACK_URL = env.str("TWILIO_STATUS_CALLBACK_URL", default="")
+if TWILIO_STATUS_CALLBACK_URL:
+    check_url("TWILIO_STATUS_CALLBACK_URL", TWILIO_STATUS_CALLBACK_URL, schemes=("http", "https"))
+_twilio_configured = bool(TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN)
+SMS_BACKEND = env.str(
+    "SMS_BACKEND",
+    default="notifications.backends.sms.TwilioBackend"
+    if _twilio_configured
+    else "notifications.backends.sms.ConsoleBackend",
+)
+if SMS_BACKEND.endswith(".TwilioBackend"):
+    if not _twilio_configured:
+        raise ConfigurationError("TWILIO_ACCOUNT_SID", "and TWILIO_AUTH_TOKEN must be set to send SMS through Twilio")
+    if not (TWILIO_FROM_NUMBER or TWILIO_MESSAGING_SERVICE_SID):
+        raise ConfigurationError(
+            "TWILIO_FROM_NUMBER", "or TWILIO_MESSAGING_SERVICE_SID must be set to send SMS through Twilio"
+        )
+
+# --- Email -----------------------------------------------------------------------------
+vars().update(read("EMAIL_URL", env.email_url, env, default="consolemail://"))
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="orders@localhost")
+SERVER_EMAIL = DEFAULT_FROM_EMAIL
+EMAIL_TIMEOUT = 10
+
+# --- Notifications ---------------------------------------------------------------------
+NOTIFICATIONS_SMS_RATE_LIMIT = parse_rate(
+    "NOTIFICATIONS_SMS_RATE_LIMIT", env.str("NOTIFICATIONS_SMS_RATE_LIMIT", default="10/m")
+)
+NOTIFICATIONS_EMAIL_RATE_LIMIT = parse_rate(
+    "NOTIFICATIONS_EMAIL_RATE_LIMIT", env.str("NOTIFICATIONS_EMAIL_RATE_LIMIT", default="30/m")
+)
+NOTIFICATIONS_MAX_RETRIES = read("NOTIFICATIONS_MAX_RETRIES", env.int, env, default=3, minimum=0)
+NOTIFICATIONS_RETRY_BACKOFF = read("NOTIFICATIONS_RETRY_BACKOFF", env.int, env, default=60, minimum=1)
+NOTIFICATIONS_RETRY_BACKOFF_MAX = read(
+    "NOTIFICATIONS_RETRY_BACKOFF_MAX", env.int, env, default=600, minimum=NOTIFICATIONS_RETRY_BACKOFF
+)
+NOTIFICATIONS_RETENTION_DAYS = read("NOTIFICATIONS_RETENTION_DAYS", env.int, env, default=7, minimum=1)
+NOTIFICATIONS_STUCK_AFTER = read("NOTIFICATIONS_STUCK_AFTER", env.int, env, default=300, minimum=1)
+
+# --- API -------------------------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PAGINATION_CLASS": "orderflow.api.Pagination",
+    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "orderflow.api.exception_handler",
+    "PAGE_SIZE": 50,
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "orderflow API",
+    "DESCRIPTION": "Orders in, SMS and email notifications out.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+}
+
+# --- Logging ---------------------------------------------------------------------------
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+}

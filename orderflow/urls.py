@@ -1,0 +1,32 @@
+from django.contrib import admin
+from django.urls import include, path
+from django.views import defaults
+from drf_spectacular.views import SpectacularAPIView
+
+from orderflow import api
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("api/", include("orders.urls")),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+]
+
+JSON_PREFIXES = ("/api/", "/webhooks/")
+
+
+def handler404(request, exception=None):
+    if request.path.startswith(JSON_PREFIXES):
+        return api.json_not_found(request, exception)
+    return defaults.page_not_found(request, exception)
+
+
+def handler500(request):
+    if request.path.startswith(JSON_PREFIXES):
+        return api.json_server_error(request)
+    return defaults.server_error(request)
+
+
+def handler400(request, exception=None):
+    if request.path.startswith(JSON_PREFIXES):
+        return api.json_bad_request(request, exception)
+    return defaults.bad_request(request, exception)
