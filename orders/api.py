@@ -1,0 +1,182 @@
+"""The order API: thin views over orders.services and orders.selectors."""
+
+import django_filters
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
+from rest_framework import mixins, serializers, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.response import Response
+
+from orderflow.errors import ApplicationError
+from orders import selectors, services
+from orders.models import ChangeSource, Order, OrderItem, OrderStatus, OrderStatusChange
+
+MAX_ITEMS_PER_ORDER = 500
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+
+
+class OrderItemSerializer(serializers.ModelSerializer):
+    quantity = serializers.IntegerField(min_value=1, max_value=1_000_000)
+    unit_price = serializers.DecimalField(max_digits=10, decimal_places=2, min_value=0)
+
+    class Meta:
+        model = OrderItem
+        fields = ["sku", "name", "quantity", "unit_price"]
+
+
+class OrderCreateSerializer(serializers.Serializer):
+    customer_name = serializers.CharField(max_length=200)
+    customer_email = serializers.EmailField(required=False, allow_blank=True, default="")
+    customer_phone = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        default="",
+        max_length=40,
+        help_text="Any international form; stored as E.164.",
+    )
+    items = OrderItemSerializer(many=True, allow_empty=False, max_length=MAX_ITEMS_PER_ORDER)
+
+
+class StatusChangeSerializer(serializers.ModelSerializer):
+    changed_by = serializers.CharField(source="changed_by.get_username", default=None, read_only=True)
+
+    class Meta:
+        model = OrderStatusChange
+        fields = ["from_status", "to_status", "changed_by", "source", "created_at"]
+
+
+class OrderSerializer(serializers.ModelSerializer):
+    items = OrderItemSerializer(many=True, read_only=True)
+    allowed_next_statuses = serializers.ListField(child=serializers.ChoiceField(OrderStatus.choices), read_only=True)
+
+    class Meta:
+        model = Order
+        fields = [
+            "id",
+            "status",
+            "allowed_next_statuses",
+            "customer_name",
+            "customer_email",
+            "customer_phone",
+            "total",
+            "items",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = fields
+
+
+class OrderDetailSerializer(OrderSerializer):
+    status_history = StatusChangeSerializer(source="status_changes", many=True, read_only=True)
+
+    class Meta(OrderSerializer.Meta):
+        fields = [*OrderSerializer.Meta.fields, "status_history"]
+        read_only_fields = fields
+
+
+class TransitionSerializer(serializers.Serializer):
+    status = serializers.ChoiceField(OrderStatus.choices)
+
+
+class OrderFilter(django_filters.FilterSet):
+    status = django_filters.ChoiceFilter(choices=OrderStatus.choices)
+
+    class Meta:
+        model = Order
+        fields = ["status"]
+
+
+ERROR_RESPONSE = inline_serializer(
+    "Error",
+    {
+        "detail": serializers.CharField(),
+        "code": serializers.CharField(),
+        "errors": serializers.DictField(required=False),
+    },
+)
+TRANSITION_REFUSED = inline_serializer(
+    "TransitionRefused",
+    {
+        "detail": serializers.CharField(),
+        "code": serializers.CharField(),
+        "current_status": serializers.ChoiceField(OrderStatus.choices),
+        "allowed": serializers.ListField(child=serializers.ChoiceField(OrderStatus.choices)),
+    },
+)
+
+
+class OrderViewSet(mixins.CreateModelMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    serializer_class = OrderSerializer
+    filterset_class = OrderFilter
+
+    def get_queryset(self):
+        orders = selectors.order_list(user=self.request.user)
+        if self.action == "retrieve":
+            orders = orders.prefetch_related("status_changes__changed_by")
+        return orders
+
+    def get_serializer_class(self):
+        return OrderDetailSerializer if self.action == "retrieve" else OrderSerializer
+
+    @extend_schema(
+        request=OrderCreateSerializer,
+        parameters=[
+            OpenApiParameter(
+                IDEMPOTENCY_HEADER,
+                OpenApiTypes.STR,
+                OpenApiParameter.HEADER,
+                description="Repeat a create safely: the same key and body return the first order.",
+            )
+        ],
+        responses={
+            201: OrderDetailSerializer,
+            400: ERROR_RESPONSE,
+            413: ERROR_RESPONSE,
+            422: OpenApiResponse(ERROR_RESPONSE, description="Idempotency-Key reused with another body"),
+        },
+    )
+    def create(self, request, *args, **kwargs):
+        payload = OrderCreateSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        data = payload.validated_data
+        result = services.order_create(
+            owner=request.user,
+            customer_name=data["customer_name"],
+            customer_email=data["customer_email"],
+            customer_phone=data["customer_phone"],
+            items=[services.OrderLine(**item) for item in data["items"]],
+            source=ChangeSource.API,
+            idempotency_key=_idempotency_key(request),
+        )
+        order = self.get_queryset().prefetch_related("status_changes__changed_by").get(pk=result.order.pk)
+        headers = {"Location": f"/api/orders/{order.pk}/"}
+        if not result.created:
+            headers["Idempotent-Replayed"] = "true"
+        return Response(OrderDetailSerializer(order).data, status=status.HTTP_201_CREATED, headers=headers)
+
+    @extend_schema(
+        request=TransitionSerializer,
+        responses={200: OrderDetailSerializer, 400: ERROR_RESPONSE, 404: ERROR_RESPONSE, 409: TRANSITION_REFUSED},
+    )
+    @action(detail=True, methods=["post"])
+    def transition(self, request, pk=None):
+        """Move the order to the next status of its workflow."""
+        order = self.get_object()
+        payload = TransitionSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        services.order_transition(
+            order_id=order.pk, to_status=payload.validated_data["status"], by=request.user, source=ChangeSource.API
+        )
+        order = self.get_queryset().prefetch_related("status_changes__changed_by").get(pk=order.pk)
+        return Response(OrderDetailSerializer(order).data)
+
+
+def _idempotency_key(request) -> str | None:
+    key = request.headers.get(IDEMPOTENCY_HEADER)
+    if key is None:
+        return None
+    key = key.strip()
+    if not key or len(key) > 255 or not key.isprintable():
+        message = f"{IDEMPOTENCY_HEADER} must be 1 to 255 printable characters."
+        raise ApplicationError(message, fields={IDEMPOTENCY_HEADER: [message]})
+    return key
