@@ -1,0 +1,107 @@
+import pytest
+from django.contrib.auth.models import Permission
+from django.contrib.messages import get_messages
+
+from tests.factories import UserFactory, place_order
+
+pytestmark = pytest.mark.django_db
+
+CHANGELIST = "/admin/orders/order/"
+
+
+@pytest.fixture
+def operator(client):
+    user = UserFactory(username="operator", is_staff=True, is_superuser=True)
+    client.force_login(user)
+    return user
+
+
+def messages_of(response):
+    return [str(message) for message in get_messages(response.wsgi_request)]
+
+
+def test_changelist_shows_orders_without_n_plus_one(client, operator, shop, django_assert_max_num_queries):
+    for _ in range(20):
+        place_order(owner=shop)
+    with django_assert_max_num_queries(10):
+        response = client.get(CHANGELIST)
+    assert response.status_code == 200
+    assert response.content.decode().count("Ada Lovelace") == 20
+
+
+@pytest.mark.parametrize("term", ["Grace", "grace@example.com", "+14155552671"])
+def test_search_by_name_email_phone(client, operator, shop, term):
+    wanted = place_order(
+        owner=shop, customer_name="Grace Hopper", customer_email="grace@example.com", customer_phone="+1 415 555 2671"
+    )
+    place_order(owner=shop, customer_phone="")
+    response = client.get(CHANGELIST, {"q": term})
+    assert list(response.context["cl"].result_list) == [wanted]
+
+
+def test_search_by_id(client, operator, shop):
+    wanted = place_order(owner=shop)
+    place_order(owner=shop)
+    response = client.get(CHANGELIST, {"q": str(wanted.pk)})
+    assert list(response.context["cl"].result_list) == [wanted]
+
+
+def test_search_by_text_does_not_break_on_the_id_field(client, operator, shop):
+    place_order(owner=shop)
+    assert client.get(CHANGELIST, {"q": "no such customer"}).status_code == 200
+
+
+def test_filter_by_status(client, operator, shop):
+    place_order(owner=shop)
+    cancelled = place_order(owner=shop)
+    client.post(CHANGELIST, {"action": "mark_cancelled", "_selected_action": [cancelled.pk]})
+    response = client.get(CHANGELIST, {"status__exact": "cancelled"})
+    assert list(response.context["cl"].result_list) == [cancelled]
+
+
+def test_detail_shows_items_and_history(client, operator, shop):
+    order = place_order(owner=shop)
+    response = client.get(f"{CHANGELIST}{order.pk}/change/")
+    page = response.content.decode()
+    assert response.status_code == 200
+    assert "Green tea" in page
+    assert "status history" in page.lower()
+
+
+def test_orders_are_not_added_in_the_admin(client, operator):
+    assert client.get(f"{CHANGELIST}add/").status_code == 403
+
+
+def test_action_moves_orders_through_the_service(client, operator, shop):
+    orders = [place_order(owner=shop) for _ in range(3)]
+    response = client.post(
+        CHANGELIST, {"action": "mark_confirmed", "_selected_action": [o.pk for o in orders]}, follow=True
+    )
+    assert response.status_code == 200
+    assert "3 order(s) marked confirmed." in messages_of(response)
+    for order in orders:
+        order.refresh_from_db()
+        assert order.status == "confirmed"
+        change = order.status_changes.last()
+        assert (change.changed_by, change.source) == (operator, "admin")
+
+
+def test_refused_action_reports_a_message_not_a_500(client, operator, shop):
+    pending = place_order(owner=shop)
+    response = client.post(CHANGELIST, {"action": "mark_delivered", "_selected_action": [pending.pk]}, follow=True)
+    assert response.status_code == 200
+    assert any("cannot become delivered" in message for message in messages_of(response))
+    pending.refresh_from_db()
+    assert pending.status == "pending"
+
+
+def test_staff_without_change_permission_cannot_run_actions(client, shop):
+    viewer = UserFactory(username="viewer", is_staff=True)
+    viewer.user_permissions.add(Permission.objects.get(codename="view_order"))
+    client.force_login(viewer)
+    order = place_order(owner=shop)
+    page = client.get(CHANGELIST).content.decode()
+    assert "mark_confirmed" not in page
+    client.post(CHANGELIST, {"action": "mark_confirmed", "_selected_action": [order.pk]})
+    order.refresh_from_db()
+    assert order.status == "pending"

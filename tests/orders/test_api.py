@@ -1,0 +1,372 @@
+import json
+import threading
+
+import pytest
+from django.db import connection
+
+from orders.models import Order
+from tests.factories import place_order
+
+pytestmark = pytest.mark.django_db
+
+ORDERS = "/api/orders/"
+
+
+def order_body(**overrides):
+    body = {
+        "customer_name": "Ada Lovelace",
+        "customer_email": "ada@example.com",
+        "customer_phone": "+1 415-555-2671",
+        "items": [{"sku": "TEA-1", "name": "Green tea", "quantity": 2, "unit_price": "4.50"}],
+    }
+    body.update(overrides)
+    return body
+
+
+def item(**overrides):
+    return {**order_body()["items"][0], **overrides}
+
+
+# --- create ---------------------------------------------------------------------------------
+
+
+def test_create_answers_201_with_server_total_and_e164_phone(api, shop):
+    response = api.post(ORDERS, order_body(), format="json")
+    assert response.status_code == 201, response.content
+    body = response.json()
+    assert body["total"] == "9.00"
+    assert body["customer_phone"] == "+14155552671"
+    assert body["status"] == "pending"
+    assert body["allowed_next_statuses"] == ["confirmed", "cancelled"]
+    assert body["status_history"][0] == {
+        "from_status": "",
+        "to_status": "pending",
+        "changed_by": "shop",
+        "source": "api",
+        "created_at": body["status_history"][0]["created_at"],
+    }
+    assert response["Location"] == f"/api/orders/{body['id']}/"
+    assert Order.objects.get().owner == shop
+
+
+def test_client_cannot_set_total_or_status(api):
+    response = api.post(ORDERS, order_body(total="0.01", status="delivered"), format="json")
+    assert response.status_code == 201
+    assert (response.json()["total"], response.json()["status"]) == ("9.00", "pending")
+
+
+def test_email_only_and_phone_only_orders_are_accepted(api):
+    assert api.post(ORDERS, order_body(customer_phone=""), format="json").status_code == 201
+    assert api.post(ORDERS, order_body(customer_email=""), format="json").status_code == 201
+    no_phone_key = order_body()
+    del no_phone_key["customer_phone"]
+    assert api.post(ORDERS, no_phone_key, format="json").status_code == 201
+
+
+def test_create_requires_token(anonymous_api):
+    response = anonymous_api.post(ORDERS, order_body(), format="json")
+    assert response.status_code == 401
+    assert response.json()["code"] == "not_authenticated"
+    assert "credentials were not provided" in response.json()["detail"]
+    assert Order.objects.count() == 0
+
+
+def test_wrong_token_is_refused(anonymous_api):
+    anonymous_api.credentials(HTTP_AUTHORIZATION="Token not-a-real-token")
+    response = anonymous_api.get(ORDERS)
+    assert response.status_code == 401
+    assert response.json() == {"detail": "Invalid token.", "code": "authentication_failed"}
+
+
+# --- bad input ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "says"),
+    [
+        (order_body(items=[]), "items", "may not be empty"),
+        ({k: v for k, v in order_body().items() if k != "items"}, "items", "required"),
+        (order_body(items=[item(quantity=0)]), "items", "greater than or equal to 1"),
+        (order_body(items=[item(quantity=-3)]), "items", "greater than or equal to 1"),
+        (order_body(items=[item(quantity="two")]), "items", "valid integer"),
+        (order_body(items=[item(unit_price="-1.00")]), "items", "greater than or equal to 0"),
+        (order_body(items=[item(unit_price="1.005")]), "items", "no more than 2 decimal places"),
+        (order_body(items=[item(unit_price="abc")]), "items", "valid number"),
+        (order_body(items=[item(unit_price="NaN")]), "items", "valid number"),
+        (order_body(items=[item(sku="")]), "items", "may not be blank"),
+        (order_body(items="not a list"), "items", "Expected a list"),
+        (order_body(customer_phone="call me maybe"), "customer_phone", "not a valid phone number"),
+        (order_body(customer_phone="+1 555"), "customer_phone", "not a valid phone number"),
+        (order_body(customer_email="ada@"), "customer_email", "valid email"),
+        (order_body(customer_email="", customer_phone=""), "non_field_errors", "email or phone"),
+        (order_body(customer_name=""), "customer_name", "may not be blank"),
+        (order_body(customer_name="x" * 201), "customer_name", "no more than 200"),
+    ],
+)
+def test_bad_order_is_refused_with_a_message_and_nothing_saved(api, body, field, says):
+    response = api.post(ORDERS, body, format="json")
+    assert response.status_code == 400, response.content
+    error = response.json()
+    assert error["code"] == "invalid"
+    assert field in error["errors"]
+    assert says in json.dumps(error["errors"][field])
+    assert says in error["detail"]
+    assert Order.objects.count() == 0
+
+
+def test_item_error_points_at_the_item(api):
+    body = order_body(items=[item(), item(quantity=0)])
+    error = api.post(ORDERS, body, format="json").json()
+    assert error["errors"]["items"] == {"1": {"quantity": ["Ensure this value is greater than or equal to 1."]}}
+    assert error["detail"] == "Invalid input. items[1].quantity: Ensure this value is greater than or equal to 1."
+
+
+def test_non_json_body_is_refused(api):
+    response = api.post(ORDERS, "{not json", content_type="application/json")
+    assert response.status_code == 400
+    assert response.json()["code"] == "parse_error"
+    assert "JSON parse error" in response.json()["detail"]
+
+
+def test_json_that_is_not_an_object_is_refused(api):
+    response = api.post(ORDERS, [1, 2], format="json")
+    assert response.status_code == 400
+    assert "Expected a dictionary" in response.json()["detail"]
+
+
+def test_form_encoded_body_is_refused_as_unsupported(api):
+    response = api.post(ORDERS, "customer_name=Ada", content_type="application/x-www-form-urlencoded")
+    assert response.status_code == 415
+    assert response.json()["code"] == "unsupported_media_type"
+
+
+def test_oversized_body_is_refused_with_413(api):
+    body = order_body(customer_name="x" * 300_000)
+    response = api.post(ORDERS, body, format="json")
+    assert response.status_code == 413
+    assert response.json() == {"detail": "The request body is too large.", "code": "too_large"}
+    assert Order.objects.count() == 0
+
+
+def test_too_many_items_are_refused(api):
+    response = api.post(ORDERS, order_body(items=[item()] * 501), format="json")
+    assert response.status_code == 400
+    assert "no more than 500" in response.json()["detail"]
+
+
+def test_unknown_url_under_api_answers_json_404(api):
+    response = api.get("/api/nothing-here/")
+    assert response.status_code == 404
+    assert response.json()["code"] == "not_found"
+
+
+# --- idempotency ----------------------------------------------------------------------------
+
+
+def test_retried_create_with_same_key_returns_first_order(api):
+    first = api.post(ORDERS, order_body(), format="json", HTTP_IDEMPOTENCY_KEY="order-42")
+    again = api.post(ORDERS, order_body(), format="json", HTTP_IDEMPOTENCY_KEY="order-42")
+    assert (first.status_code, again.status_code) == (201, 201)
+    assert again.json()["id"] == first.json()["id"]
+    assert again["Idempotent-Replayed"] == "true"
+    assert Order.objects.count() == 1
+
+
+def test_same_key_with_different_body_is_refused_with_422(api):
+    api.post(ORDERS, order_body(), format="json", HTTP_IDEMPOTENCY_KEY="order-42")
+    response = api.post(ORDERS, order_body(customer_name="Grace"), format="json", HTTP_IDEMPOTENCY_KEY="order-42")
+    assert response.status_code == 422
+    assert response.json()["code"] == "idempotency_key_reused"
+    assert "use a new key" in response.json()["detail"]
+    assert Order.objects.count() == 1
+
+
+def test_same_key_from_another_consumer_creates_its_own_order(api, other_api):
+    first = api.post(ORDERS, order_body(), format="json", HTTP_IDEMPOTENCY_KEY="k")
+    second = other_api.post(ORDERS, order_body(), format="json", HTTP_IDEMPOTENCY_KEY="k")
+    assert second.status_code == 201
+    assert second.json()["id"] != first.json()["id"]
+
+
+def test_overlong_idempotency_key_is_refused(api):
+    response = api.post(ORDERS, order_body(), format="json", HTTP_IDEMPOTENCY_KEY="k" * 256)
+    assert response.status_code == 400
+    assert "Idempotency-Key" in response.json()["detail"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_creates_with_same_key_make_one_order(shop):
+    if connection.vendor != "postgresql":
+        pytest.skip("needs concurrent transactions; SQLite serialises writers")
+    from tests.conftest import _token_client
+
+    results = []
+    barrier = threading.Barrier(4)
+
+    def create():
+        try:
+            barrier.wait()
+            response = _token_client(shop).post(ORDERS, order_body(), format="json", HTTP_IDEMPOTENCY_KEY="race")
+            results.append((response.status_code, response.json().get("id")))
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=create) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert Order.objects.count() == 1
+    assert {status for status, _ in results} == {201}
+    assert len({order_id for _, order_id in results}) == 1
+
+
+# --- list and retrieve ----------------------------------------------------------------------
+
+
+def test_consumer_lists_only_its_own_orders(api, shop, other_shop):
+    mine = place_order(owner=shop)
+    place_order(owner=other_shop)
+    body = api.get(ORDERS).json()
+    assert body["count"] == 1
+    assert [order["id"] for order in body["results"]] == [mine.pk]
+
+
+def test_staff_list_every_order(staff_api, shop, other_shop):
+    place_order(owner=shop)
+    place_order(owner=other_shop)
+    assert staff_api.get(ORDERS).json()["count"] == 2
+
+
+def test_list_filters_by_status(api, shop):
+    place_order(owner=shop)
+    confirmed = place_order(owner=shop)
+    api.post(f"{ORDERS}{confirmed.pk}/transition/", {"status": "confirmed"}, format="json")
+    body = api.get(ORDERS, {"status": "confirmed"}).json()
+    assert [order["id"] for order in body["results"]] == [confirmed.pk]
+
+
+def test_list_with_unknown_status_filter_is_refused(api):
+    response = api.get(ORDERS, {"status": "lost"})
+    assert response.status_code == 400
+    assert "lost is not one of the available choices" in response.json()["detail"]
+
+
+def test_list_is_paginated(api, shop):
+    for _ in range(3):
+        place_order(owner=shop)
+    body = api.get(ORDERS, {"page_size": 2}).json()
+    assert (body["count"], len(body["results"])) == (3, 2)
+    assert body["next"].endswith("page=2&page_size=2")
+    assert api.get(ORDERS, {"page": 99}).status_code == 404
+
+
+def test_list_queries_do_not_grow_with_orders(api, shop, django_assert_max_num_queries):
+    for _ in range(10):
+        place_order(owner=shop)
+    with django_assert_max_num_queries(5):
+        assert len(api.get(ORDERS).json()["results"]) == 10
+
+
+def test_list_requires_token(anonymous_api):
+    assert anonymous_api.get(ORDERS).status_code == 401
+
+
+def test_retrieve_own_order(api, shop):
+    order = place_order(owner=shop)
+    body = api.get(f"{ORDERS}{order.pk}/").json()
+    assert body["id"] == order.pk
+    assert body["items"] == [{"sku": "TEA-1", "name": "Green tea", "quantity": 2, "unit_price": "4.50"}]
+
+
+def test_retrieve_another_consumers_order_is_404(other_api, shop):
+    order = place_order(owner=shop)
+    response = other_api.get(f"{ORDERS}{order.pk}/")
+    assert response.status_code == 404
+    assert response.json() == {"detail": "No Order matches the given query.", "code": "not_found"}
+
+
+def test_staff_retrieve_any_order(staff_api, shop):
+    order = place_order(owner=shop)
+    assert staff_api.get(f"{ORDERS}{order.pk}/").status_code == 200
+
+
+def test_retrieve_requires_token(anonymous_api, shop):
+    order = place_order(owner=shop)
+    assert anonymous_api.get(f"{ORDERS}{order.pk}/").status_code == 401
+
+
+def test_retrieve_non_numeric_id_is_404(api):
+    assert api.get(f"{ORDERS}abc/").status_code == 404
+
+
+# --- transition -----------------------------------------------------------------------------
+
+
+def test_transition_moves_order_and_records_who(api, shop):
+    order = place_order(owner=shop)
+    response = api.post(f"{ORDERS}{order.pk}/transition/", {"status": "confirmed"}, format="json")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["status"] == "confirmed"
+    assert body["allowed_next_statuses"] == ["processing", "cancelled"]
+    assert body["status_history"][-1]["from_status"] == "pending"
+    assert body["status_history"][-1]["changed_by"] == "shop"
+
+
+def test_refused_transition_answers_409_with_allowed_states(api, shop):
+    order = place_order(owner=shop)
+    response = api.post(f"{ORDERS}{order.pk}/transition/", {"status": "shipped"}, format="json")
+    assert response.status_code == 409
+    body = response.json()
+    assert body["code"] == "transition_not_allowed"
+    assert body["current_status"] == "pending"
+    assert body["allowed"] == ["confirmed", "cancelled"]
+    assert "cannot become shipped" in body["detail"]
+
+
+def test_transition_to_unknown_status_is_400(api, shop):
+    order = place_order(owner=shop)
+    response = api.post(f"{ORDERS}{order.pk}/transition/", {"status": "teleported"}, format="json")
+    assert response.status_code == 400
+    assert "not a valid choice" in response.json()["detail"]
+
+
+def test_transition_without_status_is_400(api, shop):
+    order = place_order(owner=shop)
+    response = api.post(f"{ORDERS}{order.pk}/transition/", {}, format="json")
+    assert response.status_code == 400
+    assert response.json()["errors"] == {"status": ["This field is required."]}
+
+
+def test_transition_of_another_consumers_order_is_404(other_api, shop):
+    order = place_order(owner=shop)
+    response = other_api.post(f"{ORDERS}{order.pk}/transition/", {"status": "confirmed"}, format="json")
+    assert response.status_code == 404
+    order.refresh_from_db()
+    assert order.status == "pending"
+
+
+def test_transition_requires_token(anonymous_api, shop):
+    order = place_order(owner=shop)
+    response = anonymous_api.post(f"{ORDERS}{order.pk}/transition/", {"status": "confirmed"}, format="json")
+    assert response.status_code == 401
+
+
+def test_orders_cannot_be_deleted_or_replaced(api, shop):
+    order = place_order(owner=shop)
+    assert api.delete(f"{ORDERS}{order.pk}/").status_code == 405
+    assert api.put(f"{ORDERS}{order.pk}/", order_body(), format="json").status_code == 405
+
+
+# --- schema ---------------------------------------------------------------------------------
+
+
+def test_openapi_schema_describes_the_order_endpoints(anonymous_api, api):
+    response = api.get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json")
+    assert response.status_code == 200
+    schema = response.json()
+    assert schema["openapi"].startswith("3.")
+    assert {"/api/orders/", "/api/orders/{id}/", "/api/orders/{id}/transition/"} <= set(schema["paths"])
+    create = schema["paths"]["/api/orders/"]["post"]
+    assert "Idempotency-Key" in [parameter["name"] for parameter in create["parameters"]]

@@ -1,0 +1,88 @@
+import pytest
+from django.core.management import CommandError, call_command
+
+from notifications.management.commands.start_celery_worker import Command as StartWorker
+from orderflow.celery import app
+
+CONTRACT_ROUTES = {
+    "notifications.tasks.send_sms_notification": "sms",
+    "notifications.tasks.send_email_notification": "email",
+    "notifications.tasks.send_order_confirmation": "notifications",
+    "notifications.tasks.send_order_status_update": "notifications",
+}
+
+
+def test_the_four_queues_exist():
+    assert {queue.name for queue in app.conf.task_queues} == {"sms", "email", "notifications", "default"}
+    assert app.conf.task_default_queue == "default"
+
+
+@pytest.mark.parametrize(("task", "queue"), CONTRACT_ROUTES.items())
+def test_contract_tasks_route_to_their_queue(task, queue):
+    assert app.amqp.router.route({}, task)["queue"].name == queue
+
+
+def test_celery_reads_django_settings():
+    assert app.conf.beat_scheduler == "django_celery_beat.schedulers:DatabaseScheduler"
+    assert app.conf.result_backend == "django-db"
+
+
+def worker_argv(**options):
+    command = StartWorker()
+    parser = command.create_parser("manage.py", "start_celery_worker")
+    args = []
+    for name, value in options.items():
+        args += [f"--{name.replace('_', '-')}", str(value)]
+    return command.worker_argv(vars(parser.parse_args(args)))
+
+
+def test_sms_worker_defaults():
+    argv = worker_argv(queue="sms")
+    assert "--queues=sms" in argv
+    assert "--hostname=sms@%h" in argv
+    assert "--prefetch-multiplier=1" in argv
+    assert "--concurrency=2" in argv
+    assert "--max-tasks-per-child=1000" in argv
+
+
+def test_worker_passes_options_through():
+    argv = worker_argv(
+        queue="notifications,default",
+        concurrency=4,
+        loglevel="DEBUG",
+        hostname="n1@box",
+        pool="solo",
+        prefetch_multiplier=8,
+        max_tasks_per_child=50,
+    )
+    assert argv == [
+        "worker",
+        "--queues=notifications,default",
+        "--concurrency=4",
+        "--loglevel=debug",
+        "--hostname=n1@box",
+        "--pool=solo",
+        "--prefetch-multiplier=8",
+        "--max-tasks-per-child=50",
+    ]
+
+
+def test_worker_for_non_channel_queues_prefetches_more():
+    assert "--prefetch-multiplier=4" in worker_argv(queue="notifications")
+
+
+@pytest.mark.parametrize(("queue", "says"), [("sms,fax", "unknown queue fax"), (",", r"unknown queue \(empty\)")])
+def test_worker_refuses_unknown_queue(queue, says):
+    with pytest.raises(CommandError, match=says):
+        call_command("start_celery_worker", "--queue", queue)
+
+
+def test_worker_refuses_zero_concurrency():
+    with pytest.raises(CommandError, match="--concurrency must be at least 1"):
+        call_command("start_celery_worker", "--queue", "sms", "--concurrency", "0")
+
+
+def test_check_broker_reports_unreachable_broker_in_one_line(settings):
+    settings.CELERY_BROKER_URL = "redis://127.0.0.1:1/0"
+    with pytest.raises(CommandError, match=r"unreachable .*redis-server"):
+        call_command("check_broker")
