@@ -1,5 +1,5 @@
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import include, path, re_path
 from django.views import defaults
 from drf_spectacular.views import SpectacularAPIView
 
@@ -9,6 +9,8 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/", include("orders.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    # Anything else under /api/ is a JSON 404, in DEBUG too.
+    re_path(r"^api/", api.json_not_found),
 ]
 
 JSON_PREFIXES = ("/api/", "/webhooks/")

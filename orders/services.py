@@ -21,6 +21,9 @@ from orders.models import (
 from orders.phones import phone_to_e164
 from orders.signals import order_placed, order_status_changed
 
+# Order.total holds 12 digits, 2 of them decimals.
+MAX_ORDER_TOTAL = Decimal("9999999999.99")
+
 
 @dataclass(frozen=True)
 class OrderLine:
@@ -75,6 +78,11 @@ def order_create(
         message = "An order needs at least one item."
         raise ApplicationError(message, fields={"items": [message]})
 
+    total = sum((line.unit_price * line.quantity for line in items), Decimal("0.00"))
+    if total > MAX_ORDER_TOTAL:
+        message = f"The order total {total} is over the largest this system takes ({MAX_ORDER_TOTAL})."
+        raise ApplicationError(message, fields={"items": [message]})
+
     fingerprint = _fingerprint(customer_name, customer_email, customer_phone, items)
     if idempotency_key:
         replay = _replay(owner=owner, key=idempotency_key, fingerprint=fingerprint)
@@ -89,7 +97,7 @@ def order_create(
                 customer_name=customer_name,
                 customer_email=customer_email,
                 customer_phone=customer_phone,
-                total=sum((line.unit_price * line.quantity for line in items), Decimal("0.00")),
+                total=total,
             )
             OrderItem.objects.bulk_create(OrderItem(order=order, **asdict(line)) for line in items)
             OrderStatusChange.objects.create(

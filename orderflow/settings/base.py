@@ -110,6 +110,14 @@ CELERY_RESULT_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TIMEZONE = TIME_ZONE
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# A publish with the broker down must fail within a second or two, not hang a request.
+CELERY_BROKER_CONNECTION_TIMEOUT = 2
+CELERY_BROKER_TRANSPORT_OPTIONS = {"socket_connect_timeout": 2, "socket_timeout": 5, "max_retries": 1}
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# A message is acknowledged after its task ran, and given back if the worker dies mid-task.
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
 
 CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_QUEUES = [
@@ -172,6 +180,9 @@ NOTIFICATIONS_RETRY_BACKOFF_MAX = read(
     "NOTIFICATIONS_RETRY_BACKOFF_MAX", env.int, env, default=600, minimum=NOTIFICATIONS_RETRY_BACKOFF
 )
 NOTIFICATIONS_RETENTION_DAYS = read("NOTIFICATIONS_RETENTION_DAYS", env.int, env, default=7, minimum=1)
+NOTIFICATIONS_DEAD_LETTER_RETENTION_DAYS = read(
+    "NOTIFICATIONS_DEAD_LETTER_RETENTION_DAYS", env.int, env, default=30, minimum=1
+)
 NOTIFICATIONS_STUCK_AFTER = read("NOTIFICATIONS_STUCK_AFTER", env.int, env, default=300, minimum=1)
 
 # --- API -------------------------------------------------------------------------------
@@ -181,7 +192,7 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["orderflow.api.JSONParser"],
     "DEFAULT_PAGINATION_CLASS": "orderflow.api.Pagination",
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",

@@ -370,3 +370,29 @@ def test_openapi_schema_describes_the_order_endpoints(anonymous_api, api):
     assert {"/api/orders/", "/api/orders/{id}/", "/api/orders/{id}/transition/"} <= set(schema["paths"])
     create = schema["paths"]["/api/orders/"]["post"]
     assert "Idempotency-Key" in [parameter["name"] for parameter in create["parameters"]]
+
+
+def test_total_over_what_the_system_holds_is_refused(api):
+    body = order_body(items=[item(quantity=1_000_000, unit_price="99999999.99")])
+    response = api.post(ORDERS, body, format="json")
+    assert response.status_code == 400
+    assert "over the largest this system takes" in response.json()["detail"]
+    assert Order.objects.count() == 0
+
+
+def test_deeply_nested_json_is_refused(api):
+    response = api.post(ORDERS, "[" * 100_000 + "]" * 100_000, content_type="application/json")
+    assert response.status_code == 400
+    assert "nested too deeply" in response.json()["detail"]
+
+
+def test_create_without_trailing_slash_works(api):
+    response = api.post("/api/orders", order_body(), format="json")
+    assert response.status_code == 201
+
+
+def test_unknown_api_url_is_json_even_in_debug(api, settings):
+    settings.DEBUG = True
+    response = api.get("/api/nope/")
+    assert response.status_code == 404
+    assert response.json()["code"] == "not_found"
