@@ -8,7 +8,7 @@ import logging
 
 from django.core.exceptions import PermissionDenied, RequestDataTooBig
 from django.http import Http404, JsonResponse
-from rest_framework import exceptions, parsers, status
+from rest_framework import exceptions, status
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
@@ -16,16 +16,6 @@ from rest_framework.views import exception_handler as drf_exception_handler
 from orderflow.errors import ApplicationError
 
 logger = logging.getLogger(__name__)
-
-
-class JSONParser(parsers.JSONParser):
-    """The standard parser, refusing bodies nested too deeply to parse instead of crashing."""
-
-    def parse(self, stream, media_type=None, parser_context=None):
-        try:
-            return super().parse(stream, media_type, parser_context)
-        except RecursionError:
-            raise exceptions.ParseError("JSON parse error - the body is nested too deeply.") from None
 
 
 class Pagination(PageNumberPagination):

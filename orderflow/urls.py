@@ -3,11 +3,13 @@ from django.urls import include, path, re_path
 from django.views import defaults
 from drf_spectacular.views import SpectacularAPIView
 
+from notifications.api import OrderNotificationList
 from orderflow import api
 
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/", include("orders.urls")),
+    path("api/orders/<int:order_id>/notifications/", OrderNotificationList.as_view(), name="order-notifications"),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     # Anything else under /api/ is a JSON 404, in DEBUG too.
     re_path(r"^api/", api.json_not_found),

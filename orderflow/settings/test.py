@@ -1,7 +1,12 @@
 """Settings for the test suite: the same environment, with fast hashing and in-memory email."""
 
 from orderflow.settings.base import *  # noqa: F403
+from orderflow.settings.base import env
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
 CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
+# Keep the suite's rate-limit counters apart from a developer's running instance.
+REDIS_URL = env.str("ORDERFLOW_TEST_REDIS_URL", default="redis://127.0.0.1:6379/13")
+SMS_BACKEND = "notifications.backends.sms.InMemoryBackend"

@@ -1,0 +1,36 @@
+"""`/api/orders/{id}/notifications/`: what the customer was told about an order, and how it went."""
+
+from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import extend_schema
+from rest_framework import generics, serializers
+
+from notifications.models import Notification
+from orders.selectors import order_list
+
+
+class NotificationSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Notification
+        fields = [
+            "id",
+            "channel",
+            "event",
+            "recipient",
+            "status",
+            "attempts",
+            "last_error_code",
+            "last_error_message",
+            "created_at",
+            "sent_at",
+            "delivered_at",
+        ]
+        read_only_fields = fields
+
+
+@extend_schema(summary="An order's notifications and their delivery status")
+class OrderNotificationList(generics.ListAPIView):
+    serializer_class = NotificationSerializer
+
+    def get_queryset(self):
+        order = get_object_or_404(order_list(user=self.request.user), pk=self.kwargs["order_id"])
+        return order.notifications.order_by("created_at", "id")

@@ -1,0 +1,41 @@
+import smtplib
+
+from django.conf import settings
+from django.core.mail import EmailMultiAlternatives
+from django.core.mail.message import make_msgid
+
+from notifications.errors import PermanentDeliveryError, TransientDeliveryError
+
+
+class EmailBackend:
+    """Sends through Django's configured email backend (EMAIL_URL), plain text with an HTML part."""
+
+    def send(self, *, recipient: str, subject: str, body: str, html_body: str = "", **_) -> str:
+        message_id = make_msgid(domain=settings.DEFAULT_FROM_EMAIL.rpartition("@")[2] or "localhost")
+        message = EmailMultiAlternatives(
+            subject=subject,
+            body=body,
+            from_email=settings.DEFAULT_FROM_EMAIL,
+            to=[recipient],
+            headers={"Message-ID": message_id},
+        )
+        if html_body:
+            message.attach_alternative(html_body, "text/html")
+        try:
+            message.send(fail_silently=False)
+        except smtplib.SMTPRecipientsRefused as error:
+            code, reason = next(iter(error.recipients.values()))
+            raise classify_smtp_reply(code, reason, what="recipient refused") from error
+        except smtplib.SMTPResponseException as error:
+            raise classify_smtp_reply(error.smtp_code, error.smtp_error, what="SMTP error") from error
+        except (smtplib.SMTPException, OSError) as error:
+            raise TransientDeliveryError(f"SMTP unreachable: {error.__class__.__name__}", code="network") from error
+        return message_id
+
+
+def classify_smtp_reply(code: int, reason: bytes | str, *, what: str):
+    text = reason.decode(errors="replace") if isinstance(reason, bytes) else str(reason)
+    message = f"{what}: {code} {text}"
+    if 400 <= code < 500:
+        return TransientDeliveryError(message, code=f"smtp-{code}")
+    return PermanentDeliveryError(message, code=f"smtp-{code}")

@@ -1,0 +1,72 @@
+import logging
+import uuid
+
+import requests
+from django.conf import settings
+from twilio.base.exceptions import TwilioRestException
+from twilio.http.http_client import TwilioHttpClient
+from twilio.rest import Client
+
+from notifications.errors import PermanentDeliveryError, TransientDeliveryError
+
+logger = logging.getLogger(__name__)
+
+# Twilio error codes worth retrying: 20429 too many requests, 30001 queue overflow.
+# https://www.twilio.com/docs/api/errors
+TRANSIENT_TWILIO_CODES = {20429, 30001}
+TWILIO_TIMEOUT_SECONDS = 10
+
+
+class TwilioBackend:
+    """Sends through Twilio's Messages API, or any API compatible with it (TWILIO_API_BASE_URL)."""
+
+    def __init__(self):
+        self.client = Client(
+            settings.TWILIO_ACCOUNT_SID,
+            settings.TWILIO_AUTH_TOKEN,
+            http_client=TwilioHttpClient(timeout=TWILIO_TIMEOUT_SECONDS),
+        )
+        self.client.api.base_url = settings.TWILIO_API_BASE_URL.rstrip("/")
+
+    def send(self, *, recipient: str, body: str, **_) -> str:
+        params = {"to": recipient, "body": body}
+        if settings.TWILIO_MESSAGING_SERVICE_SID:
+            params["messaging_service_sid"] = settings.TWILIO_MESSAGING_SERVICE_SID
+        else:
+            params["from_"] = settings.TWILIO_FROM_NUMBER
+        if settings.TWILIO_STATUS_CALLBACK_URL:
+            params["status_callback"] = settings.TWILIO_STATUS_CALLBACK_URL
+        try:
+            return self.client.messages.create(**params).sid
+        except TwilioRestException as error:
+            raise classify_twilio_error(error) from error
+        except requests.RequestException as error:
+            raise TransientDeliveryError(f"Twilio unreachable: {error.__class__.__name__}", code="network") from error
+
+
+def classify_twilio_error(error: TwilioRestException):
+    code = f"twilio-{error.code}" if error.code else f"http-{error.status}"
+    message = f"Twilio {error.code or error.status}: {error.msg}"
+    if error.code in TRANSIENT_TWILIO_CODES or error.status == 429 or error.status >= 500:
+        return TransientDeliveryError(message, code=code)
+    return PermanentDeliveryError(message, code=code)
+
+
+class ConsoleBackend:
+    """Writes each SMS to the log instead of sending it: the default without Twilio credentials."""
+
+    def send(self, *, recipient: str, body: str, **_) -> str:
+        message_id = f"console-{uuid.uuid4().hex}"
+        logger.info("SMS %s to %s: %s", message_id, recipient, body)
+        return message_id
+
+
+class InMemoryBackend:
+    """Keeps sent messages in `outbox`, for tests of one process."""
+
+    outbox: list[dict] = []
+
+    def send(self, *, recipient: str, body: str, **_) -> str:
+        message_id = f"mem-{uuid.uuid4().hex}"
+        self.outbox.append({"id": message_id, "to": recipient, "body": body})
+        return message_id

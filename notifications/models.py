@@ -1,0 +1,169 @@
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+
+class Channel(models.TextChoices):
+    SMS = "sms", "SMS"
+    EMAIL = "email", "Email"
+
+
+class Event(models.TextChoices):
+    """What the customer is told about: the order was placed, or it reached a status."""
+
+    PLACED = "placed"
+    CONFIRMED = "confirmed"
+    PROCESSING = "processing"
+    SHIPPED = "shipped"
+    DELIVERED = "delivered"
+    CANCELLED = "cancelled"
+
+
+class NotificationStatus(models.TextChoices):
+    PENDING = "pending"  # written with the order; not yet handed to the broker
+    QUEUED = "queued"  # published to its channel queue
+    SENDING = "sending"  # claimed by a worker
+    SENT = "sent"  # accepted by the provider
+    DELIVERED = "delivered"  # confirmed by a delivery receipt
+    FAILED = "failed"  # a transient error; another attempt is due at next_attempt_at
+    DEAD = "dead"  # a permanent error or retries exhausted; see its DeadLetter
+    CANCELLED = "cancelled"  # withdrawn by an operator
+
+
+# A worker may claim a notification in these statuses; anything else has been handled.
+CLAIMABLE_STATUSES = (NotificationStatus.PENDING, NotificationStatus.QUEUED, NotificationStatus.FAILED)
+# Statuses whose stale_after deadline the sweep watches: not yet published, or claimed by a worker.
+LEASED_STATUSES = (NotificationStatus.PENDING, NotificationStatus.SENDING)
+FINISHED_STATUSES = (
+    NotificationStatus.SENT,
+    NotificationStatus.DELIVERED,
+    NotificationStatus.DEAD,
+    NotificationStatus.CANCELLED,
+)
+
+
+class Notification(models.Model):
+    order = models.ForeignKey("orders.Order", on_delete=models.CASCADE, related_name="notifications")
+    channel = models.CharField(max_length=10, choices=Channel)
+    event = models.CharField(max_length=20, choices=Event)
+    dedup_key = models.CharField(
+        max_length=100, unique=True, help_text="order:event:channel; one notification per event and channel"
+    )
+    recipient = models.CharField(max_length=254, help_text="E.164 phone number or email address")
+    subject = models.CharField(max_length=255, blank=True)
+    body = models.TextField()
+    html_body = models.TextField(blank=True)
+
+    status = models.CharField(max_length=10, choices=NotificationStatus, default=NotificationStatus.PENDING)
+    attempts = models.PositiveIntegerField(default=0, help_text="Sends handed to the provider")
+    last_error_code = models.CharField(max_length=50, blank=True)
+    last_error_message = models.TextField(blank=True)
+    provider_message_id = models.CharField(max_length=64, blank=True)
+
+    next_attempt_at = models.DateTimeField(null=True, blank=True, help_text="When a failed send is retried")
+    stale_after = models.DateTimeField(
+        null=True, blank=True, help_text="When the sweep may treat a pending or sending row as lost"
+    )
+    queued_at = models.DateTimeField(null=True, blank=True, help_text="Last published to its channel queue")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            models.Index(fields=["order", "created_at"], name="notification_order"),
+            models.Index(fields=["stale_after"], name="notification_leased", condition=Q(status__in=LEASED_STATUSES)),
+            models.Index(
+                fields=["channel", "queued_at"],
+                name="notification_queued",
+                condition=Q(status=NotificationStatus.QUEUED),
+            ),
+            models.Index(
+                fields=["next_attempt_at"],
+                name="notification_retry_due",
+                condition=Q(status=NotificationStatus.FAILED),
+            ),
+            models.Index(fields=["status", "-created_at"], name="notification_status_created"),
+            models.Index(fields=["provider_message_id"], name="notification_provider_id"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_channel_display()} {self.event} for order {self.order_id}"
+
+    @staticmethod
+    def make_dedup_key(order_id: int, event: str, channel: str) -> str:
+        return f"{order_id}:{event}:{channel}"
+
+
+class NotificationAttempt(models.Model):
+    """One row per hand-over to the provider, whatever came of it."""
+
+    class Outcome(models.TextChoices):
+        SENT = "sent"
+        TRANSIENT_ERROR = "transient", "transient error"
+        PERMANENT_ERROR = "permanent", "permanent error"
+
+    notification = models.ForeignKey(Notification, on_delete=models.CASCADE, related_name="attempt_log")
+    number = models.PositiveIntegerField()
+    outcome = models.CharField(max_length=10, choices=Outcome)
+    error_code = models.CharField(max_length=50, blank=True)
+    error_message = models.TextField(blank=True)
+    provider_message_id = models.CharField(max_length=64, blank=True)
+    worker = models.CharField(max_length=200, blank=True)
+    started_at = models.DateTimeField()
+    finished_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["notification", "number"]
+        indexes = [models.Index(fields=["notification", "number"], name="attempt_notification")]
+
+    def __str__(self) -> str:
+        return f"attempt {self.number}: {self.outcome}"
+
+
+class DeadLetterStatus(models.TextChoices):
+    DEAD = "dead"  # waiting for an operator
+    REQUEUED = "requeued"
+    DISCARDED = "discarded"
+
+
+class DeadLetter(models.Model):
+    """A task that failed for good: what it was, why, and what an operator did about it."""
+
+    notification = models.ForeignKey(
+        Notification, null=True, blank=True, on_delete=models.SET_NULL, related_name="dead_letters"
+    )
+    task_name = models.CharField(max_length=200)
+    task_id = models.CharField(max_length=255, blank=True)
+    args = models.JSONField(default=list)
+    kwargs = models.JSONField(default=dict)
+    queue = models.CharField(max_length=50)
+    exception_type = models.CharField(max_length=200)
+    error_code = models.CharField(max_length=50, blank=True)
+    message = models.TextField()
+    traceback = models.TextField(blank=True)
+    attempts = models.PositiveIntegerField()
+    first_failed_at = models.DateTimeField()
+    last_failed_at = models.DateTimeField()
+    status = models.CharField(max_length=10, choices=DeadLetterStatus, default=DeadLetterStatus.DEAD)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    resolved_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["-last_failed_at", "-id"]
+        permissions = [
+            ("requeue_deadletter", "Can requeue dead letters"),
+            ("discard_deadletter", "Can discard dead letters"),
+        ]
+        indexes = [
+            models.Index(fields=["status", "-last_failed_at"], name="deadletter_status_failed"),
+            models.Index(fields=["queue", "-last_failed_at"], name="deadletter_queue_failed"),
+            models.Index(fields=["task_name", "-last_failed_at"], name="deadletter_task_failed"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.task_name} ({self.exception_type})"

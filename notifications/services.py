@@ -1,0 +1,285 @@
+"""Every write to notifications: the outbox rows, publishing, claiming, sending and recording.
+
+A send is claim (commit), send (no transaction held), record (commit). Whether a failure is
+retried is decided here from the error's class, and nowhere else.
+"""
+
+import logging
+import random
+import traceback
+from dataclasses import dataclass
+from datetime import timedelta
+from functools import partial
+
+from celery.exceptions import SoftTimeLimitExceeded
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from notifications import broker
+from notifications.backends import get_backend
+from notifications.errors import DeliveryError, PermanentDeliveryError, TransientDeliveryError
+from notifications.models import (
+    Channel,
+    DeadLetter,
+    Notification,
+    NotificationAttempt,
+    NotificationStatus,
+)
+from notifications.ratelimit import LimiterUnavailable, limiter_for
+from notifications.rendering import render_notification
+
+logger = logging.getLogger(__name__)
+
+CHANNEL_TASKS = {
+    Channel.SMS: "notifications.tasks.send_sms_notification",
+    Channel.EMAIL: "notifications.tasks.send_email_notification",
+}
+# Seconds. A send task is interrupted at the soft limit and killed at the hard one; the
+# token wait fits inside the soft limit with room for one provider call (10 s timeout).
+SEND_SOFT_TIME_LIMIT = 50
+SEND_TIME_LIMIT = 60
+TOKEN_WAIT_SECONDS = 30
+# How long to wait before trying again when Redis (the rate limiter) does not answer.
+LIMITER_DOWN_RETRY_SECONDS = 15
+
+
+@dataclass(frozen=True)
+class SendResult:
+    outcome: str  # sent | retry | dead | deferred | skipped
+    retry_in: float | None = None  # set when the task should run again after this many seconds
+    detail: str = ""
+
+
+# --- outbox ---------------------------------------------------------------------------------
+
+
+def notifications_create(*, order, event: str, channels=(Channel.SMS, Channel.EMAIL)) -> list[Notification]:
+    """Write the outbox rows for one order event: one per channel the customer can be reached on.
+
+    Runs inside the order's transaction; an event already written for a channel is not written again.
+    """
+    recipients = {Channel.SMS: order.customer_phone, Channel.EMAIL: order.customer_email}
+    stale_after = timezone.now() + timedelta(seconds=settings.NOTIFICATIONS_STUCK_AFTER)
+    rows = []
+    for channel in channels:
+        if not recipients[channel]:
+            continue
+        rendered = render_notification(order=order, event=event, channel=channel)
+        rows.append(
+            Notification(
+                order=order,
+                channel=channel,
+                event=event,
+                dedup_key=Notification.make_dedup_key(order.pk, event, channel),
+                recipient=recipients[channel],
+                subject=rendered.subject,
+                body=rendered.body,
+                html_body=rendered.html_body,
+                stale_after=stale_after,
+            )
+        )
+    if not rows:
+        return []
+    Notification.objects.bulk_create(rows, ignore_conflicts=True)
+    return list(Notification.objects.filter(dedup_key__in=[row.dedup_key for row in rows]))
+
+
+def notifications_publish_on_commit(notifications: list[Notification]) -> None:
+    """Publish the pending ones once the surrounding transaction commits."""
+    pending = [(row.pk, row.channel) for row in notifications if row.status == NotificationStatus.PENDING]
+    if pending:
+        transaction.on_commit(partial(notifications_publish, notifications=pending))
+
+
+def notifications_publish(*, notifications: list[tuple[int, str]]) -> int:
+    """Hand (id, channel) pairs to their channel queues; return how many were published.
+
+    With the broker down the rest stay `pending`, due for the next sweep.
+    """
+    published = []
+    try:
+        for notification_id, channel in notifications:
+            broker.publish(CHANNEL_TASKS[channel], args=[notification_id])
+            published.append(notification_id)
+    except broker.BrokerUnavailable as error:
+        left = [notification_id for notification_id, _ in notifications if notification_id not in set(published)]
+        logger.warning("broker unavailable, %d notification(s) left for the sweep: %s", len(left), error)
+        Notification.objects.filter(pk__in=left, status=NotificationStatus.PENDING).update(stale_after=timezone.now())
+    if published:
+        # A worker may already have claimed one; only rows still pending become queued.
+        Notification.objects.filter(pk__in=published, status=NotificationStatus.PENDING).update(
+            status=NotificationStatus.QUEUED, queued_at=timezone.now(), stale_after=None
+        )
+    return len(published)
+
+
+# --- sending --------------------------------------------------------------------------------
+
+
+def notification_send(*, notification_id: int, task_id: str = "", worker: str = "") -> SendResult:
+    """Claim a notification, wait for a rate-limit token, send it and record what happened."""
+    claimed = _claim(notification_id)
+    if isinstance(claimed, SendResult):
+        return claimed
+    notification = claimed
+
+    try:
+        has_token = limiter_for(notification.channel).acquire(timeout=TOKEN_WAIT_SECONDS)
+    except LimiterUnavailable as error:
+        logger.warning("rate limiter unavailable, notification %s waits: %s", notification.pk, error)
+        _release(notification)
+        return SendResult("deferred", retry_in=LIMITER_DOWN_RETRY_SECONDS, detail="rate limiter unavailable")
+    if not has_token:
+        _release(notification)
+        return SendResult("deferred", retry_in=0, detail="no rate-limit token yet")
+
+    started_at = timezone.now()
+    try:
+        provider_message_id = get_backend(notification.channel).send(
+            recipient=notification.recipient,
+            subject=notification.subject,
+            body=notification.body,
+            html_body=notification.html_body,
+        )
+    except SoftTimeLimitExceeded as error:
+        failure = TransientDeliveryError("send timed out", code="timeout")
+        failure.__cause__ = error
+        return _record_failure(notification, failure, started_at=started_at, task_id=task_id, worker=worker)
+    except DeliveryError as error:
+        return _record_failure(notification, error, started_at=started_at, task_id=task_id, worker=worker)
+    except Exception as error:
+        # A failure no backend classified is a defect: stop and show it rather than retry blindly.
+        failure = PermanentDeliveryError(f"unexpected {error.__class__.__name__}: {error}", code="unexpected")
+        failure.__cause__ = error
+        return _record_failure(notification, failure, started_at=started_at, task_id=task_id, worker=worker)
+    return _record_sent(notification, provider_message_id, started_at=started_at, worker=worker)
+
+
+def retry_delay(attempt: int) -> float:
+    """Seconds before retry number `attempt` (1, 2, ...): exponential, capped, plus up to 10% jitter."""
+    base = min(settings.NOTIFICATIONS_RETRY_BACKOFF * 2 ** (attempt - 1), settings.NOTIFICATIONS_RETRY_BACKOFF_MAX)
+    return base + random.uniform(0, base / 10)
+
+
+def sending_lease_seconds() -> int:
+    # Longer than a send task can live, so a live worker's claim is never taken over.
+    return max(settings.NOTIFICATIONS_STUCK_AFTER, SEND_TIME_LIMIT + 10)
+
+
+def _claim(notification_id: int) -> Notification | SendResult:
+    now = timezone.now()
+    claimable = (
+        Q(status__in=[NotificationStatus.PENDING, NotificationStatus.QUEUED])
+        | Q(status=NotificationStatus.FAILED, next_attempt_at__lte=now)
+        | Q(status=NotificationStatus.SENDING, stale_after__lte=now)  # its worker died mid-send
+    )
+    claimed = Notification.objects.filter(claimable, pk=notification_id).update(
+        status=NotificationStatus.SENDING, stale_after=now + timedelta(seconds=sending_lease_seconds())
+    )
+    notification = Notification.objects.filter(pk=notification_id).first()
+    if notification is None:
+        return SendResult("skipped", detail="no such notification")
+    if claimed:
+        return notification
+    if notification.status == NotificationStatus.SENDING:
+        # Another worker holds it; look again when its lease ends in case that worker died.
+        return SendResult("deferred", retry_in=(notification.stale_after - now).total_seconds() + 1, detail="busy")
+    if notification.status == NotificationStatus.FAILED:
+        return SendResult("deferred", retry_in=(notification.next_attempt_at - now).total_seconds(), detail="not due")
+    return SendResult("skipped", detail=f"already {notification.status}")
+
+
+def _release(notification: Notification) -> None:
+    """Give a claim back without counting an attempt (no token could be had)."""
+    Notification.objects.filter(pk=notification.pk, status=NotificationStatus.SENDING).update(
+        status=NotificationStatus.QUEUED, queued_at=timezone.now(), stale_after=None
+    )
+
+
+def _record_sent(notification: Notification, provider_message_id: str, *, started_at, worker: str) -> SendResult:
+    now = timezone.now()
+    with transaction.atomic():
+        Notification.objects.filter(pk=notification.pk).update(
+            status=NotificationStatus.SENT,
+            attempts=F("attempts") + 1,
+            provider_message_id=provider_message_id,
+            sent_at=now,
+            stale_after=None,
+            next_attempt_at=None,
+        )
+        NotificationAttempt.objects.create(
+            notification=notification,
+            number=notification.attempts + 1,
+            outcome=NotificationAttempt.Outcome.SENT,
+            provider_message_id=provider_message_id,
+            worker=worker,
+            started_at=started_at,
+            finished_at=now,
+        )
+    return SendResult("sent")
+
+
+def _record_failure(notification: Notification, error: DeliveryError, *, started_at, task_id, worker) -> SendResult:
+    now = timezone.now()
+    attempt = notification.attempts + 1
+    exhausted = attempt > settings.NOTIFICATIONS_MAX_RETRIES
+    with transaction.atomic():
+        NotificationAttempt.objects.create(
+            notification=notification,
+            number=attempt,
+            outcome=NotificationAttempt.Outcome.PERMANENT_ERROR
+            if error.permanent
+            else NotificationAttempt.Outcome.TRANSIENT_ERROR,
+            error_code=error.code,
+            error_message=error.message,
+            worker=worker,
+            started_at=started_at,
+            finished_at=now,
+        )
+        fields = {
+            "attempts": attempt,
+            "last_error_code": error.code,
+            "last_error_message": error.message,
+            "stale_after": None,
+        }
+        if error.permanent or exhausted:
+            Notification.objects.filter(pk=notification.pk).update(
+                status=NotificationStatus.DEAD, next_attempt_at=None, **fields
+            )
+            reason = error.message if error.permanent else f"gave up after {attempt} attempts; last: {error.message}"
+            _bury(notification, error, reason=reason, attempts=attempt, task_id=task_id, now=now)
+            logger.warning("notification %s dead: %s", notification.pk, reason)
+            return SendResult("dead", detail=reason)
+        delay = retry_delay(attempt)
+        Notification.objects.filter(pk=notification.pk).update(
+            status=NotificationStatus.FAILED, next_attempt_at=now + timedelta(seconds=delay), **fields
+        )
+    logger.info("notification %s attempt %d failed (%s), retry in %.0fs", notification.pk, attempt, error.code, delay)
+    return SendResult("retry", retry_in=delay, detail=error.message)
+
+
+def _bury(notification: Notification, error: DeliveryError, *, reason: str, attempts: int, task_id: str, now) -> None:
+    cause = error.__cause__ or error
+    first_failure = (
+        notification.attempt_log.exclude(outcome=NotificationAttempt.Outcome.SENT)
+        .order_by("number")
+        .values_list("finished_at", flat=True)
+        .first()
+    )
+    DeadLetter.objects.create(
+        notification=notification,
+        task_name=CHANNEL_TASKS[notification.channel],
+        task_id=task_id,
+        args=[notification.pk],
+        kwargs={},
+        queue=notification.channel,
+        exception_type=f"{type(cause).__module__}.{type(cause).__qualname__}",
+        error_code=error.code,
+        message=reason,
+        traceback="".join(traceback.format_exception(cause)),
+        attempts=attempts,
+        first_failed_at=first_failure or now,
+        last_failed_at=now,
+    )

@@ -1,0 +1,85 @@
+"""Celery tasks: each loads by id and calls a service; the services decide what happens."""
+
+from celery import shared_task
+from django.db import DatabaseError
+
+from notifications import services, sweeps
+from notifications.models import Channel, Event
+
+# The retry policy lives in notifications.services; a task only re-runs when the service
+# says so (SendResult.retry_in). Database outages are the one thing retried here, because
+# no service can record anything while the database is away.
+SEND_TASK_OPTIONS = {
+    "bind": True,
+    "acks_late": True,
+    "reject_on_worker_lost": True,
+    "soft_time_limit": services.SEND_SOFT_TIME_LIMIT,
+    "time_limit": services.SEND_TIME_LIMIT,
+    "max_retries": None,
+    "autoretry_for": (DatabaseError,),
+    "retry_backoff": 2,
+    "retry_backoff_max": 60,
+}
+
+
+def _send(task, notification_id: int) -> str:
+    result = services.notification_send(
+        notification_id=notification_id, task_id=task.request.id or "", worker=task.request.hostname or ""
+    )
+    if result.retry_in is not None:
+        raise task.retry(countdown=max(0.0, result.retry_in), max_retries=None)
+    return result.outcome
+
+
+@shared_task(name="notifications.tasks.send_sms_notification", **SEND_TASK_OPTIONS)
+def send_sms_notification(self, notification_id: int) -> str:
+    """Send one SMS notification through the SMS backend, under the global SMS rate limit."""
+    return _send(self, notification_id)
+
+
+@shared_task(name="notifications.tasks.send_email_notification", **SEND_TASK_OPTIONS)
+def send_email_notification(self, notification_id: int) -> str:
+    """Send one email notification through the email backend, under the global email rate limit."""
+    return _send(self, notification_id)
+
+
+def _queue_for_event(order_id: int, event: str, channels: list[str]) -> int:
+    from orders.models import Order
+
+    order = Order.objects.filter(pk=order_id).first()
+    if order is None:
+        return 0
+    notifications = services.notifications_create(order=order, event=event, channels=channels)
+    pending = [(row.pk, row.channel) for row in notifications if row.status == "pending"]
+    return services.notifications_publish(notifications=pending)
+
+
+@shared_task(name="notifications.tasks.send_order_confirmation", acks_late=True)
+def send_order_confirmation(order_id: int, send_sms: bool = True, send_email: bool = True) -> int:
+    """Make sure the order's confirmation exists on the chosen channels and is queued (idempotent)."""
+    channels = [channel for channel, wanted in ((Channel.SMS, send_sms), (Channel.EMAIL, send_email)) if wanted]
+    return _queue_for_event(order_id, Event.PLACED, channels)
+
+
+@shared_task(name="notifications.tasks.send_order_status_update", acks_late=True)
+def send_order_status_update(order_id: int, old_status: str, new_status: str) -> int:
+    """Make sure the notifications for the order reaching `new_status` exist and are queued (idempotent)."""
+    return _queue_for_event(order_id, new_status, [Channel.SMS, Channel.EMAIL])
+
+
+@shared_task(name="notifications.tasks.retry_failed_notifications")
+def retry_failed_notifications() -> dict:
+    """The sweep: re-publish due retries and lost outbox rows."""
+    return sweeps.notifications_sweep()
+
+
+@shared_task(name="notifications.tasks.cleanup_old_notifications")
+def cleanup_old_notifications() -> dict:
+    """Delete finished notifications, task results and resolved dead letters past their age."""
+    return sweeps.notifications_cleanup()
+
+
+@shared_task(name="notifications.tasks.health_check")
+def health_check() -> str:
+    """A no-op round trip through a worker, for monitoring."""
+    return "ok"

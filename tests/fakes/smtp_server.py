@@ -1,0 +1,76 @@
+"""A real SMTP server on loopback (aiosmtpd) that records what it accepts.
+
+A recipient can be given a script of SMTP replies for RCPT ("451 ...", "550 ..."); the
+server records every RCPT, so a test can count attempts.
+"""
+
+import email
+import email.policy
+import socket
+import threading
+from collections import defaultdict, deque
+
+from aiosmtpd.controller import Controller
+
+
+class RecordingHandler:
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.messages: list[email.message.EmailMessage] = []
+        self.rcpt_log: list[tuple[str, str]] = []
+        self.scripts: dict[str, deque] = defaultdict(deque)
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        with self.lock:
+            reply = self.scripts[address].popleft() if self.scripts[address] else "250 OK"
+            self.rcpt_log.append((address, reply))
+        if reply.startswith("250"):
+            envelope.rcpt_tos.append(address)
+        return reply
+
+    async def handle_DATA(self, server, session, envelope):
+        message = email.message_from_bytes(envelope.content, policy=email.policy.default)
+        with self.lock:
+            self.messages.append(message)
+        return "250 Message accepted for delivery"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class FakeSMTP:
+    """Stop and start it again to play an SMTP server that is down for a while; it keeps its port."""
+
+    def __init__(self):
+        self.handler = RecordingHandler()
+        self.port = free_port()
+        self.controller = None
+
+    def start(self) -> "FakeSMTP":
+        self.controller = Controller(self.handler, hostname="127.0.0.1", port=self.port)
+        self.controller.start()
+        return self
+
+    def stop(self) -> None:
+        if self.controller:
+            self.controller.stop()
+            self.controller = None
+
+    @property
+    def url(self) -> str:
+        return f"smtp://127.0.0.1:{self.port}"
+
+    def script(self, address: str, *replies: str) -> None:
+        with self.handler.lock:
+            self.handler.scripts[address].extend(replies)
+
+    def delivered(self, to: str) -> list:
+        with self.handler.lock:
+            return [m for m in self.handler.messages if to in m["To"]]
+
+    def attempts(self, to: str) -> int:
+        with self.handler.lock:
+            return sum(1 for address, _ in self.handler.rcpt_log if address == to)

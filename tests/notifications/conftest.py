@@ -1,0 +1,187 @@
+"""Real parts for the pipeline tests: a Twilio-compatible server, an SMTP server, a broker
+(Redis and RabbitMQ in turn) and a Celery worker in its own process, all on loopback."""
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+import redis
+from django.conf import settings
+from django.db import connection
+
+from orderflow.celery import app
+from tests.factories import UserFactory
+from tests.fakes.smtp_server import FakeSMTP
+from tests.fakes.twilio_server import FakeTwilio
+
+ROOT = Path(__file__).resolve().parents[2]
+BROKERS = {
+    "redis": os.environ.get("ORDERFLOW_TEST_REDIS_BROKER_URL", "redis://127.0.0.1:6379/14"),
+    "amqp": os.environ.get("ORDERFLOW_TEST_AMQP_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672//"),
+}
+TWILIO_SID, TWILIO_TOKEN, TWILIO_FROM = "ACtest00000000000000000000000000", "test-auth-token", "+15005550006"
+# What the worker runs with; tests assert against these.
+MAX_RETRIES = 2
+WORKER_ENV = {
+    "NOTIFICATIONS_MAX_RETRIES": str(MAX_RETRIES),
+    "NOTIFICATIONS_RETRY_BACKOFF": "1",
+    "NOTIFICATIONS_RETRY_BACKOFF_MAX": "2",
+    "NOTIFICATIONS_SMS_RATE_LIMIT": "100/s",
+    "NOTIFICATIONS_EMAIL_RATE_LIMIT": "100/s",
+}
+
+
+def wait_until(predicate, *, timeout: float = 30, interval: float = 0.1, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def point_app_at(broker_url: str) -> None:
+    """Make this process publish to `broker_url` (its pools are rebuilt on next use)."""
+    os.environ["CELERY_BROKER_URL"] = broker_url
+    app.conf.broker_url = broker_url
+    if app._pool is not None:
+        app._pool.force_close_all()
+        app._pool = None
+    app.amqp._producer_pool = None
+
+
+def purge(broker_url: str) -> None:
+    with app.connection_for_write(broker_url) as conn:
+        for queue in ("sms", "email", "notifications", "default"):
+            with contextlib.suppress(*conn.channel_errors):
+                conn.default_channel.queue_purge(queue)
+
+
+def database_url() -> str:
+    db = connection.settings_dict
+    return f"postgres://{db['USER'] or 'postgres'}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+
+
+class Worker:
+    """`manage.py start_celery_worker` in its own process group, as an operator starts it."""
+
+    def __init__(self, *, name: str, env: dict, queues: str = "sms,email,notifications,default", concurrency=2):
+        self.name = name
+        self.log_path = Path(tempfile.gettempdir()) / f"orderflow-test-worker-{name}.log"
+        self.env = env
+        self.args = [
+            sys.executable,
+            "manage.py",
+            "start_celery_worker",
+            "--queue",
+            queues,
+            "--concurrency",
+            str(concurrency),
+            "--hostname",
+            f"{name}@%h",
+            "--loglevel",
+            "info",
+        ]
+        self.process = None
+
+    def start(self) -> "Worker":
+        self.log_path.write_text("")
+        self.log = self.log_path.open("a")
+        self.process = subprocess.Popen(
+            self.args, cwd=ROOT, env=self.env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        wait_until(lambda: " ready." in self.log_path.read_text() or self.process.poll() is not None, timeout=60)
+        if self.process.poll() is not None:
+            raise RuntimeError(f"worker {self.name} exited:\n{self.log_path.read_text()[-3000:]}")
+        return self
+
+    def kill(self, sig=signal.SIGKILL) -> None:
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, sig)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        self.log.close()
+
+
+@pytest.fixture(scope="session")
+def fake_twilio():
+    server = FakeTwilio(account_sid=TWILIO_SID, auth_token=TWILIO_TOKEN).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def fake_smtp():
+    server = FakeSMTP().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def worker_env(django_db_setup, django_db_blocker, fake_twilio, fake_smtp):
+    with django_db_blocker.unblock():
+        if connection.vendor != "postgresql":
+            pytest.skip("the pipeline tests share their database with worker processes: run them on PostgreSQL")
+        url = database_url()
+    env = {key: value for key, value in os.environ.items() if not key.startswith("PYTEST")}
+    env.update(WORKER_ENV)
+    env.update(
+        {
+            "DJANGO_SETTINGS_MODULE": "orderflow.settings.local",
+            "DATABASE_URL": url,
+            "REDIS_URL": settings.REDIS_URL,
+            "SMS_BACKEND": "notifications.backends.sms.TwilioBackend",
+            "TWILIO_ACCOUNT_SID": TWILIO_SID,
+            "TWILIO_AUTH_TOKEN": TWILIO_TOKEN,
+            "TWILIO_FROM_NUMBER": TWILIO_FROM,
+            "TWILIO_API_BASE_URL": fake_twilio.url,
+            "EMAIL_URL": fake_smtp.url,
+            "DEFAULT_FROM_EMAIL": "orders@shop.example",
+        }
+    )
+    return env
+
+
+@pytest.fixture(scope="session", params=sorted(BROKERS))
+def broker_url(request):
+    return BROKERS[request.param]
+
+
+@pytest.fixture(scope="session")
+def worker(broker_url, worker_env):
+    """A running worker on every queue, consuming from the broker under test."""
+    purge(broker_url)
+    point_app_at(broker_url)
+    running = Worker(name=f"pipeline-{broker_url.split(':')[0]}", env={**worker_env, "CELERY_BROKER_URL": broker_url})
+    running.start()
+    yield running
+    running.stop()
+    purge(broker_url)
+
+
+@pytest.fixture
+def pipeline(worker, transactional_db, settings):
+    """Orders placed in a test are published from here and sent by the worker process."""
+    redis.Redis.from_url(settings.REDIS_URL).flushdb()  # fresh rate-limit windows
+    return worker
+
+
+@pytest.fixture
+def api_for_pipeline(pipeline):
+    from tests.conftest import _token_client
+
+    return _token_client(UserFactory(username="pipeline-api"))

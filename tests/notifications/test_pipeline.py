@@ -1,0 +1,199 @@
+"""The pipeline end to end: real broker (Redis, then RabbitMQ), a real worker process, the
+real twilio library against a Twilio-compatible server, and a real SMTP server."""
+
+import itertools
+
+import pytest
+
+from notifications.broker import publish
+from notifications.models import DeadLetter, Notification
+from orders import services as order_services
+from orders.models import ChangeSource
+from tests.factories import UserFactory, order_line
+from tests.notifications.conftest import MAX_RETRIES, point_app_at, wait_until
+
+pytestmark = pytest.mark.integration
+
+_numbers = itertools.count(100)
+
+
+def new_phone() -> str:
+    """A different valid number per order, so scripts and counts never mix between tests."""
+    return f"+1415555{next(_numbers):04d}"
+
+
+def place(**overrides):
+    phone = new_phone()
+    values = {
+        "customer_name": "Ada Lovelace",
+        "customer_email": f"ada{phone[-4:]}@example.com",
+        "customer_phone": phone,
+        "items": [order_line()],
+    }
+    values.update(overrides)
+    owner = UserFactory(username="pipeline-shop")
+    return order_services.order_create(owner=owner, **values).order
+
+
+def finished(order, count: int):
+    def check():
+        rows = list(Notification.objects.filter(order=order))
+        done = [row for row in rows if row.status in ("sent", "dead")]
+        return rows if len(rows) == count and len(done) == count else None
+
+    return wait_until(check, timeout=40, what=f"{count} notification(s) of order {order.pk} to finish")
+
+
+def test_placed_order_sends_one_sms_and_one_email_with_the_right_text(pipeline, fake_twilio, fake_smtp):
+    order = place()
+    rows = finished(order, 2)
+    assert {(row.channel, row.status, row.attempts) for row in rows} == {("sms", "sent", 1), ("email", "sent", 1)}
+
+    [sms] = fake_twilio.accepted(order.customer_phone)
+    assert sms["From"] == "+15005550006"
+    assert sms["Body"] == f"Ada Lovelace, we have received your order (order #{order.pk}, total 9.00)."
+    assert len(sms["Body"]) <= 160
+
+    [mail] = fake_smtp.delivered(order.customer_email)
+    assert mail["Subject"] == f"Order #{order.pk}: We have received your order"
+    assert mail["From"] == "orders@shop.example"
+    assert "2 x Green tea (TEA-1)  9.00" in mail.get_body(("plain",)).get_content()
+    assert "<td>Green tea</td>" in mail.get_body(("html",)).get_content()
+
+    sms_row = next(row for row in rows if row.channel == "sms")
+    assert sms_row.provider_message_id.startswith("SM")
+    assert sms_row.attempt_log.get().outcome == "sent"
+
+
+def test_status_change_sends_an_update_on_both_channels(pipeline, fake_twilio, fake_smtp):
+    order = place()
+    finished(order, 2)
+    order_services.order_transition(order_id=order.pk, to_status="confirmed", by=None, source=ChangeSource.SYSTEM)
+    rows = finished(order, 4)
+    assert sorted((row.event, row.channel) for row in rows) == [
+        ("confirmed", "email"),
+        ("confirmed", "sms"),
+        ("placed", "email"),
+        ("placed", "sms"),
+    ]
+    assert fake_twilio.accepted(order.customer_phone)[-1]["Body"].startswith("Ada Lovelace, your order is confirmed")
+    assert fake_smtp.delivered(order.customer_email)[-1]["Subject"] == f"Order #{order.pk}: Your order is confirmed"
+
+
+def test_sms_sent_after_two_retries_when_provider_answers_500_twice(pipeline, fake_twilio):
+    phone = new_phone()
+    fake_twilio.script(phone, 500, 500, 201)
+    order = place(customer_phone=phone, customer_email="")
+    [sms] = finished(order, 1)
+    assert (sms.status, sms.attempts) == ("sent", 3)
+    assert [attempt.outcome for attempt in sms.attempt_log.all()] == ["transient", "transient", "sent"]
+    assert len(fake_twilio.received(phone)) == 3
+    assert not DeadLetter.objects.filter(notification=sms).exists()
+
+
+def test_throttled_sms_is_retried(pipeline, fake_twilio):
+    phone = new_phone()
+    fake_twilio.script(phone, 429, (400, 20429))
+    order = place(customer_phone=phone, customer_email="")
+    [sms] = finished(order, 1)
+    assert (sms.status, sms.attempts) == ("sent", 3)
+
+
+def test_sms_goes_dead_after_retries_when_provider_answers_500_always(pipeline, fake_twilio):
+    phone = new_phone()
+    fake_twilio.script(phone, *[500] * (MAX_RETRIES + 1))
+    order = place(customer_phone=phone, customer_email="")
+    [sms] = finished(order, 1)
+    assert (sms.status, sms.attempts) == ("dead", MAX_RETRIES + 1)
+    assert len(fake_twilio.received(phone)) == MAX_RETRIES + 1
+    letter = DeadLetter.objects.get(notification=sms)
+    assert letter.task_name == "notifications.tasks.send_sms_notification"
+    assert (letter.queue, letter.args, letter.attempts, letter.status) == ("sms", [sms.pk], MAX_RETRIES + 1, "dead")
+    assert letter.exception_type == "twilio.base.exceptions.TwilioRestException"
+    assert letter.message.startswith(f"gave up after {MAX_RETRIES + 1} attempts")
+    assert "TwilioRestException" in letter.traceback
+
+
+def test_sms_goes_dead_after_invalid_number_without_retry(pipeline, fake_twilio):
+    phone = new_phone()
+    fake_twilio.script(phone, (400, 21211))
+    order = place(customer_phone=phone)
+    rows = finished(order, 2)
+    sms = next(row for row in rows if row.channel == "sms")
+    assert (sms.status, sms.attempts, sms.last_error_code) == ("dead", 1, "twilio-21211")
+    assert len(fake_twilio.received(phone)) == 1
+    letter = DeadLetter.objects.get(notification=sms)
+    assert letter.error_code == "twilio-21211"
+    assert "not a valid phone number" in letter.message
+    assert next(row for row in rows if row.channel == "email").status == "sent"
+
+
+def test_email_retried_after_smtp_4xx_and_dead_after_5xx(pipeline, fake_smtp):
+    later, refused = f"later{new_phone()[-4:]}@example.com", f"nobody{new_phone()[-4:]}@example.com"
+    fake_smtp.script(later, "451 4.3.0 Try again later")
+    fake_smtp.script(refused, "550 5.1.1 No such user")
+    retried = place(customer_email=later, customer_phone="")
+    dead = place(customer_email=refused, customer_phone="")
+    [retried_mail] = finished(retried, 1)
+    [dead_mail] = finished(dead, 1)
+    assert (retried_mail.status, retried_mail.attempts) == ("sent", 2)
+    assert (dead_mail.status, dead_mail.attempts, dead_mail.last_error_code) == ("dead", 1, "smtp-550")
+    assert DeadLetter.objects.get(notification=dead_mail).queue == "email"
+    assert fake_smtp.attempts(refused) == 1
+
+
+def test_same_task_published_twice_sends_once(pipeline, fake_twilio):
+    phone = new_phone()
+    order = place(customer_phone=phone, customer_email="")
+    [sms] = finished(order, 1)
+    publish("notifications.tasks.send_sms_notification", args=[sms.pk])
+    publish("notifications.tasks.send_sms_notification", args=[sms.pk])
+    marker = place(customer_phone=new_phone(), customer_email="")  # sent after the duplicates were consumed
+    finished(marker, 1)
+    assert len(fake_twilio.received(phone)) == 1
+    sms.refresh_from_db()
+    assert (sms.status, sms.attempts) == ("sent", 1)
+
+
+def test_duplicate_messages_before_the_send_still_send_once(pipeline, fake_twilio):
+    phone = new_phone()
+    fake_twilio.script(phone, 500)  # keep the first run busy retrying while the copies arrive
+    order = place(customer_phone=phone, customer_email="")
+    sms = Notification.objects.get(order=order)
+    for _ in range(3):
+        publish("notifications.tasks.send_sms_notification", args=[sms.pk])
+    finished(order, 1)
+    marker = place(customer_phone=new_phone(), customer_email="")
+    finished(marker, 1)
+    assert len(fake_twilio.accepted(phone)) == 1
+
+
+def test_email_only_and_sms_only_orders(pipeline, fake_twilio, fake_smtp):
+    email_only = place(customer_phone="")
+    sms_only = place(customer_email="")
+    [mail] = finished(email_only, 1)
+    [sms] = finished(sms_only, 1)
+    assert (mail.channel, mail.status) == ("email", "sent")
+    assert (sms.channel, sms.status) == ("sms", "sent")
+    assert len(fake_smtp.delivered(email_only.customer_email)) == 1
+    assert len(fake_twilio.accepted(sms_only.customer_phone)) == 1
+
+
+def test_broker_down_at_commit_keeps_order_and_leaves_rows_pending(pipeline, broker_url, api_for_pipeline):
+    point_app_at("redis://127.0.0.1:1/0" if broker_url.startswith("redis") else "amqp://guest:guest@127.0.0.1:1//")
+    try:
+        response = api_for_pipeline.post(
+            "/api/orders/",
+            {
+                "customer_name": "Ada",
+                "customer_email": "down@example.com",
+                "customer_phone": new_phone(),
+                "items": [{"sku": "A", "name": "A", "quantity": 1, "unit_price": "1.00"}],
+            },
+            format="json",
+        )
+    finally:
+        point_app_at(broker_url)
+    assert response.status_code == 201
+    rows = Notification.objects.filter(order_id=response.json()["id"])
+    assert sorted(row.status for row in rows) == ["pending", "pending"]
