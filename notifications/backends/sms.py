@@ -45,8 +45,10 @@ class TwilioBackend:
 
 
 def classify_twilio_error(error: TwilioRestException):
-    code = f"twilio-{error.code}" if error.code else f"http-{error.status}"
-    message = f"Twilio {error.code or error.status}: {error.msg}"
+    # Without a Twilio error code in the body, the library reports the HTTP status as the code.
+    has_twilio_code = bool(error.code) and error.code != error.status
+    code = f"twilio-{error.code}" if has_twilio_code else f"http-{error.status}"
+    message = f"Twilio {error.code if has_twilio_code else f'HTTP {error.status}'}: {error.msg}"
     if error.code in TRANSIENT_TWILIO_CODES or error.status == 429 or error.status >= 500:
         return TransientDeliveryError(message, code=code)
     return PermanentDeliveryError(message, code=code)

@@ -49,11 +49,10 @@ def wait_until(predicate, *, timeout: float = 30, interval: float = 0.1, what: s
 
 def point_app_at(broker_url: str) -> None:
     """Make this process publish to `broker_url` (its pools are rebuilt on next use)."""
-    os.environ["CELERY_BROKER_URL"] = broker_url
+    os.environ.pop("CELERY_BROKER_URL", None)  # Celery would prefer it to its configuration
     app.conf.broker_url = broker_url
-    if app._pool is not None:
-        app._pool.force_close_all()
-        app._pool = None
+    # kombu keeps one pool per broker URL; dropping ours makes the next publish pick the new URL's.
+    app._pool = None
     app.amqp._producer_pool = None
 
 
@@ -156,14 +155,14 @@ def worker_env(django_db_setup, django_db_blocker, fake_twilio, fake_smtp):
     return env
 
 
-@pytest.fixture(scope="session", params=sorted(BROKERS))
+@pytest.fixture(scope="module", params=sorted(BROKERS))
 def broker_url(request):
     return BROKERS[request.param]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def worker(broker_url, worker_env):
-    """A running worker on every queue, consuming from the broker under test."""
+    """A running worker on every queue, consuming from the broker under test, for one test module."""
     purge(broker_url)
     point_app_at(broker_url)
     running = Worker(name=f"pipeline-{broker_url.split(':')[0]}", env={**worker_env, "CELERY_BROKER_URL": broker_url})
@@ -171,6 +170,7 @@ def worker(broker_url, worker_env):
     yield running
     running.stop()
     purge(broker_url)
+    point_app_at(settings.CELERY_BROKER_URL)
 
 
 @pytest.fixture

@@ -5,10 +5,11 @@ import itertools
 
 import pytest
 
+from notifications import sweeps
 from notifications.broker import publish
 from notifications.models import DeadLetter, Notification
 from orders import services as order_services
-from orders.models import ChangeSource
+from orders.models import ChangeSource, Order
 from tests.factories import UserFactory, order_line
 from tests.notifications.conftest import MAX_RETRIES, point_app_at, wait_until
 
@@ -179,7 +180,7 @@ def test_email_only_and_sms_only_orders(pipeline, fake_twilio, fake_smtp):
     assert len(fake_twilio.accepted(sms_only.customer_phone)) == 1
 
 
-def test_broker_down_at_commit_keeps_order_and_leaves_rows_pending(pipeline, broker_url, api_for_pipeline):
+def test_broker_down_at_commit_keeps_order_then_the_sweep_sends(pipeline, broker_url, api_for_pipeline, fake_twilio):
     point_app_at("redis://127.0.0.1:1/0" if broker_url.startswith("redis") else "amqp://guest:guest@127.0.0.1:1//")
     try:
         response = api_for_pipeline.post(
@@ -195,5 +196,9 @@ def test_broker_down_at_commit_keeps_order_and_leaves_rows_pending(pipeline, bro
     finally:
         point_app_at(broker_url)
     assert response.status_code == 201
-    rows = Notification.objects.filter(order_id=response.json()["id"])
-    assert sorted(row.status for row in rows) == ["pending", "pending"]
+    order = Order.objects.get(pk=response.json()["id"])
+    assert sorted(row.status for row in order.notifications.all()) == ["pending", "pending"]
+
+    assert sweeps.notifications_sweep()["unpublished"] == 2  # the broker is back
+    finished(order, 2)
+    assert len(fake_twilio.accepted(order.customer_phone)) == 1

@@ -1,0 +1,58 @@
+import pytest
+from django.utils import timezone
+
+from notifications.models import DeadLetter, Notification
+from tests.factories import UserFactory, place_order
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def operator(client):
+    user = UserFactory(username="operator", is_staff=True, is_superuser=True)
+    client.force_login(user)
+    return user
+
+
+@pytest.fixture
+def orders(shop, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=False):
+        return [place_order(owner=shop) for _ in range(10)]
+
+
+def test_notification_list_filters_and_searches_without_n_plus_one(
+    client, operator, orders, django_assert_max_num_queries
+):
+    with django_assert_max_num_queries(10):
+        response = client.get("/admin/notifications/notification/", {"channel__exact": "sms"})
+    assert response.status_code == 200
+    assert len(response.context["cl"].result_list) == 10
+    found = client.get("/admin/notifications/notification/", {"q": orders[0].customer_phone})
+    assert found.status_code == 200
+
+
+def test_notification_detail_shows_its_attempts(client, operator, orders):
+    notification = Notification.objects.first()
+    assert client.get(f"/admin/notifications/notification/{notification.pk}/change/").status_code == 200
+
+
+def test_dead_letters_are_listed(client, operator, orders, django_assert_max_num_queries):
+    now = timezone.now()
+    for notification in Notification.objects.filter(channel="sms"):
+        DeadLetter.objects.create(
+            notification=notification,
+            task_name="notifications.tasks.send_sms_notification",
+            args=[notification.pk],
+            queue="sms",
+            exception_type="twilio.base.exceptions.TwilioRestException",
+            error_code="twilio-21211",
+            message="Twilio 21211: invalid number",
+            attempts=1,
+            first_failed_at=now,
+            last_failed_at=now,
+        )
+    with django_assert_max_num_queries(10):
+        response = client.get("/admin/notifications/deadletter/", {"status__exact": "dead"})
+    assert response.status_code == 200
+    assert len(response.context["cl"].result_list) == 10
+    assert client.get("/admin/notifications/deadletter/", {"q": "invalid"}).status_code == 200

@@ -1,0 +1,41 @@
+import pytest
+
+from tests.factories import place_order
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def order(shop, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=False):
+        return place_order(owner=shop)
+
+
+def test_consumer_reads_its_orders_notifications(api, order):
+    response = api.get(f"/api/orders/{order.pk}/notifications/")
+    assert response.status_code == 200
+    rows = response.json()["results"]
+    assert [(row["channel"], row["event"], row["status"], row["attempts"]) for row in rows] == [
+        ("sms", "placed", "pending", 0),
+        ("email", "placed", "pending", 0),
+    ]
+    assert rows[0]["recipient"] == order.customer_phone
+
+
+def test_another_consumers_order_is_404(other_api, order):
+    response = other_api.get(f"/api/orders/{order.pk}/notifications/")
+    assert response.status_code == 404
+    assert response.json()["code"] == "not_found"
+
+
+def test_staff_read_any_orders_notifications(staff_api, order):
+    assert staff_api.get(f"/api/orders/{order.pk}/notifications/").json()["count"] == 2
+
+
+def test_notifications_need_a_token(anonymous_api, order):
+    assert anonymous_api.get(f"/api/orders/{order.pk}/notifications/").status_code == 401
+
+
+def test_notifications_are_in_the_schema(api):
+    schema = api.get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json").json()
+    assert "/api/orders/{order_id}/notifications/" in schema["paths"]

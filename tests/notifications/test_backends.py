@@ -1,0 +1,124 @@
+import smtplib
+
+import pytest
+from twilio.base.exceptions import TwilioRestException
+
+from notifications.backends.email import EmailBackend, classify_smtp_reply
+from notifications.backends.sms import TwilioBackend, classify_twilio_error
+from notifications.errors import PermanentDeliveryError, TransientDeliveryError
+from tests.fakes.smtp_server import FakeSMTP
+from tests.fakes.twilio_server import FakeTwilio
+
+SID, TOKEN = "ACunit000000000000000000000000000", "unit-token"
+
+
+@pytest.fixture
+def twilio(settings):
+    server = FakeTwilio(account_sid=SID, auth_token=TOKEN).start()
+    settings.TWILIO_ACCOUNT_SID, settings.TWILIO_AUTH_TOKEN = SID, TOKEN
+    settings.TWILIO_API_BASE_URL = server.url
+    settings.TWILIO_FROM_NUMBER = "+15005550006"
+    settings.TWILIO_MESSAGING_SERVICE_SID = ""
+    settings.TWILIO_STATUS_CALLBACK_URL = ""
+    yield server
+    server.stop()
+
+
+def test_twilio_backend_sends_through_the_configured_base_url(twilio):
+    sid = TwilioBackend().send(recipient="+14155552671", body="hello")
+    [request] = twilio.requests
+    assert sid.startswith("SM")
+    assert (request["To"], request["From"], request["Body"]) == ("+14155552671", "+15005550006", "hello")
+    assert "StatusCallback" not in request
+
+
+def test_twilio_backend_passes_status_callback_and_messaging_service(twilio, settings):
+    settings.TWILIO_STATUS_CALLBACK_URL = "https://shop.example/webhooks/twilio/status/"
+    settings.TWILIO_MESSAGING_SERVICE_SID = "MG123"
+    TwilioBackend().send(recipient="+14155552671", body="hello")
+    [request] = twilio.requests
+    assert request["StatusCallback"] == "https://shop.example/webhooks/twilio/status/"
+    assert request["MessagingServiceSid"] == "MG123"
+    assert "From" not in request
+
+
+@pytest.mark.parametrize(
+    ("answer", "error", "code"),
+    [
+        (500, TransientDeliveryError, "http-500"),
+        (503, TransientDeliveryError, "http-503"),
+        (429, TransientDeliveryError, "twilio-20429"),
+        ((400, 30001), TransientDeliveryError, "twilio-30001"),
+        ((400, 21211), PermanentDeliveryError, "twilio-21211"),
+        ((400, 21614), PermanentDeliveryError, "twilio-21614"),
+        ((400, 21610), PermanentDeliveryError, "twilio-21610"),
+        ((400, 21408), PermanentDeliveryError, "twilio-21408"),
+        ((404, 20404), PermanentDeliveryError, "twilio-20404"),
+    ],
+)
+def test_twilio_answers_are_classified(twilio, answer, error, code):
+    twilio.script("+14155552671", answer)
+    with pytest.raises(error) as raised:
+        TwilioBackend().send(recipient="+14155552671", body="hello")
+    assert raised.value.code == code
+    assert isinstance(raised.value.__cause__, TwilioRestException)
+
+
+def test_unreachable_twilio_is_transient(twilio, settings):
+    settings.TWILIO_API_BASE_URL = "http://127.0.0.1:1"
+    with pytest.raises(TransientDeliveryError) as raised:
+        TwilioBackend().send(recipient="+14155552671", body="hello")
+    assert raised.value.code == "network"
+
+
+def test_twilio_error_without_code_uses_http_status():
+    error = classify_twilio_error(TwilioRestException(502, "uri", msg="Bad gateway"))
+    assert (type(error), error.code) == (TransientDeliveryError, "http-502")
+
+
+@pytest.mark.parametrize(
+    ("code", "error"), [(421, TransientDeliveryError), (451, TransientDeliveryError), (550, PermanentDeliveryError)]
+)
+def test_smtp_replies_are_classified(code, error):
+    assert type(classify_smtp_reply(code, b"reason", what="x")) is error
+
+
+@pytest.fixture
+def smtp(settings):
+    server = FakeSMTP().start()
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", server.port
+    settings.EMAIL_USE_TLS = settings.EMAIL_USE_SSL = False
+    settings.EMAIL_HOST_USER = settings.EMAIL_HOST_PASSWORD = ""
+    yield server
+    server.stop()
+
+
+def test_email_backend_sends_text_and_html_over_smtp(smtp):
+    message_id = EmailBackend().send(recipient="a@example.com", subject="Hi", body="plain", html_body="<b>html</b>")
+    [mail] = smtp.delivered("a@example.com")
+    assert mail["Message-ID"] == message_id
+    assert mail.get_body(("plain",)).get_content().strip() == "plain"
+    assert mail.get_body(("html",)).get_content().strip() == "<b>html</b>"
+
+
+@pytest.mark.parametrize(
+    ("reply", "error", "code"),
+    [
+        ("451 4.3.0 Try later", TransientDeliveryError, "smtp-451"),
+        ("550 5.1.1 No such user", PermanentDeliveryError, "smtp-550"),
+    ],
+)
+def test_email_refusals_are_classified(smtp, reply, error, code):
+    smtp.script("b@example.com", reply)
+    with pytest.raises(error) as raised:
+        EmailBackend().send(recipient="b@example.com", subject="Hi", body="plain")
+    assert raised.value.code == code
+    assert isinstance(raised.value.__cause__, smtplib.SMTPRecipientsRefused)
+
+
+def test_smtp_server_down_is_transient(smtp):
+    smtp.stop()
+    with pytest.raises(TransientDeliveryError) as raised:
+        EmailBackend().send(recipient="a@example.com", subject="Hi", body="plain")
+    assert raised.value.code == "network"

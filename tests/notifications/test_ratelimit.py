@@ -1,0 +1,70 @@
+import threading
+import time
+
+import pytest
+
+from notifications.ratelimit import ChannelRateLimiter, LimiterUnavailable
+from orderflow.configuration import Rate
+
+
+@pytest.fixture
+def make_limiter(settings):
+    made = []
+
+    def make(rate: Rate, channel: str = "test-channel"):
+        limiter = ChannelRateLimiter(channel=channel, rate=rate, redis_url=settings.REDIS_URL)
+        limiter.reset()
+        made.append(limiter)
+        return limiter
+
+    yield make
+    for limiter in made:
+        limiter.reset()
+
+
+def test_gives_tokens_up_to_the_limit_then_refuses(make_limiter):
+    limiter = make_limiter(Rate(3, 60))
+    assert [limiter.acquire(timeout=0) for _ in range(4)] == [True, True, True, False]
+
+
+def test_a_waiting_caller_gets_the_token_freed_by_the_window(make_limiter):
+    limiter = make_limiter(Rate(5, 1))
+    assert all(limiter.acquire(timeout=0) for _ in range(5))
+    assert limiter.acquire(timeout=3)
+
+
+def test_channels_count_separately(make_limiter):
+    sms, email = make_limiter(Rate(1, 60), "sms-test"), make_limiter(Rate(1, 60), "email-test")
+    assert sms.acquire(timeout=0)
+    assert email.acquire(timeout=0)
+    assert not sms.acquire(timeout=0)
+
+
+def test_limit_holds_across_separate_limiters_like_separate_workers(make_limiter):
+    """Three limiters with their own Redis connections share one limit, as workers on three hosts do."""
+    rate = Rate(5, 1)
+    limiters = [make_limiter(rate, "shared") for _ in range(3)]
+    granted, lock = [], threading.Lock()
+    stop_at = time.time() + 2.5
+
+    def worker(limiter):
+        while time.time() < stop_at:
+            if limiter.acquire(timeout=0.2):
+                with lock:
+                    granted.append(time.time())
+
+    threads = [threading.Thread(target=worker, args=(limiter,)) for limiter in limiters]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    granted.sort()
+    busiest = max(sum(1 for t in granted if start <= t < start + 1.0) for start in granted)
+    assert busiest <= rate.count + 1
+    assert len(granted) >= 2 * rate.count  # it does hand tokens out, about 5 a second
+
+
+def test_unreachable_redis_is_reported_not_treated_as_a_token():
+    limiter = ChannelRateLimiter(channel="x", rate=Rate(10, 1), redis_url="redis://127.0.0.1:1/0")
+    with pytest.raises(LimiterUnavailable):
+        limiter.acquire(timeout=1)

@@ -1,0 +1,257 @@
+from datetime import timedelta
+
+import pytest
+import redis
+from django.db import transaction
+from django.utils import timezone
+
+from notifications import services
+from notifications.errors import PermanentDeliveryError, TransientDeliveryError
+from notifications.models import DeadLetter, Notification
+from notifications.ratelimit import ChannelRateLimiter, LimiterUnavailable
+from orders import services as order_services
+from orders.models import ChangeSource
+from tests.factories import place_order
+from tests.notifications.scripted_backend import ScriptedBackend
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def published(monkeypatch):
+    """Record publishes instead of sending them: these tests are about one function each."""
+    calls = []
+    monkeypatch.setattr(services.broker, "publish", lambda task, *, args, queue=None: calls.append((task, args)))
+    return calls
+
+
+@pytest.fixture
+def scripted(settings):
+    settings.SMS_BACKEND = "tests.notifications.scripted_backend.ScriptedBackend"
+    settings.NOTIFICATIONS_MAX_RETRIES = 2
+    ScriptedBackend.script.clear()
+    ScriptedBackend.sent.clear()
+    redis.Redis.from_url(settings.REDIS_URL).flushdb()
+    services.limiter_for.cache_clear()
+    yield ScriptedBackend
+    services.limiter_for.cache_clear()
+
+
+def sms_of(order) -> Notification:
+    return Notification.objects.get(order=order, channel="sms", event="placed")
+
+
+# --- the outbox -----------------------------------------------------------------------------
+
+
+def test_placing_an_order_writes_one_row_per_channel_and_publishes_on_commit(
+    shop, published, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        order = place_order(owner=shop)
+    rows = {row.channel: row for row in order.notifications.all()}
+    assert set(rows) == {"sms", "email"}
+    assert rows["sms"].recipient == "+442079460958"
+    assert rows["email"].recipient == "ada@example.com"
+    assert sorted(published) == sorted(
+        [
+            ("notifications.tasks.send_sms_notification", [rows["sms"].pk]),
+            ("notifications.tasks.send_email_notification", [rows["email"].pk]),
+        ]
+    )
+    assert {row.status for row in Notification.objects.all()} == {"queued"}
+
+
+def test_nothing_is_published_before_commit(shop, published, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        place_order(owner=shop)
+    assert published == []
+    assert len(callbacks) == 1
+    assert {row.status for row in Notification.objects.all()} == {"pending"}
+
+
+def test_a_rolled_back_order_leaves_no_notification(shop, published):
+    with pytest.raises(RuntimeError), transaction.atomic():
+        place_order(owner=shop)
+        raise RuntimeError("the order's transaction fails")
+    assert Notification.objects.count() == 0
+    assert published == []
+
+
+def test_a_repeated_event_writes_no_second_row(shop, published):
+    order = place_order(owner=shop)
+    again = services.notifications_create(order=order, event="placed")
+    assert len(again) == 2
+    assert Notification.objects.filter(order=order).count() == 2
+
+
+def test_only_reachable_channels_get_a_row(shop, published):
+    order = place_order(owner=shop, customer_email="")
+    assert list(order.notifications.values_list("channel", flat=True)) == ["sms"]
+
+
+def test_status_change_writes_rows_for_the_new_status(shop, published):
+    order = place_order(owner=shop)
+    order_services.order_transition(order_id=order.pk, to_status="confirmed", by=shop, source=ChangeSource.API)
+    assert sorted(order.notifications.filter(event="confirmed").values_list("channel", flat=True)) == ["email", "sms"]
+
+
+def test_broker_down_leaves_rows_pending_and_due_for_the_sweep(shop, monkeypatch):
+    def down(task, *, args, queue=None):
+        raise services.broker.BrokerUnavailable("connection refused")
+
+    monkeypatch.setattr(services.broker, "publish", down)
+    order = place_order(owner=shop)
+    count = services.notifications_publish(notifications=[(row.pk, row.channel) for row in order.notifications.all()])
+    assert count == 0
+    for row in order.notifications.all():
+        assert row.status == "pending"
+        assert row.stale_after <= timezone.now()
+
+
+def test_sms_text_fits_one_segment_and_is_not_html_escaped(shop, published):
+    order = place_order(owner=shop, customer_name="Zoë <O'Brien> & Sons of a very long name indeed")
+    sms = sms_of(order)
+    assert len(sms.body) <= 160
+    assert "&amp;" not in sms.body and "&lt;" not in sms.body
+    email = Notification.objects.get(order=order, channel="email")
+    assert "&lt;O&#x27;Brien&gt;" in email.html_body
+    assert "<O'Brien>" in email.body
+
+
+# --- sending --------------------------------------------------------------------------------
+
+
+def test_send_claims_sends_and_records(shop, published, scripted):
+    sms = sms_of(place_order(owner=shop))
+    assert services.notification_send(notification_id=sms.pk).outcome == "sent"
+    sms.refresh_from_db()
+    assert (sms.status, sms.attempts) == ("sent", 1)
+    assert sms.provider_message_id.startswith("scripted-")
+    assert scripted.sent == [(sms.recipient, sms.body)]
+
+
+def test_a_second_run_of_the_same_task_sends_nothing(shop, published, scripted):
+    sms = sms_of(place_order(owner=shop))
+    services.notification_send(notification_id=sms.pk)
+    result = services.notification_send(notification_id=sms.pk)
+    assert (result.outcome, result.retry_in) == ("skipped", None)
+    assert len(scripted.sent) == 1
+
+
+def test_a_claimed_notification_is_not_sent_by_a_second_worker(shop, published, scripted):
+    sms = sms_of(place_order(owner=shop))
+    Notification.objects.filter(pk=sms.pk).update(status="sending", stale_after=timezone.now() + timedelta(minutes=5))
+    result = services.notification_send(notification_id=sms.pk)
+    assert result.outcome == "deferred"
+    assert 290 < result.retry_in <= 301  # looks again when the first worker's lease ends
+    assert scripted.sent == []
+
+
+def test_an_abandoned_claim_is_taken_over_after_its_lease(shop, published, scripted):
+    sms = sms_of(place_order(owner=shop))
+    Notification.objects.filter(pk=sms.pk).update(status="sending", stale_after=timezone.now() - timedelta(seconds=1))
+    assert services.notification_send(notification_id=sms.pk).outcome == "sent"
+
+
+def test_transient_error_schedules_a_retry_and_counts_the_attempt(shop, published, scripted):
+    scripted.script.append(TransientDeliveryError("Twilio 500: oops", code="http-500"))
+    sms = sms_of(place_order(owner=shop))
+    result = services.notification_send(notification_id=sms.pk)
+    assert result.outcome == "retry"
+    assert 60 <= result.retry_in <= 66
+    sms.refresh_from_db()
+    assert (sms.status, sms.attempts, sms.last_error_code) == ("failed", 1, "http-500")
+    assert sms.next_attempt_at > timezone.now() + timedelta(seconds=59)
+
+
+def test_a_retry_arriving_early_waits_for_its_time(shop, published, scripted):
+    scripted.script.append(TransientDeliveryError("Twilio 500: oops", code="http-500"))
+    sms = sms_of(place_order(owner=shop))
+    services.notification_send(notification_id=sms.pk)
+    early = services.notification_send(notification_id=sms.pk)
+    assert early.outcome == "deferred"
+    assert 55 < early.retry_in <= 66
+    assert scripted.sent == []
+
+
+def test_exhausted_retries_go_dead_with_a_dead_letter(shop, published, scripted):
+    scripted.script.extend(TransientDeliveryError("Twilio 500: oops", code="http-500") for _ in range(3))
+    sms = sms_of(place_order(owner=shop))
+    outcomes = []
+    for _ in range(3):
+        outcomes.append(services.notification_send(notification_id=sms.pk, task_id="t-1").outcome)
+        Notification.objects.filter(pk=sms.pk).update(next_attempt_at=timezone.now())  # the backoff passes
+    assert outcomes == ["retry", "retry", "dead"]
+    sms.refresh_from_db()
+    assert (sms.status, sms.attempts) == ("dead", 3)
+    letter = DeadLetter.objects.get()
+    assert (letter.task_name, letter.args, letter.queue, letter.attempts) == (
+        "notifications.tasks.send_sms_notification",
+        [sms.pk],
+        "sms",
+        3,
+    )
+    assert letter.message == "gave up after 3 attempts; last: Twilio 500: oops"
+    assert letter.first_failed_at < letter.last_failed_at
+    assert list(sms.attempt_log.values_list("outcome", flat=True)) == ["transient"] * 3
+
+
+def test_permanent_error_goes_dead_at_once(shop, published, scripted):
+    scripted.script.append(PermanentDeliveryError("Twilio 21211: invalid number", code="twilio-21211"))
+    sms = sms_of(place_order(owner=shop))
+    assert services.notification_send(notification_id=sms.pk).outcome == "dead"
+    sms.refresh_from_db()
+    assert (sms.status, sms.attempts) == ("dead", 1)
+    assert DeadLetter.objects.get().message == "Twilio 21211: invalid number"
+
+
+def test_an_unclassified_error_goes_dead_with_its_traceback(shop, published, scripted):
+    scripted.script.append(KeyError("surprise"))
+    sms = sms_of(place_order(owner=shop))
+    assert services.notification_send(notification_id=sms.pk).outcome == "dead"
+    letter = DeadLetter.objects.get()
+    assert letter.exception_type == "builtins.KeyError"
+    assert "KeyError: 'surprise'" in letter.traceback
+
+
+def test_waiting_for_a_token_never_uses_an_attempt(shop, published, scripted, monkeypatch):
+    monkeypatch.setattr(ChannelRateLimiter, "acquire", lambda self, *, timeout: False)
+    sms = sms_of(place_order(owner=shop))
+    result = services.notification_send(notification_id=sms.pk)
+    assert result.outcome == "deferred"
+    sms.refresh_from_db()
+    assert (sms.status, sms.attempts) == ("queued", 0)
+    assert scripted.sent == []
+
+
+def test_unreachable_limiter_sends_nothing_and_waits(shop, published, scripted, monkeypatch):
+    def down(self, *, timeout):
+        raise LimiterUnavailable("connection refused")
+
+    monkeypatch.setattr(ChannelRateLimiter, "acquire", down)
+    sms = sms_of(place_order(owner=shop))
+    result = services.notification_send(notification_id=sms.pk)
+    assert (result.outcome, result.retry_in) == ("deferred", services.LIMITER_DOWN_RETRY_SECONDS)
+    sms.refresh_from_db()
+    assert (sms.status, sms.attempts) == ("queued", 0)
+    assert scripted.sent == []
+
+
+def test_send_of_a_missing_notification_is_skipped(scripted):
+    assert services.notification_send(notification_id=10**9).outcome == "skipped"
+
+
+@pytest.mark.parametrize(("attempt", "base"), [(1, 60), (2, 120), (3, 240), (4, 480), (5, 600), (9, 600)])
+def test_retry_delay_doubles_up_to_the_cap_with_jitter(settings, attempt, base):
+    settings.NOTIFICATIONS_RETRY_BACKOFF, settings.NOTIFICATIONS_RETRY_BACKOFF_MAX = 60, 600
+    delays = [services.retry_delay(attempt) for _ in range(50)]
+    assert all(base <= delay <= base * 1.1 for delay in delays)
+    assert len(set(delays)) > 1
+
+
+def test_task_names_and_queues_match_the_contract():
+    assert services.CHANNEL_TASKS == {
+        "sms": "notifications.tasks.send_sms_notification",
+        "email": "notifications.tasks.send_email_notification",
+    }
