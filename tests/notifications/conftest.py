@@ -4,6 +4,7 @@
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -73,6 +74,7 @@ class Worker:
 
     def __init__(self, *, name: str, env: dict, queues: str = "sms,email,notifications,default", concurrency=2):
         self.name = name
+        self.hostname = f"{name}@{socket.gethostname()}"
         self.log_path = Path(tempfile.gettempdir()) / f"orderflow-test-worker-{name}.log"
         self.env = env
         self.args = [
@@ -84,7 +86,7 @@ class Worker:
             "--concurrency",
             str(concurrency),
             "--hostname",
-            f"{name}@%h",
+            self.hostname,
             "--loglevel",
             "info",
         ]

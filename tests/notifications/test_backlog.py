@@ -1,0 +1,59 @@
+"""A backlog far larger than the rate limit lets through: it waits in the broker, not in a
+worker's memory, uses up no attempts, and the sweep does not publish it again."""
+
+from datetime import timedelta
+
+import pytest
+import redis
+from django.conf import settings
+from django.utils import timezone
+
+from notifications import broker, sweeps
+from notifications.models import Notification
+from orderflow.celery import app
+from orders import services as order_services
+from tests.factories import UserFactory, order_line
+from tests.notifications.conftest import BROKERS, Worker, point_app_at, purge, wait_until
+
+pytestmark = pytest.mark.integration
+
+BACKLOG = 300
+CONCURRENCY = 2
+
+
+@pytest.fixture(scope="module")
+def slow_worker(worker_env):
+    broker_url = BROKERS["redis"]
+    purge(broker_url)
+    point_app_at(broker_url)
+    env = {**worker_env, "CELERY_BROKER_URL": broker_url, "NOTIFICATIONS_SMS_RATE_LIMIT": "1/m"}
+    running = Worker(name="backlog", env=env, queues="sms", concurrency=CONCURRENCY).start()
+    yield running
+    running.stop()
+    purge(broker_url)
+    point_app_at(settings.CELERY_BROKER_URL)
+
+
+def test_backlog_waits_in_the_broker_without_using_attempts(slow_worker, transactional_db, fake_twilio):
+    redis.Redis.from_url(settings.REDIS_URL).flushdb()
+    owner = UserFactory(username="backlog-shop")
+    for number in range(BACKLOG):
+        order_services.order_create(
+            owner=owner, customer_name="Bulk", customer_phone=f"+1202555{number:04d}", items=[order_line()]
+        )
+    wait_until(lambda: Notification.objects.filter(status="sent").exists(), timeout=30, what="the first send")
+
+    inspector = app.control.inspect(destination=[slow_worker.hostname], timeout=2)
+    held = sum(len(tasks) for tasks in (inspector.reserved() or {}).values())
+    held += sum(len(tasks) for tasks in (inspector.active() or {}).values())
+    assert held <= 2 * CONCURRENCY  # prefetch 1: each process holds its task and at most one more
+    assert broker.queue_depth("sms") >= BACKLOG - 2 * CONCURRENCY
+
+    statuses = Notification.objects.values_list("status", "attempts")
+    assert sum(1 for status, _ in statuses if status == "sent") <= 2  # 1/m, plus the token in hand
+    assert all(attempts == (1 if status == "sent" else 0) for status, attempts in statuses)
+
+    Notification.objects.filter(status="queued").update(queued_at=timezone.now() - timedelta(hours=1))
+    swept = sweeps.notifications_sweep()
+    assert swept["message_lost"] <= 2 * CONCURRENCY  # only what the worker holds, never the backlog
+    assert broker.queue_depth("sms") <= BACKLOG + 2 * CONCURRENCY
