@@ -1,10 +1,35 @@
-from django.contrib import admin
+"""The operator's console: notifications, dead letters, what failed and why, and sending again."""
 
-from notifications.models import DeadLetter, Notification, NotificationAttempt
+import json
+
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.admin.views.main import ChangeList
+from django.core.exceptions import PermissionDenied
+from django.shortcuts import get_object_or_404, redirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.html import format_html, format_html_join
+from django.utils.text import Truncator
+
+from notifications import dead_letters, services
+from notifications.masking import mask_recipient
+from notifications.models import (
+    DeadLetter,
+    Notification,
+    NotificationAttempt,
+    RecipientCorrection,
+    RequeueBatch,
+)
+from orderflow.errors import ApplicationError
+
+# Above this many selected rows, requeue goes through a frozen batch and a background task.
+INLINE_REQUEUE_LIMIT = 500
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """Rows written by the pipeline: operators read them here and act through actions."""
+class ReadOnlyInline(admin.TabularInline):
+    extra = 0
+    can_delete = False
 
     def has_add_permission(self, request, obj=None):
         return False
@@ -13,56 +38,382 @@ class ReadOnlyAdmin(admin.ModelAdmin):
         return False
 
 
-class AttemptInline(admin.TabularInline):
+class AttemptInline(ReadOnlyInline):
     model = NotificationAttempt
-    extra = 0
-    can_delete = False
     fields = ["number", "outcome", "error_code", "error_message", "provider_message_id", "worker", "finished_at"]
     readonly_fields = fields
 
+
+class CorrectionInline(ReadOnlyInline):
+    model = RecipientCorrection
+    fields = ["created_at", "old_recipient", "new_recipient", "reason", "changed_by"]
+    readonly_fields = fields
+    verbose_name_plural = "recipient corrections"
+
+
+class PipelineRowAdmin(admin.ModelAdmin):
+    """Rows the pipeline writes: operators read them and act through actions and forms."""
+
+    show_full_result_count = False  # no second COUNT(*) over a million rows per page
+
     def has_add_permission(self, request, obj=None):
         return False
 
     def has_change_permission(self, request, obj=None):
         return False
 
+    def report(self, request, done: str, skipped: dict[int, str] | list[str]):
+        if done:
+            self.message_user(request, done, messages.SUCCESS)
+        reasons = [f"{pk}: {why}" for pk, why in skipped.items()] if isinstance(skipped, dict) else skipped
+        for reason in reasons[:10]:
+            self.message_user(request, reason, messages.WARNING)
+        if len(reasons) > 10:
+            self.message_user(request, f"… and {len(reasons) - 10} more left alone.", messages.WARNING)
+
+
+class CorrectRecipientForm(forms.Form):
+    recipient = forms.CharField(max_length=254, help_text="Phone in international form for SMS, or an email address.")
+    reason = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}))
+    requeue = forms.BooleanField(required=False, initial=True, label="Send it again now")
+
 
 @admin.register(Notification)
-class NotificationAdmin(ReadOnlyAdmin):
+class NotificationAdmin(PipelineRowAdmin):
     list_display = [
         "id",
-        "order",
+        "order_link",
         "channel",
         "event",
-        "recipient",
+        "masked_recipient",
         "status",
         "attempts",
         "last_error_code",
         "created_at",
     ]
     list_filter = ["status", "channel", "event", "created_at"]
-    search_fields = ["=id", "=order__id", "recipient", "provider_message_id"]
+    search_fields = ["=id", "=order__id", "=recipient", "=provider_message_id"]
+    search_help_text = "Notification id, order id, exact recipient (E.164 phone or email) or provider message id."
     date_hierarchy = "created_at"
     list_select_related = ["order"]
-    show_full_result_count = False
-    inlines = [AttemptInline]
+    readonly_fields = [
+        "order_link", "channel", "event", "recipient", "status", "attempts", "retry_base",
+        "last_error_code", "last_error_message", "provider_message_id", "subject", "body",
+        "next_attempt_at", "queued_at", "stale_after", "created_at", "sent_at", "delivered_at",
+    ]  # fmt: skip
+    fields = readonly_fields
+    inlines = [AttemptInline, CorrectionInline]
+    actions = ["resend_selected", "cancel_selected"]
+
+    def get_urls(self):
+        custom = [
+            path(
+                "<int:notification_id>/correct-recipient/",
+                self.admin_site.admin_view(self.correct_recipient_view),
+                name="notifications_notification_correct_recipient",
+            )
+        ]
+        return custom + super().get_urls()
+
+    @admin.display(description="order", ordering="order_id")
+    def order_link(self, notification):
+        url = reverse("admin:orders_order_change", args=[notification.order_id])
+        return format_html('<a href="{}">#{}</a>', url, notification.order_id)
+
+    @admin.display(description="recipient")
+    def masked_recipient(self, notification):
+        return mask_recipient(notification.recipient)
+
+    def has_resend_permission(self, request):
+        return request.user.has_perm("notifications.resend_notification")
+
+    def has_cancel_permission(self, request):
+        return request.user.has_perm("notifications.cancel_notification")
+
+    @admin.action(description="Send selected notifications again", permissions=["resend"])
+    def resend_selected(self, request, queryset):
+        done, refused = 0, []
+        for notification_id in queryset.order_by("pk").values_list("pk", flat=True):
+            try:
+                services.notification_resend(notification_id=notification_id, by=request.user)
+                done += 1
+            except ApplicationError as error:
+                refused.append(error.message)
+        self.report(request, f"{done} notification(s) queued to send again." if done else "", refused)
+
+    @admin.action(description="Cancel selected notifications", permissions=["cancel"])
+    def cancel_selected(self, request, queryset):
+        done, refused = 0, []
+        for notification_id in queryset.order_by("pk").values_list("pk", flat=True):
+            try:
+                services.notification_cancel(notification_id=notification_id, by=request.user)
+                done += 1
+            except ApplicationError as error:
+                refused.append(error.message)
+        self.report(request, f"{done} notification(s) cancelled." if done else "", refused)
+
+    def correct_recipient_view(self, request, notification_id):
+        if not self.has_resend_permission(request):
+            raise PermissionDenied
+        notification = get_object_or_404(Notification, pk=notification_id)
+        form = CorrectRecipientForm(request.POST or None, initial={"recipient": notification.recipient})
+        if request.method == "POST" and form.is_valid():
+            try:
+                services.notification_correct_recipient(
+                    notification_id=notification.pk,
+                    recipient=form.cleaned_data["recipient"],
+                    reason=form.cleaned_data["reason"],
+                    by=request.user,
+                )
+                self.log_change(request, notification, f"Recipient corrected: {form.cleaned_data['reason']}")
+                if form.cleaned_data["requeue"]:
+                    self._send_corrected(request, notification)
+                self.message_user(request, "Recipient corrected.", messages.SUCCESS)
+                return redirect("admin:notifications_notification_change", notification.pk)
+            except ApplicationError as error:
+                for field, problems in error.fields.items():
+                    form.add_error(field if field in form.fields else None, problems)
+                if not error.fields:
+                    form.add_error(None, error.message)
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Correct the recipient of notification {notification.pk}",
+            "notification": notification,
+            "form": form,
+            "opts": self.model._meta,
+        }
+        return TemplateResponse(request, "admin/notifications/correct_recipient.html", context)
+
+    def _send_corrected(self, request, notification):
+        open_letters = list(notification.dead_letters.filter(status="dead").values_list("pk", flat=True))
+        try:
+            if open_letters:
+                dead_letters.dead_letters_requeue(ids=open_letters, by=request.user)
+            else:
+                services.notification_resend(notification_id=notification.pk, by=request.user)
+        except ApplicationError as error:
+            self.message_user(request, error.message, messages.WARNING)
+
+
+class FingerprintFilter(admin.SimpleListFilter):
+    """Set from the failures-by-cause page; lists no choices of its own."""
+
+    title = "cause"
+    parameter_name = "fingerprint"
+
+    def lookups(self, request, model_admin):
+        value = self.value()
+        return [(value, "the selected cause")] if value else []
+
+    def queryset(self, request, queryset):
+        return queryset.filter(fingerprint=self.value()) if self.value() else queryset
 
 
 @admin.register(DeadLetter)
-class DeadLetterAdmin(ReadOnlyAdmin):
+class DeadLetterAdmin(PipelineRowAdmin):
     list_display = [
-        "id",
-        "task_name",
-        "queue",
-        "notification",
-        "exception_type",
-        "error_code",
-        "attempts",
-        "status",
-        "last_failed_at",
-    ]
-    list_filter = ["status", "queue", "task_name", "last_failed_at"]
-    search_fields = ["=notification__order__id", "notification__recipient", "message"]
+        "id", "task", "queue", "masked_recipient", "order_link", "exception", "short_reason",
+        "attempts", "last_failed_at", "status",
+    ]  # fmt: skip
+    list_filter = ["status", "queue", "task_name", "exception_type", "last_failed_at", FingerprintFilter]
+    search_fields = ["=notification__order__id", "=notification__recipient", "message"]
+    search_help_text = "Order id, exact recipient, or words from the error."
     date_hierarchy = "last_failed_at"
     list_select_related = ["notification"]
-    show_full_result_count = False
+    actions = ["requeue_selected", "discard_selected"]
+    readonly_fields = [
+        "status", "resolved", "task_name", "task_id", "queue", "pretty_args", "pretty_kwargs",
+        "exception_type", "error_code", "message", "attempts", "first_failed_at", "last_failed_at",
+        "notification_link", "order_link", "recipient", "attempt_history", "pretty_traceback",
+    ]  # fmt: skip
+    fields = readonly_fields
+
+    def get_urls(self):
+        wrap = self.admin_site.admin_view
+        custom = [
+            path("by-cause/", wrap(self.groups_view), name="notifications_deadletter_groups"),
+            path(
+                "requeue-matching/", wrap(self.requeue_matching_view), name="notifications_deadletter_requeue_matching"
+            ),
+            path("requeue-batch/<int:batch_id>/", wrap(self.batch_view), name="notifications_deadletter_batch"),
+        ]
+        return custom + super().get_urls()
+
+    # --- columns and detail ---
+
+    @admin.display(description="task", ordering="task_name")
+    def task(self, letter):
+        return letter.task_name.rpartition(".")[2]
+
+    @admin.display(description="exception", ordering="exception_type")
+    def exception(self, letter):
+        return letter.error_code or letter.exception_type.rpartition(".")[2]
+
+    @admin.display(description="reason")
+    def short_reason(self, letter):
+        return Truncator(letter.message).chars(80)
+
+    @admin.display(description="recipient")
+    def masked_recipient(self, letter):
+        return mask_recipient(letter.notification.recipient) if letter.notification else "-"
+
+    @admin.display(description="recipient")
+    def recipient(self, letter):
+        if not letter.notification:
+            return "-"
+        url = reverse("admin:notifications_notification_correct_recipient", args=[letter.notification_id])
+        return format_html('{} (<a href="{}">correct it</a>)', letter.notification.recipient, url)
+
+    @admin.display(description="order")
+    def order_link(self, letter):
+        if not letter.notification:
+            return "-"
+        url = reverse("admin:orders_order_change", args=[letter.notification.order_id])
+        return format_html('<a href="{}">#{}</a>', url, letter.notification.order_id)
+
+    @admin.display(description="notification")
+    def notification_link(self, letter):
+        if not letter.notification_id:
+            return "-"
+        url = reverse("admin:notifications_notification_change", args=[letter.notification_id])
+        return format_html('<a href="{}">{}</a> ({})', url, letter.notification, letter.notification.status)
+
+    @admin.display(description="resolved")
+    def resolved(self, letter):
+        if not letter.resolved_at:
+            return "-"
+        return f"{letter.status} by {letter.resolved_by or 'the system'} at {letter.resolved_at:%Y-%m-%d %H:%M:%S}"
+
+    @admin.display(description="args")
+    def pretty_args(self, letter):
+        return format_html("<pre>{}</pre>", json.dumps(letter.args, indent=2))
+
+    @admin.display(description="kwargs")
+    def pretty_kwargs(self, letter):
+        return format_html("<pre>{}</pre>", json.dumps(letter.kwargs, indent=2, sort_keys=True))
+
+    @admin.display(description="traceback")
+    def pretty_traceback(self, letter):
+        return format_html('<pre style="white-space: pre-wrap">{}</pre>', letter.traceback or "-")
+
+    @admin.display(description="attempts of the notification")
+    def attempt_history(self, letter):
+        if not letter.notification:
+            return "-"
+        rows = format_html_join(
+            "",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            (
+                (a.number, a.finished_at.strftime("%Y-%m-%d %H:%M:%S"), a.outcome, a.error_code, a.error_message)
+                for a in letter.notification.attempt_log.all()
+            ),
+        )
+        return format_html(
+            "<table><tr><th>#</th><th>when</th><th>outcome</th><th>code</th><th>message</th></tr>{}</table>", rows
+        )
+
+    # --- actions ---
+
+    def has_requeue_permission(self, request):
+        return request.user.has_perm("notifications.requeue_deadletter")
+
+    def has_discard_permission(self, request):
+        return request.user.has_perm("notifications.discard_deadletter")
+
+    @admin.action(description="Requeue selected dead letters", permissions=["requeue"])
+    def requeue_selected(self, request, queryset):
+        ids = list(queryset.values_list("pk", flat=True)[: INLINE_REQUEUE_LIMIT + 1])
+        if len(ids) > INLINE_REQUEUE_LIMIT:
+            batch = dead_letters.requeue_batch_freeze(
+                dead_letters=queryset, description="selected in the dead-letter list", by=request.user
+            )
+            return redirect("admin:notifications_deadletter_batch", batch.pk)
+        outcome = dead_letters.dead_letters_requeue(ids=ids, by=request.user)
+        done = f"{outcome.requeued} dead letter(s) requeued." if outcome.requeued else ""
+        self.report(request, done, outcome.skipped)
+        return None
+
+    @admin.action(description="Discard selected dead letters", permissions=["discard"])
+    def discard_selected(self, request, queryset):
+        ids = list(queryset.values_list("pk", flat=True))
+        discarded = dead_letters.dead_letters_discard(ids=ids, by=request.user)
+        left = len(ids) - discarded
+        self.report(
+            request,
+            f"{discarded} dead letter(s) discarded." if discarded else "",
+            [f"{left} already requeued or discarded, left alone."] if left else [],
+        )
+
+    # --- pages ---
+
+    def changelist_view(self, request, extra_context=None):
+        extra_context = {**(extra_context or {}), "can_requeue": self.has_requeue_permission(request)}
+        return super().changelist_view(request, extra_context)
+
+    def groups_view(self, request):
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Dead letters by cause",
+            "groups": dead_letters.dead_letter_groups()[:200],
+            "opts": self.model._meta,
+            "can_requeue": self.has_requeue_permission(request),
+        }
+        return TemplateResponse(request, "admin/notifications/deadletter/groups.html", context)
+
+    def requeue_matching_view(self, request):
+        """Freeze what the changelist's current filters match, then show it for confirmation."""
+        if not self.has_requeue_permission(request):
+            raise PermissionDenied
+        changelist: ChangeList = self.get_changelist_instance(request)
+        filters = request.GET.urlencode() or "no filter"
+        try:
+            batch = dead_letters.requeue_batch_freeze(
+                dead_letters=changelist.get_queryset(request), description=f"matching {filters}", by=request.user
+            )
+        except ApplicationError as error:
+            self.message_user(request, error.message, messages.ERROR)
+            return redirect("admin:notifications_deadletter_changelist")
+        return redirect("admin:notifications_deadletter_batch", batch.pk)
+
+    def batch_view(self, request, batch_id):
+        if not self.has_requeue_permission(request):
+            raise PermissionDenied
+        batch = get_object_or_404(RequeueBatch, pk=batch_id)
+        if request.method == "POST":
+            try:
+                dead_letters.requeue_batch_confirm(batch_id=batch.pk, by=request.user)
+                self.message_user(
+                    request, f"Requeueing {batch.size} dead letter(s) in the background.", messages.SUCCESS
+                )
+            except ApplicationError as error:
+                self.message_user(request, error.message, messages.ERROR)
+            return redirect("admin:notifications_deadletter_batch", batch.pk)
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Requeue dead letters",
+            "batch": batch,
+            "sample": DeadLetter.objects.filter(pk__in=batch.dead_letter_ids[:20]).select_related("notification"),
+            "opts": self.model._meta,
+        }
+        return TemplateResponse(request, "admin/notifications/deadletter/batch.html", context)
+
+
+@admin.register(RequeueBatch)
+class RequeueBatchAdmin(PipelineRowAdmin):
+    list_display = [
+        "id",
+        "description",
+        "size",
+        "status",
+        "requeued",
+        "skipped",
+        "created_by",
+        "created_at",
+        "finished_at",
+    ]
+    list_filter = ["status", "created_at"]
+    list_select_related = ["created_by"]
+    fields = ["description", "status", "requeued", "skipped", "created_by", "created_at", "confirmed_at", "finished_at"]
+    readonly_fields = fields

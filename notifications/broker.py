@@ -21,10 +21,12 @@ class BrokerUnavailable(Exception):
     pass
 
 
-def publish(task_name: str, *, args: list, queue: str | None = None) -> str:
+def publish(task_name: str, *, args: list, kwargs: dict | None = None, queue: str | None = None) -> str:
     """Send one task message; raise BrokerUnavailable if the broker cannot take it."""
     try:
-        result = app.send_task(task_name, args=args, queue=queue, retry=True, retry_policy=PUBLISH_RETRY_POLICY)
+        result = app.send_task(
+            task_name, args=args, kwargs=kwargs, queue=queue, retry=True, retry_policy=PUBLISH_RETRY_POLICY
+        )
     except BROKER_ERRORS as error:
         raise BrokerUnavailable(f"{error.__class__.__name__}: {error}") from error
     return result.id

@@ -56,6 +56,9 @@ class Notification(models.Model):
 
     status = models.CharField(max_length=10, choices=NotificationStatus, default=NotificationStatus.PENDING)
     attempts = models.PositiveIntegerField(default=0, help_text="Sends handed to the provider")
+    retry_base = models.PositiveIntegerField(
+        default=0, help_text="Attempts made before the last requeue; retries are counted from here"
+    )
     last_error_code = models.CharField(max_length=50, blank=True)
     last_error_message = models.TextField(blank=True)
     provider_message_id = models.CharField(max_length=64, blank=True)
@@ -86,7 +89,13 @@ class Notification(models.Model):
                 condition=Q(status=NotificationStatus.FAILED),
             ),
             models.Index(fields=["status", "-created_at"], name="notification_status_created"),
+            models.Index(fields=["-created_at", "-id"], name="notification_created"),
+            models.Index(fields=["recipient"], name="notification_recipient"),
             models.Index(fields=["provider_message_id"], name="notification_provider_id"),
+        ]
+        permissions = [
+            ("resend_notification", "Can resend or correct notifications"),
+            ("cancel_notification", "Can cancel notifications"),
         ]
 
     def __str__(self) -> str:
@@ -147,6 +156,9 @@ class DeadLetter(models.Model):
     attempts = models.PositiveIntegerField()
     first_failed_at = models.DateTimeField()
     last_failed_at = models.DateTimeField()
+    fingerprint = models.CharField(
+        max_length=40, blank=True, help_text="Same task, error and normalised message: the same cause"
+    )
     status = models.CharField(max_length=10, choices=DeadLetterStatus, default=DeadLetterStatus.DEAD)
     resolved_at = models.DateTimeField(null=True, blank=True)
     resolved_by = models.ForeignKey(
@@ -163,7 +175,61 @@ class DeadLetter(models.Model):
             models.Index(fields=["status", "-last_failed_at"], name="deadletter_status_failed"),
             models.Index(fields=["queue", "-last_failed_at"], name="deadletter_queue_failed"),
             models.Index(fields=["task_name", "-last_failed_at"], name="deadletter_task_failed"),
+            models.Index(fields=["exception_type", "-last_failed_at"], name="deadletter_exception_failed"),
+            models.Index(fields=["fingerprint", "status"], name="deadletter_fingerprint"),
         ]
 
     def __str__(self) -> str:
         return f"{self.task_name} ({self.exception_type})"
+
+
+class RecipientCorrection(models.Model):
+    """An operator's fix of a notification's recipient: what it was, what it became, who and why."""
+
+    notification = models.ForeignKey(Notification, on_delete=models.CASCADE, related_name="corrections")
+    old_recipient = models.CharField(max_length=254)
+    new_recipient = models.CharField(max_length=254)
+    reason = models.TextField()
+    changed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.old_recipient} -> {self.new_recipient}"
+
+
+class RequeueBatch(models.Model):
+    """A set of dead letters frozen when an operator asked to requeue everything matching a filter.
+
+    Rows that die after the confirmation page was shown are not in it.
+    """
+
+    class Status(models.TextChoices):
+        AWAITING_CONFIRMATION = "awaiting", "awaiting confirmation"
+        RUNNING = "running"
+        DONE = "done"
+
+    description = models.CharField(max_length=500)
+    dead_letter_ids = models.JSONField(default=list)
+    status = models.CharField(max_length=10, choices=Status, default=Status.AWAITING_CONFIRMATION)
+    requeued = models.PositiveIntegerField(default=0)
+    skipped = models.PositiveIntegerField(default=0)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    confirmed_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name_plural = "requeue batches"
+
+    def __str__(self) -> str:
+        return f"requeue of {len(self.dead_letter_ids)} dead letter(s)"
+
+    @property
+    def size(self) -> int:
+        return len(self.dead_letter_ids)

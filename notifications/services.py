@@ -13,6 +13,8 @@ from functools import partial
 
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
 from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
@@ -20,15 +22,20 @@ from django.utils import timezone
 from notifications import broker
 from notifications.backends import get_backend
 from notifications.errors import DeliveryError, PermanentDeliveryError, TransientDeliveryError
+from notifications.fingerprints import fingerprint
 from notifications.models import (
     Channel,
     DeadLetter,
+    DeadLetterStatus,
     Notification,
     NotificationAttempt,
     NotificationStatus,
+    RecipientCorrection,
 )
 from notifications.ratelimit import LimiterUnavailable, limiter_for
 from notifications.rendering import render_notification
+from orderflow.errors import ApplicationError, Conflict, NotFound
+from orders.phones import phone_to_e164
 
 logger = logging.getLogger(__name__)
 
@@ -98,13 +105,32 @@ def notifications_publish(*, notifications: list[tuple[int, str]]) -> int:
 
     With the broker down the rest stay `pending`, due for the next sweep.
     """
+    return publish_jobs(
+        [
+            PublishJob(notification_id, CHANNEL_TASKS[channel], [notification_id])
+            for notification_id, channel in notifications
+        ]
+    )
+
+
+@dataclass(frozen=True)
+class PublishJob:
+    notification_id: int | None
+    task_name: str
+    args: list
+    kwargs: dict | None = None
+    queue: str | None = None
+
+
+def publish_jobs(jobs: list[PublishJob]) -> int:
+    """Publish task messages and mark their notifications queued; stop at the first broker failure."""
     published = []
     try:
-        for notification_id, channel in notifications:
-            broker.publish(CHANNEL_TASKS[channel], args=[notification_id])
-            published.append(notification_id)
+        for job in jobs:
+            broker.publish(job.task_name, args=job.args, kwargs=job.kwargs, queue=job.queue)
+            published.append(job.notification_id)
     except broker.BrokerUnavailable as error:
-        left = [notification_id for notification_id, _ in notifications if notification_id not in set(published)]
+        left = [job.notification_id for job in jobs[len(published) :]]
         logger.warning("broker unavailable, %d notification(s) left for the sweep: %s", len(left), error)
         Notification.objects.filter(pk__in=left, status=NotificationStatus.PENDING).update(stale_after=timezone.now())
     if published:
@@ -224,7 +250,8 @@ def _record_sent(notification: Notification, provider_message_id: str, *, starte
 def _record_failure(notification: Notification, error: DeliveryError, *, started_at, task_id, worker) -> SendResult:
     now = timezone.now()
     attempt = notification.attempts + 1
-    exhausted = attempt > settings.NOTIFICATIONS_MAX_RETRIES
+    attempt_since_requeue = attempt - notification.retry_base
+    exhausted = attempt_since_requeue > settings.NOTIFICATIONS_MAX_RETRIES
     with transaction.atomic():
         NotificationAttempt.objects.create(
             notification=notification,
@@ -248,11 +275,15 @@ def _record_failure(notification: Notification, error: DeliveryError, *, started
             Notification.objects.filter(pk=notification.pk).update(
                 status=NotificationStatus.DEAD, next_attempt_at=None, **fields
             )
-            reason = error.message if error.permanent else f"gave up after {attempt} attempts; last: {error.message}"
-            _bury(notification, error, reason=reason, attempts=attempt, task_id=task_id, now=now)
+            reason = (
+                error.message
+                if error.permanent
+                else f"gave up after {attempt_since_requeue} attempts; last: {error.message}"
+            )
+            _bury(notification, error, reason=reason, attempts=attempt_since_requeue, task_id=task_id, now=now)
             logger.warning("notification %s dead: %s", notification.pk, reason)
             return SendResult("dead", detail=reason)
-        delay = retry_delay(attempt)
+        delay = retry_delay(attempt_since_requeue)
         Notification.objects.filter(pk=notification.pk).update(
             status=NotificationStatus.FAILED, next_attempt_at=now + timedelta(seconds=delay), **fields
         )
@@ -260,10 +291,120 @@ def _record_failure(notification: Notification, error: DeliveryError, *, started
     return SendResult("retry", retry_in=delay, detail=error.message)
 
 
+# --- operators ------------------------------------------------------------------------------
+
+RESENDABLE_STATUSES = (
+    NotificationStatus.DEAD,
+    NotificationStatus.FAILED,
+    NotificationStatus.CANCELLED,
+    NotificationStatus.SENT,
+    NotificationStatus.DELIVERED,
+)
+CANCELLABLE_STATUSES = (NotificationStatus.PENDING, NotificationStatus.QUEUED, NotificationStatus.FAILED)
+CORRECTABLE_STATUSES = (
+    NotificationStatus.DEAD,
+    NotificationStatus.FAILED,
+    NotificationStatus.CANCELLED,
+    NotificationStatus.PENDING,
+    NotificationStatus.QUEUED,
+)
+
+
+def notification_reset_for_sending(notification_ids: list[int]) -> int:
+    """Make notifications sendable again with a fresh set of retries; their history stays."""
+    return Notification.objects.filter(pk__in=notification_ids).update(
+        status=NotificationStatus.PENDING,
+        retry_base=F("attempts"),
+        next_attempt_at=None,
+        stale_after=timezone.now() + timedelta(seconds=settings.NOTIFICATIONS_STUCK_AFTER),
+        last_error_code="",
+        last_error_message="",
+    )
+
+
+def notification_resend(*, notification_id: int, by) -> Notification:
+    """Send a notification again on an operator's word: one that died, failed, was cancelled or was sent."""
+    with transaction.atomic():
+        notification = _locked(notification_id)
+        if notification.status not in RESENDABLE_STATUSES:
+            raise Conflict(f"Notification {notification.pk} is {notification.status}: it is already on its way.")
+        notification_reset_for_sending([notification.pk])
+        notification.dead_letters.filter(status=DeadLetterStatus.DEAD).update(
+            status=DeadLetterStatus.REQUEUED, resolved_at=timezone.now(), resolved_by=by
+        )
+        transaction.on_commit(partial(notifications_publish, notifications=[(notification.pk, notification.channel)]))
+    notification.refresh_from_db()
+    return notification
+
+
+def notification_cancel(*, notification_id: int, by) -> Notification:
+    """Withdraw a notification that has not been sent yet."""
+    with transaction.atomic():
+        notification = _locked(notification_id)
+        if notification.status == NotificationStatus.SENDING:
+            raise Conflict(f"Notification {notification.pk} is being sent right now and cannot be stopped.")
+        if notification.status not in CANCELLABLE_STATUSES:
+            raise Conflict(
+                f"Notification {notification.pk} is {notification.status}; only unsent ones can be cancelled."
+            )
+        Notification.objects.filter(pk=notification.pk).update(
+            status=NotificationStatus.CANCELLED, stale_after=None, next_attempt_at=None
+        )
+    notification.refresh_from_db()
+    return notification
+
+
+def notification_correct_recipient(*, notification_id: int, recipient: str, reason: str, by) -> Notification:
+    """Fix where a notification goes, keeping the old value, who changed it and why."""
+    reason = reason.strip()
+    if not reason:
+        raise ApplicationError("Say why the recipient is changed.", fields={"reason": ["This field is required."]})
+    with transaction.atomic():
+        notification = _locked(notification_id)
+        recipient = _valid_recipient(notification.channel, recipient)
+        if notification.status not in CORRECTABLE_STATUSES:
+            raise Conflict(
+                f"Notification {notification.pk} is {notification.status}; its recipient can no longer be changed."
+            )
+        if recipient == notification.recipient:
+            raise ApplicationError("That is already the recipient.", fields={"recipient": ["Unchanged."]})
+        RecipientCorrection.objects.create(
+            notification=notification,
+            old_recipient=notification.recipient,
+            new_recipient=recipient,
+            reason=reason,
+            changed_by=by,
+        )
+        Notification.objects.filter(pk=notification.pk).update(recipient=recipient)
+    notification.refresh_from_db()
+    return notification
+
+
+def _valid_recipient(channel: str, recipient: str) -> str:
+    recipient = recipient.strip()
+    if channel == Channel.SMS:
+        return phone_to_e164(recipient, field="recipient")
+    try:
+        validate_email(recipient)
+    except ValidationError:
+        message = f"{recipient!r} is not a valid email address."
+        raise ApplicationError(message, fields={"recipient": [message]}) from None
+    return recipient
+
+
+def _locked(notification_id: int) -> Notification:
+    notification = Notification.objects.select_for_update().filter(pk=notification_id).first()
+    if notification is None:
+        raise NotFound(f"Notification {notification_id} does not exist.")
+    return notification
+
+
 def _bury(notification: Notification, error: DeliveryError, *, reason: str, attempts: int, task_id: str, now) -> None:
     cause = error.__cause__ or error
+    exception_type = f"{type(cause).__module__}.{type(cause).__qualname__}"
     first_failure = (
-        notification.attempt_log.exclude(outcome=NotificationAttempt.Outcome.SENT)
+        notification.attempt_log.filter(number__gt=notification.retry_base)
+        .exclude(outcome=NotificationAttempt.Outcome.SENT)
         .order_by("number")
         .values_list("finished_at", flat=True)
         .first()
@@ -275,9 +416,15 @@ def _bury(notification: Notification, error: DeliveryError, *, reason: str, atte
         args=[notification.pk],
         kwargs={},
         queue=notification.channel,
-        exception_type=f"{type(cause).__module__}.{type(cause).__qualname__}",
+        exception_type=exception_type,
         error_code=error.code,
         message=reason,
+        fingerprint=fingerprint(
+            task_name=CHANNEL_TASKS[notification.channel],
+            exception_type=exception_type,
+            error_code=error.code,
+            message=reason,
+        ),
         traceback="".join(traceback.format_exception(cause)),
         attempts=attempts,
         first_failed_at=first_failure or now,

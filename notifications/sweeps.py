@@ -96,8 +96,12 @@ def notifications_cleanup() -> dict:
         ],
         updated_at__lt=cutoff,
     ).exclude(dead_letters__status=DeadLetterStatus.DEAD)
+    # A requeued dead letter stays until its notification was sent after all.
+    delivered_or_gone = Q(notification__isnull=True) | Q(
+        notification__status__in=[NotificationStatus.SENT, NotificationStatus.DELIVERED]
+    )
     resolved_dead_letters = DeadLetter.objects.filter(
-        status__in=[DeadLetterStatus.REQUEUED, DeadLetterStatus.DISCARDED],
+        Q(status=DeadLetterStatus.DISCARDED) | Q(delivered_or_gone, status=DeadLetterStatus.REQUEUED),
         resolved_at__lt=now - timedelta(days=settings.NOTIFICATIONS_DEAD_LETTER_RETENTION_DAYS),
     )
     return {

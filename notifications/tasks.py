@@ -3,7 +3,7 @@
 from celery import shared_task
 from django.db import DatabaseError
 
-from notifications import services, sweeps
+from notifications import dead_letters, services, sweeps
 from notifications.models import Channel, Event
 
 # The retry policy lives in notifications.services; a task only re-runs when the service
@@ -83,3 +83,10 @@ def cleanup_old_notifications() -> dict:
 def health_check() -> str:
     """A no-op round trip through a worker, for monitoring."""
     return "ok"
+
+
+@shared_task(name="notifications.tasks.requeue_dead_letter_batch", acks_late=True)
+def requeue_dead_letter_batch(batch_id: int) -> dict:
+    """Requeue a frozen set of dead letters an operator confirmed in the admin."""
+    batch = dead_letters.requeue_batch_run(batch_id=batch_id)
+    return {"requeued": batch.requeued, "skipped": batch.skipped}

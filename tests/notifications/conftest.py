@@ -16,10 +16,14 @@ import redis
 from django.conf import settings
 from django.db import connection
 
+from notifications import services
+from notifications.errors import PermanentDeliveryError
+from notifications.models import DeadLetter, Notification
 from orderflow.celery import app
 from tests.factories import UserFactory
 from tests.fakes.smtp_server import FakeSMTP
 from tests.fakes.twilio_server import FakeTwilio
+from tests.notifications.scripted_backend import ScriptedBackend
 
 ROOT = Path(__file__).resolve().parents[2]
 BROKERS = {
@@ -187,3 +191,39 @@ def api_for_pipeline(pipeline):
     from tests.conftest import _token_client
 
     return _token_client(UserFactory(username="pipeline-api"))
+
+
+# --- one-process fixtures for unit tests of the services and the admin -----------------------
+
+
+@pytest.fixture
+def published(monkeypatch):
+    """Record publishes instead of sending them: for tests of one function, not of the pipeline."""
+    calls = []
+
+    def record(task, *, args, kwargs=None, queue=None):
+        calls.append((task, args, queue))
+
+    monkeypatch.setattr(services.broker, "publish", record)
+    return calls
+
+
+@pytest.fixture
+def scripted(settings):
+    """SMS go through ScriptedBackend: each send takes the next scripted error, or succeeds."""
+    settings.SMS_BACKEND = "tests.notifications.scripted_backend.ScriptedBackend"
+    settings.NOTIFICATIONS_MAX_RETRIES = 2
+    ScriptedBackend.script.clear()
+    ScriptedBackend.sent.clear()
+    redis.Redis.from_url(settings.REDIS_URL).flushdb()
+    services.limiter_for.cache_clear()
+    yield ScriptedBackend
+    services.limiter_for.cache_clear()
+
+
+def send_into_dead_letter(order, error=None) -> DeadLetter:
+    """Send the order's SMS into a permanent failure through the real send path (needs `scripted`)."""
+    ScriptedBackend.script.append(error or PermanentDeliveryError("Twilio 21211: invalid number", code="twilio-21211"))
+    sms = Notification.objects.get(order=order, channel="sms")
+    assert services.notification_send(notification_id=sms.pk).outcome == "dead"
+    return DeadLetter.objects.get(notification=sms, status="dead")

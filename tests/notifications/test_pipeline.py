@@ -202,3 +202,24 @@ def test_broker_down_at_commit_keeps_order_then_the_sweep_sends(pipeline, broker
     assert sweeps.notifications_sweep()["unpublished"] == 2  # the broker is back
     finished(order, 2)
     assert len(fake_twilio.accepted(order.customer_phone)) == 1
+
+
+def test_requeue_from_the_admin_is_delivered_once_by_the_worker(pipeline, fake_twilio, client):
+    phone = new_phone()
+    fake_twilio.script(phone, (400, 21211))
+    order = place(customer_phone=phone, customer_email="")
+    [sms] = finished(order, 1)
+    assert sms.status == "dead"
+    letter = DeadLetter.objects.get(notification=sms)
+
+    client.force_login(UserFactory(username="pipeline-operator", is_staff=True, is_superuser=True))
+    for _ in range(2):  # a double click, or two operators at once
+        client.post("/admin/notifications/deadletter/", {"action": "requeue_selected", "_selected_action": [letter.pk]})
+    wait_until(lambda: Notification.objects.get(pk=sms.pk).status == "sent", timeout=30, what="the requeued send")
+    marker = place(customer_phone=new_phone(), customer_email="")
+    finished(marker, 1)
+
+    assert len(fake_twilio.accepted(phone)) == 1
+    assert len(fake_twilio.received(phone)) == 2  # the refused first try, then the one requeued send
+    letter.refresh_from_db()
+    assert letter.status == "requeued"

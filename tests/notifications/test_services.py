@@ -1,7 +1,6 @@
 from datetime import timedelta
 
 import pytest
-import redis
 from django.db import transaction
 from django.utils import timezone
 
@@ -12,29 +11,8 @@ from notifications.ratelimit import ChannelRateLimiter, LimiterUnavailable
 from orders import services as order_services
 from orders.models import ChangeSource
 from tests.factories import place_order
-from tests.notifications.scripted_backend import ScriptedBackend
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def published(monkeypatch):
-    """Record publishes instead of sending them: these tests are about one function each."""
-    calls = []
-    monkeypatch.setattr(services.broker, "publish", lambda task, *, args, queue=None: calls.append((task, args)))
-    return calls
-
-
-@pytest.fixture
-def scripted(settings):
-    settings.SMS_BACKEND = "tests.notifications.scripted_backend.ScriptedBackend"
-    settings.NOTIFICATIONS_MAX_RETRIES = 2
-    ScriptedBackend.script.clear()
-    ScriptedBackend.sent.clear()
-    redis.Redis.from_url(settings.REDIS_URL).flushdb()
-    services.limiter_for.cache_clear()
-    yield ScriptedBackend
-    services.limiter_for.cache_clear()
 
 
 def sms_of(order) -> Notification:
@@ -55,8 +33,8 @@ def test_placing_an_order_writes_one_row_per_channel_and_publishes_on_commit(
     assert rows["email"].recipient == "ada@example.com"
     assert sorted(published) == sorted(
         [
-            ("notifications.tasks.send_sms_notification", [rows["sms"].pk]),
-            ("notifications.tasks.send_email_notification", [rows["email"].pk]),
+            ("notifications.tasks.send_sms_notification", [rows["sms"].pk], None),
+            ("notifications.tasks.send_email_notification", [rows["email"].pk], None),
         ]
     )
     assert {row.status for row in Notification.objects.all()} == {"queued"}
@@ -97,7 +75,7 @@ def test_status_change_writes_rows_for_the_new_status(shop, published):
 
 
 def test_broker_down_leaves_rows_pending_and_due_for_the_sweep(shop, monkeypatch):
-    def down(task, *, args, queue=None):
+    def down(task, *, args, kwargs=None, queue=None):
         raise services.broker.BrokerUnavailable("connection refused")
 
     monkeypatch.setattr(services.broker, "publish", down)

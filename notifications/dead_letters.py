@@ -1,0 +1,173 @@
+"""What operators do with dead letters: requeue, discard, and requeue a frozen set in bulk.
+
+Requeueing puts the original task back on its original queue with its original arguments
+and gives the notification a fresh set of retries. A dead letter is requeued at most once,
+and never when its notification has been sent (or is on its way) since.
+"""
+
+from dataclasses import dataclass, field
+from functools import partial
+from itertools import islice
+
+from django.contrib.admin.models import CHANGE, LogEntry
+from django.db import transaction
+from django.db.models import Count, Max, Min, QuerySet
+from django.utils import timezone
+
+from notifications import broker
+from notifications.models import DeadLetter, DeadLetterStatus, Notification, NotificationStatus, RequeueBatch
+from notifications.services import PublishJob, notification_reset_for_sending, publish_jobs
+from orderflow.errors import Conflict, NotFound
+
+# Dead letters handled per transaction: short locks, and a batch's progress shows as it goes.
+CHUNK = 200
+# The most a single "requeue everything matching" may freeze.
+MAX_BATCH = 200_000
+BATCH_TASK = "notifications.tasks.requeue_dead_letter_batch"
+
+
+@dataclass
+class RequeueOutcome:
+    requeued: int = 0
+    skipped: dict[int, str] = field(default_factory=dict)  # dead letter id -> why it was left alone
+
+
+def dead_letters_requeue(*, ids: list[int], by) -> RequeueOutcome:
+    """Requeue the dead letters among `ids` that are still dead and whose notification still is."""
+    outcome = RequeueOutcome()
+    for chunk in batched(sorted(set(ids)), CHUNK):
+        with transaction.atomic():
+            letters = list(
+                DeadLetter.objects.select_for_update(of=("self",))
+                .filter(pk__in=chunk)
+                .select_related("notification")
+                .order_by("pk")
+            )
+            found = {letter.pk for letter in letters}
+            outcome.skipped.update({pk: "no such dead letter" for pk in chunk if pk not in found})
+            still_dead = set(
+                Notification.objects.select_for_update()
+                .filter(pk__in=[letter.notification_id for letter in letters], status=NotificationStatus.DEAD)
+                .values_list("pk", flat=True)
+            )
+            eligible = []
+            for letter in letters:
+                reason = _why_not_requeueable(letter, still_dead)
+                if reason:
+                    outcome.skipped[letter.pk] = reason
+                else:
+                    eligible.append(letter)
+            if not eligible:
+                continue
+            notification_reset_for_sending([letter.notification_id for letter in eligible if letter.notification_id])
+            _resolve(eligible, DeadLetterStatus.REQUEUED, by=by, message="Requeued")
+            jobs = [
+                PublishJob(letter.notification_id, letter.task_name, letter.args, letter.kwargs, letter.queue)
+                for letter in eligible
+            ]
+            transaction.on_commit(partial(publish_jobs, jobs))
+        outcome.requeued += len(eligible)
+    return outcome
+
+
+def dead_letters_discard(*, ids: list[int], by) -> int:
+    """Mark dead letters as dealt with, without sending anything."""
+    discarded = 0
+    for chunk in batched(sorted(set(ids)), CHUNK):
+        with transaction.atomic():
+            letters = list(
+                DeadLetter.objects.select_for_update().filter(pk__in=chunk, status=DeadLetterStatus.DEAD).order_by("pk")
+            )
+            _resolve(letters, DeadLetterStatus.DISCARDED, by=by, message="Discarded")
+        discarded += len(letters)
+    return discarded
+
+
+def requeue_batch_freeze(*, dead_letters: QuerySet, description: str, by) -> RequeueBatch:
+    """Freeze the dead letters a filter matches now, for an operator to confirm."""
+    ids = list(
+        dead_letters.filter(status=DeadLetterStatus.DEAD).order_by("pk").values_list("pk", flat=True)[: MAX_BATCH + 1]
+    )
+    if len(ids) > MAX_BATCH:
+        raise Conflict(f"More than {MAX_BATCH} dead letters match; narrow the filter and requeue in parts.")
+    return RequeueBatch.objects.create(description=description[:500], dead_letter_ids=ids, created_by=by)
+
+
+def requeue_batch_confirm(*, batch_id: int, by) -> RequeueBatch:
+    """Start requeueing a frozen set in the background."""
+    with transaction.atomic():
+        batch = RequeueBatch.objects.select_for_update().filter(pk=batch_id).first()
+        if batch is None:
+            raise NotFound(f"Requeue batch {batch_id} does not exist.")
+        if batch.status != RequeueBatch.Status.AWAITING_CONFIRMATION:
+            raise Conflict(f"This requeue was already confirmed ({batch.get_status_display()}).")
+        batch.status, batch.confirmed_at = RequeueBatch.Status.RUNNING, timezone.now()
+        batch.save(update_fields=["status", "confirmed_at"])
+    try:
+        broker.publish(BATCH_TASK, args=[batch.pk])
+    except broker.BrokerUnavailable:
+        RequeueBatch.objects.filter(pk=batch.pk).update(
+            status=RequeueBatch.Status.AWAITING_CONFIRMATION, confirmed_at=None
+        )
+        raise Conflict("The broker is unavailable, so nothing was requeued; try again when it is back.") from None
+    return batch
+
+
+def requeue_batch_run(*, batch_id: int) -> RequeueBatch:
+    """Requeue a confirmed batch chunk by chunk, recording progress as it goes."""
+    batch = RequeueBatch.objects.get(pk=batch_id)
+    if batch.status == RequeueBatch.Status.DONE:
+        return batch
+    requeued = skipped = 0
+    for chunk in batched(batch.dead_letter_ids, CHUNK):
+        outcome = dead_letters_requeue(ids=list(chunk), by=batch.created_by)
+        requeued += outcome.requeued
+        skipped += len(outcome.skipped)
+        RequeueBatch.objects.filter(pk=batch.pk).update(requeued=requeued, skipped=skipped)
+    RequeueBatch.objects.filter(pk=batch.pk).update(status=RequeueBatch.Status.DONE, finished_at=timezone.now())
+    batch.refresh_from_db()
+    return batch
+
+
+def dead_letter_groups(*, status: str = DeadLetterStatus.DEAD) -> QuerySet:
+    """Dead letters grouped by cause, largest group first."""
+    return (
+        DeadLetter.objects.filter(status=status)
+        .values("fingerprint")
+        .annotate(
+            count=Count("id"),
+            task_name=Min("task_name"),
+            error_code=Min("error_code"),
+            exception_type=Min("exception_type"),
+            sample_message=Min("message"),
+            last_failed_at=Max("last_failed_at"),
+        )
+        .order_by("-count", "fingerprint")
+    )
+
+
+def batched(items, size: int):
+    """Successive tuples of `size` items (itertools.batched arrives in Python 3.12)."""
+    iterator = iter(items)
+    while chunk := tuple(islice(iterator, size)):
+        yield chunk
+
+
+def _why_not_requeueable(letter: DeadLetter, still_dead: set[int]) -> str:
+    if letter.status != DeadLetterStatus.DEAD:
+        return f"already {letter.status}"
+    if letter.notification_id and letter.notification_id not in still_dead:
+        return f"its notification is {letter.notification.status} now"
+    return ""
+
+
+def _resolve(letters: list[DeadLetter], status: str, *, by, message: str) -> None:
+    if not letters:
+        return
+    DeadLetter.objects.filter(pk__in=[letter.pk for letter in letters]).update(
+        status=status, resolved_at=timezone.now(), resolved_by=by
+    )
+    if by is not None:
+        LogEntry.objects.log_actions(
+            user_id=by.pk, queryset=letters, action_flag=CHANGE, change_message=message, single_object=False
+        )

@@ -1,0 +1,57 @@
+"""Requeue dead letters from a script:
+
+python manage.py requeue_dead_letters --queue sms --since 2h --dry-run
+"""
+
+import argparse
+import re
+from datetime import timedelta
+
+from django.core.management.base import BaseCommand
+from django.utils import timezone
+from django.utils.dateparse import parse_date, parse_datetime
+
+from notifications.dead_letters import dead_letters_requeue
+from notifications.models import DeadLetter, DeadLetterStatus
+
+DURATION = re.compile(r"^(\d+)([mhd])$")
+UNITS = {"m": "minutes", "h": "hours", "d": "days"}
+
+
+def parse_since(value: str):
+    """`30m`, `6h`, `2d`, an ISO date or an ISO date-time (UTC unless it says otherwise)."""
+    if match := DURATION.match(value.strip()):
+        return timezone.now() - timedelta(**{UNITS[match.group(2)]: int(match.group(1))})
+    moment = parse_datetime(value)
+    if moment is None and (day := parse_date(value)):
+        moment = timezone.datetime(day.year, day.month, day.day)
+    if moment is None:
+        raise argparse.ArgumentTypeError(f"{value!r}: write 30m, 6h, 2d, 2026-11-24 or 2026-11-24T08:00")
+    return moment if timezone.is_aware(moment) else timezone.make_aware(moment, timezone.UTC)
+
+
+class Command(BaseCommand):
+    help = "Requeue dead letters still waiting for an operator, optionally only some of them."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--queue", help="Only dead letters from this queue (sms, email, ...).")
+        parser.add_argument("--task", help="Only this task, e.g. notifications.tasks.send_sms_notification.")
+        parser.add_argument("--since", type=parse_since, help="Only those that last failed since: 6h, 2d or a date.")
+        parser.add_argument("--dry-run", action="store_true", help="Say what would be requeued; change nothing.")
+
+    def handle(self, *args, queue=None, task=None, since=None, dry_run=False, **options):
+        letters = DeadLetter.objects.filter(status=DeadLetterStatus.DEAD)
+        if queue:
+            letters = letters.filter(queue=queue)
+        if task:
+            letters = letters.filter(task_name=task)
+        if since:
+            letters = letters.filter(last_failed_at__gte=since)
+        ids = list(letters.order_by("pk").values_list("pk", flat=True))
+        if dry_run:
+            self.stdout.write(f"{len(ids)} dead letter(s) would be requeued (dry run, nothing changed).")
+            return
+        outcome = dead_letters_requeue(ids=ids, by=None)
+        self.stdout.write(f"{outcome.requeued} dead letter(s) requeued, {len(outcome.skipped)} left alone.")
+        for pk, reason in list(outcome.skipped.items())[:20]:
+            self.stdout.write(f"  {pk}: {reason}")

@@ -1,0 +1,225 @@
+"""The dead-letter console as real logged-in users, with and without each permission."""
+
+import pytest
+from django.contrib.auth.models import Permission
+from django.contrib.messages import get_messages
+
+from notifications.models import DeadLetter, Notification, RequeueBatch
+from notifications.tasks import requeue_dead_letter_batch
+from tests.factories import UserFactory, place_order
+from tests.notifications.conftest import send_into_dead_letter
+
+pytestmark = pytest.mark.django_db
+
+LIST = "/admin/notifications/deadletter/"
+
+
+def operator_with(client, *codenames, username="operator"):
+    user = UserFactory(username=username, is_staff=True)
+    user.user_permissions.add(
+        *Permission.objects.filter(content_type__app_label="notifications", codename__in=codenames)
+    )
+    client.force_login(user)
+    return user
+
+
+def messages_of(response):
+    return [str(message) for message in get_messages(response.wsgi_request)]
+
+
+@pytest.fixture
+def letters(shop, published, scripted, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=False):
+        orders = [place_order(owner=shop, customer_email="", customer_phone=f"+1202555{n:04d}") for n in range(5)]
+    return [send_into_dead_letter(order) for order in orders]
+
+
+def test_list_shows_masked_recipients_and_reasons_without_n_plus_one(client, letters, django_assert_max_num_queries):
+    operator_with(client, "view_deadletter")
+    with django_assert_max_num_queries(12):
+        response = client.get(LIST)
+    page = response.content.decode()
+    assert response.status_code == 200
+    assert "+12***00" in page and "+12025550000" not in page
+    assert "twilio-21211" in page
+    assert "Twilio 21211: invalid number" in page
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        {"queue__exact": "sms"},
+        {"task_name__exact": "notifications.tasks.send_sms_notification"},
+        {"exception_type__exact": "notifications.errors.PermanentDeliveryError"},
+        {"status__exact": "dead"},
+        {"last_failed_at__gte": "2000-01-01T00:00:00+00:00"},
+    ],
+)
+def test_each_filter_finds_the_rows(client, letters, query):
+    operator_with(client, "view_deadletter")
+    response = client.get(LIST, query)
+    assert response.status_code == 200
+    assert len(response.context["cl"].result_list) == 5
+
+
+@pytest.mark.parametrize("term", ["order", "+12025550003", "invalid number"])
+def test_search_by_order_recipient_and_error_text(client, letters, term):
+    operator_with(client, "view_deadletter")
+    target = letters[3]
+    query = str(target.notification.order_id) if term == "order" else term
+    found = client.get(LIST, {"q": query}).context["cl"].result_list
+    assert target in found
+    if term != "invalid number":
+        assert list(found) == [target]
+
+
+def test_detail_page_is_readable(client, letters):
+    operator_with(client, "view_deadletter")
+    letter = letters[0]
+    page = client.get(f"{LIST}{letter.pk}/change/").content.decode()
+    assert f"[\n  {letter.notification_id}\n]" in page  # pretty-printed args
+    assert "PermanentDeliveryError" in page  # the traceback
+    assert "<td>permanent</td>" in page  # the attempt history
+    assert f"/admin/orders/order/{letter.notification.order_id}/change/" in page
+    assert f"/admin/notifications/notification/{letter.notification_id}/change/" in page
+
+
+def test_staff_without_permissions_see_no_actions_and_a_forged_post_changes_nothing(client, letters, published):
+    operator_with(client, "view_deadletter")
+    page = client.get(LIST).content.decode()
+    assert "requeue_selected" not in page and "discard_selected" not in page
+    assert "Requeue all matching" not in page
+    for action in ("requeue_selected", "discard_selected"):
+        client.post(LIST, {"action": action, "_selected_action": [letter.pk for letter in letters]})
+    assert set(DeadLetter.objects.values_list("status", flat=True)) == {"dead"}
+    assert published == []
+    assert client.get(f"{LIST}requeue-matching/").status_code == 403
+
+
+def test_requeue_permission_allows_requeue_but_not_discard(
+    client,
+    letters,
+    published,
+    django_capture_on_commit_callbacks,
+):
+    user = operator_with(client, "view_deadletter", "requeue_deadletter")
+    page = client.get(LIST).content.decode()
+    assert "requeue_selected" in page and "discard_selected" not in page
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(LIST, {"action": "requeue_selected", "_selected_action": [letters[0].pk]}, follow=True)
+    assert "1 dead letter(s) requeued." in messages_of(response)
+    letters[0].refresh_from_db()
+    assert (letters[0].status, letters[0].resolved_by) == ("requeued", user)
+    assert published == [("notifications.tasks.send_sms_notification", [letters[0].notification_id], "sms")]
+
+    again = client.post(LIST, {"action": "requeue_selected", "_selected_action": [letters[0].pk]}, follow=True)
+    assert f"{letters[0].pk}: already requeued" in messages_of(again)
+    assert len(published) == 1
+
+    client.post(LIST, {"action": "discard_selected", "_selected_action": [letters[1].pk]})
+    assert DeadLetter.objects.get(pk=letters[1].pk).status == "dead"
+
+
+def test_discard_permission_discards(client, letters):
+    user = operator_with(client, "view_deadletter", "discard_deadletter")
+    response = client.post(LIST, {"action": "discard_selected", "_selected_action": [letters[0].pk]}, follow=True)
+    assert "1 dead letter(s) discarded." in messages_of(response)
+    letters[0].refresh_from_db()
+    assert (letters[0].status, letters[0].resolved_by) == ("discarded", user)
+
+
+def test_requeue_all_matching_freezes_the_set_then_hands_it_to_a_task(
+    client,
+    letters,
+    published,
+    scripted,
+    shop,
+    django_capture_on_commit_callbacks,
+):
+    operator_with(client, "view_deadletter", "requeue_deadletter")
+    response = client.get(f"{LIST}requeue-matching/", {"queue__exact": "sms", "status__exact": "dead"})
+    batch = RequeueBatch.objects.get()
+    assert response.url == f"{LIST}requeue-batch/{batch.pk}/"
+    assert sorted(batch.dead_letter_ids) == sorted(letter.pk for letter in letters)
+
+    with django_capture_on_commit_callbacks(execute=False):
+        late = send_into_dead_letter(place_order(owner=shop, customer_email=""))  # dies after the page was shown
+    page = client.get(response.url).content.decode()
+    assert "Requeue 5 dead letters" in page
+
+    client.post(response.url)
+    assert published[-1] == ("notifications.tasks.requeue_dead_letter_batch", [batch.pk], None)
+    with django_capture_on_commit_callbacks(execute=True):
+        assert requeue_dead_letter_batch(batch.pk) == {"requeued": 5, "skipped": 0}
+    assert DeadLetter.objects.get(pk=late.pk).status == "dead"
+    assert "Requeued 5, left alone 0" in client.get(response.url).content.decode()
+
+
+def test_failures_are_grouped_by_cause(client, letters):
+    operator_with(client, "view_deadletter", "requeue_deadletter")
+    page = client.get(f"{LIST}by-cause/").content.decode()
+    assert "<strong>5</strong>" in page
+    assert "twilio-21211" in page
+    assert f"fingerprint={letters[0].fingerprint}" in page
+    filtered = client.get(LIST, {"fingerprint": letters[0].fingerprint, "status__exact": "dead"})
+    assert len(filtered.context["cl"].result_list) == 5
+
+
+def test_fix_then_retry_from_the_admin(client, letters, published, django_capture_on_commit_callbacks):
+    operator_with(client, "view_notification", "resend_notification", "requeue_deadletter")
+    letter = letters[0]
+    url = f"/admin/notifications/notification/{letter.notification_id}/correct-recipient/"
+    bad = client.post(url, {"recipient": "not a phone", "reason": "typo", "requeue": "on"})
+    assert bad.status_code == 200
+    assert "not a valid phone number" in bad.content.decode()
+    assert Notification.objects.get(pk=letter.notification_id).recipient == "+12025550000"
+
+    with django_capture_on_commit_callbacks(execute=True):
+        good = client.post(url, {"recipient": "+1 202 555 0199", "reason": "customer called", "requeue": "on"})
+    assert good.status_code == 302
+    notification = Notification.objects.get(pk=letter.notification_id)
+    assert (notification.recipient, notification.status) == ("+12025550199", "queued")
+    assert notification.corrections.get().old_recipient == "+12025550000"
+    assert DeadLetter.objects.get(pk=letter.pk).status == "requeued"
+
+
+def test_correcting_needs_the_permission(client, letters):
+    operator_with(client, "view_notification")
+    url = f"/admin/notifications/notification/{letters[0].notification_id}/correct-recipient/"
+    assert client.get(url).status_code == 403
+
+
+def test_notification_actions_resend_and_cancel(client, shop, published, django_capture_on_commit_callbacks):
+    operator_with(client, "view_notification", "resend_notification", "cancel_notification")
+    with django_capture_on_commit_callbacks(execute=False):
+        order = place_order(owner=shop, customer_email="")
+    sms = Notification.objects.get(order=order)
+    response = client.post(
+        "/admin/notifications/notification/", {"action": "cancel_selected", "_selected_action": [sms.pk]}, follow=True
+    )
+    assert "1 notification(s) cancelled." in messages_of(response)
+    response = client.post(
+        "/admin/notifications/notification/", {"action": "resend_selected", "_selected_action": [sms.pk]}, follow=True
+    )
+    assert "1 notification(s) queued to send again." in messages_of(response)
+    refused = client.post(
+        "/admin/notifications/notification/", {"action": "resend_selected", "_selected_action": [sms.pk]}, follow=True
+    )
+    assert any("already on its way" in message for message in messages_of(refused))
+
+
+def test_notification_actions_need_their_permissions(client, shop, published):
+    operator_with(client, "view_notification")
+    order = place_order(owner=shop, customer_email="")
+    page = client.get("/admin/notifications/notification/").content.decode()
+    assert "resend_selected" not in page and "cancel_selected" not in page
+    client.post("/admin/notifications/notification/", {"action": "cancel_selected", "_selected_action": [order.pk]})
+    assert Notification.objects.get(order=order).status != "cancelled"
+
+
+def test_task_results_and_schedules_are_in_the_admin(client):
+    UserFactory(username="root", is_staff=True, is_superuser=True)
+    client.force_login(UserFactory(username="root"))
+    assert client.get("/admin/django_celery_results/taskresult/").status_code == 200
+    page = client.get("/admin/django_celery_beat/periodictask/").content.decode()
+    assert "retry-failed-notifications" in page and "cleanup-old-notifications" in page

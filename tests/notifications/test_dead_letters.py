@@ -1,0 +1,212 @@
+from datetime import timedelta
+
+import pytest
+from django.contrib.admin.models import LogEntry
+from django.utils import timezone
+from django_celery_beat.models import PeriodicTask
+
+from notifications import dead_letters, services, sweeps
+from notifications.errors import PermanentDeliveryError, TransientDeliveryError
+from notifications.fingerprints import normalise_message
+from notifications.models import DeadLetter, Notification, RecipientCorrection, RequeueBatch
+from orderflow.errors import ApplicationError, Conflict
+from tests.factories import place_order
+from tests.notifications.conftest import send_into_dead_letter
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def dead(shop, published, scripted, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=False):
+        order = place_order(owner=shop, customer_email="")
+    return send_into_dead_letter(order)
+
+
+def test_requeue_resets_the_notification_and_publishes_the_original_task(
+    dead, staff, published, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        outcome = dead_letters.dead_letters_requeue(ids=[dead.pk], by=staff)
+    assert (outcome.requeued, outcome.skipped) == (1, {})
+    assert published == [("notifications.tasks.send_sms_notification", [dead.notification_id], "sms")]
+    dead.refresh_from_db()
+    assert (dead.status, dead.resolved_by) == ("requeued", staff)
+    assert dead.resolved_at is not None
+    notification = dead.notification
+    notification.refresh_from_db()
+    assert (notification.status, notification.attempts, notification.retry_base) == ("queued", 1, 1)
+    assert notification.last_error_code == ""
+    entry = LogEntry.objects.get()
+    assert (entry.user, entry.object_id, entry.change_message) == (staff, str(dead.pk), "Requeued")
+
+
+def test_requeueing_twice_publishes_once(dead, staff, published, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):
+        dead_letters.dead_letters_requeue(ids=[dead.pk], by=staff)
+        again = dead_letters.dead_letters_requeue(ids=[dead.pk], by=staff)
+    assert again.requeued == 0
+    assert again.skipped == {dead.pk: "already requeued"}
+    assert len(published) == 1
+
+
+def test_a_dead_letter_whose_notification_was_sent_meanwhile_is_not_requeued(dead, staff, published):
+    Notification.objects.filter(pk=dead.notification_id).update(status="sent")
+    outcome = dead_letters.dead_letters_requeue(ids=[dead.pk], by=staff)
+    assert outcome.skipped == {dead.pk: "its notification is sent now"}
+    dead.refresh_from_db()
+    assert dead.status == "dead"
+
+
+def test_a_requeued_notification_gets_a_fresh_set_of_retries(
+    dead, staff, scripted, settings, django_capture_on_commit_callbacks
+):
+    settings.NOTIFICATIONS_MAX_RETRIES = 1
+    with django_capture_on_commit_callbacks(execute=True):
+        dead_letters.dead_letters_requeue(ids=[dead.pk], by=staff)
+    notification_id = dead.notification_id
+    scripted.script.extend([TransientDeliveryError("Twilio HTTP 500: x", code="http-500")] * 2)
+    assert services.notification_send(notification_id=notification_id).outcome == "retry"
+    Notification.objects.filter(pk=notification_id).update(next_attempt_at=timezone.now())
+    assert services.notification_send(notification_id=notification_id).outcome == "dead"
+    second = DeadLetter.objects.get(notification_id=notification_id, status="dead")
+    assert (second.attempts, second.message) == (2, "gave up after 2 attempts; last: Twilio HTTP 500: x")
+    assert list(Notification.objects.get(pk=notification_id).attempt_log.values_list("number", flat=True)) == [1, 2, 3]
+
+
+def test_discard_marks_who_and_when_and_sends_nothing(dead, staff, published):
+    assert dead_letters.dead_letters_discard(ids=[dead.pk], by=staff) == 1
+    assert dead_letters.dead_letters_discard(ids=[dead.pk], by=staff) == 0
+    dead.refresh_from_db()
+    assert (dead.status, dead.resolved_by) == ("discarded", staff)
+    assert published == []
+    assert LogEntry.objects.get().change_message == "Discarded"
+
+
+def test_a_batch_freezes_its_rows_and_requeues_each_once(
+    shop, staff, published, scripted, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=False):
+        orders = [place_order(owner=shop, customer_email="") for _ in range(3)]
+    for order in orders[:2]:
+        send_into_dead_letter(order)
+    batch = dead_letters.requeue_batch_freeze(dead_letters=DeadLetter.objects.all(), description="all", by=staff)
+    send_into_dead_letter(orders[2])  # dies after the confirmation page was shown
+    assert batch.size == 2
+
+    dead_letters.requeue_batch_confirm(batch_id=batch.pk, by=staff)
+    assert published[-1] == ("notifications.tasks.requeue_dead_letter_batch", [batch.pk], None)
+    with pytest.raises(Conflict, match="already confirmed"):
+        dead_letters.requeue_batch_confirm(batch_id=batch.pk, by=staff)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        done = dead_letters.requeue_batch_run(batch_id=batch.pk)
+    assert (done.status, done.requeued, done.skipped) == ("done", 2, 0)
+    assert DeadLetter.objects.filter(status="dead").count() == 1
+    with django_capture_on_commit_callbacks(execute=True):
+        dead_letters.requeue_batch_run(batch_id=batch.pk)
+    assert DeadLetter.objects.filter(status="requeued").count() == 2
+
+
+def test_batch_confirm_with_the_broker_down_can_be_retried(dead, staff, monkeypatch):
+    batch = dead_letters.requeue_batch_freeze(dead_letters=DeadLetter.objects.all(), description="all", by=staff)
+
+    def down(task, *, args, kwargs=None, queue=None):
+        raise services.broker.BrokerUnavailable("down")
+
+    monkeypatch.setattr(services.broker, "publish", down)
+    with pytest.raises(Conflict, match="broker is unavailable"):
+        dead_letters.requeue_batch_confirm(batch_id=batch.pk, by=staff)
+    assert RequeueBatch.objects.get(pk=batch.pk).status == "awaiting"
+
+
+def test_groups_count_the_same_cause_together(shop, published, scripted, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=False):
+        orders = [place_order(owner=shop, customer_email="") for _ in range(4)]
+    for order in orders[:3]:
+        send_into_dead_letter(
+            order,
+            PermanentDeliveryError(
+                f"Twilio 21211: The 'To' number {order.customer_phone} is invalid", code="twilio-21211"
+            ),
+        )
+    send_into_dead_letter(orders[3], PermanentDeliveryError("Twilio 21610: unsubscribed", code="twilio-21610"))
+    groups = list(dead_letters.dead_letter_groups())
+    assert [(group["count"], group["error_code"]) for group in groups] == [(3, "twilio-21211"), (1, "twilio-21610")]
+
+
+def test_messages_are_normalised_for_fingerprints():
+    assert normalise_message("To +1 415 555 0123 failed (id 42)") == "to <number> failed (id <n>)"
+    assert normalise_message("recipient refused: 550 ada@example.com") == "recipient refused: <n> <email>"
+
+
+def test_correcting_a_recipient_keeps_the_old_value_who_and_why(dead, staff):
+    services.notification_correct_recipient(
+        notification_id=dead.notification_id, recipient="+1 202 555 0147", reason="customer called", by=staff
+    )
+    correction = RecipientCorrection.objects.get()
+    assert (correction.new_recipient, correction.reason, correction.changed_by) == (
+        "+12025550147",
+        "customer called",
+        staff,
+    )
+    assert correction.old_recipient == "+442079460958"
+    assert Notification.objects.get(pk=dead.notification_id).recipient == "+12025550147"
+
+
+@pytest.mark.parametrize(
+    ("recipient", "reason", "says"),
+    [("12345", "typo", "not a valid phone number"), ("+12025550147", "  ", "Say why")],
+)
+def test_a_bad_correction_is_refused(dead, staff, recipient, reason, says):
+    with pytest.raises(ApplicationError, match=says):
+        services.notification_correct_recipient(
+            notification_id=dead.notification_id, recipient=recipient, reason=reason, by=staff
+        )
+    assert RecipientCorrection.objects.count() == 0
+
+
+def test_email_corrections_are_validated_as_email(shop, staff, published):
+    order = place_order(owner=shop, customer_phone="")
+    email = Notification.objects.get(order=order)
+    with pytest.raises(ApplicationError, match="not a valid email address"):
+        services.notification_correct_recipient(notification_id=email.pk, recipient="ada@", reason="x", by=staff)
+
+
+def test_resend_and_cancel_follow_the_notification_status(shop, staff, published):
+    order = place_order(owner=shop, customer_email="")
+    sms = Notification.objects.get(order=order)
+    with pytest.raises(Conflict, match="already on its way"):
+        services.notification_resend(notification_id=sms.pk, by=staff)
+    assert services.notification_cancel(notification_id=sms.pk, by=staff).status == "cancelled"
+    with pytest.raises(Conflict, match="only unsent ones"):
+        services.notification_cancel(notification_id=sms.pk, by=staff)
+    assert services.notification_resend(notification_id=sms.pk, by=staff).status == "pending"
+    Notification.objects.filter(pk=sms.pk).update(status="sending")
+    with pytest.raises(Conflict, match="cannot be stopped"):
+        services.notification_cancel(notification_id=sms.pk, by=staff)
+
+
+def test_cleanup_keeps_a_requeued_dead_letter_until_its_notification_is_sent(dead, staff, settings, published):
+    dead_letters.dead_letters_requeue(ids=[dead.pk], by=staff)
+    DeadLetter.objects.filter(pk=dead.pk).update(resolved_at=timezone.now() - timedelta(days=60))
+    Notification.objects.filter(pk=dead.notification_id).update(status="dead")  # died again
+    assert sweeps.notifications_cleanup()["dead_letters"] == 0
+    Notification.objects.filter(pk=dead.notification_id).update(status="sent")
+    assert sweeps.notifications_cleanup()["dead_letters"] == 1
+
+
+def test_beat_schedules_are_installed_by_migrate():
+    tasks = {task.name: task for task in PeriodicTask.objects.select_related("interval")}
+    retry, cleanup = tasks["retry-failed-notifications"], tasks["cleanup-old-notifications"]
+    assert (retry.task, retry.interval.every, retry.interval.period, retry.enabled) == (
+        "notifications.tasks.retry_failed_notifications",
+        5,
+        "minutes",
+        True,
+    )
+    assert (cleanup.task, cleanup.interval.every, cleanup.interval.period) == (
+        "notifications.tasks.cleanup_old_notifications",
+        1,
+        "hours",
+    )
