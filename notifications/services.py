@@ -291,6 +291,58 @@ def _record_failure(notification: Notification, error: DeliveryError, *, started
     return SendResult("retry", retry_in=delay, detail=error.message)
 
 
+# --- delivery receipts ----------------------------------------------------------------------
+
+# Twilio's codes for undelivered messages, as a person would want to read them.
+# https://www.twilio.com/docs/api/errors
+CARRIER_REASONS = {
+    "30003": "unreachable destination handset",
+    "30004": "message blocked",
+    "30005": "unknown destination handset",
+    "30006": "landline or unreachable carrier",
+    "30007": "filtered by the carrier",
+    "30008": "unknown error",
+}
+UNDELIVERED_STATUSES = {"undelivered", "failed"}
+
+
+def notification_record_receipt(*, provider_message_id: str, provider_status: str, error_code: str = "") -> str:
+    """Apply a provider's delivery receipt; replays and receipts for unknown messages change nothing."""
+    notification = Notification.objects.filter(provider_message_id=provider_message_id).first()
+    if notification is None:
+        logger.info("receipt for unknown message %s (%s) acknowledged", provider_message_id, provider_status)
+        return "unknown message"
+    # Only a sent notification moves on; a replay, or a receipt after an earlier final one, does nothing.
+    just_sent = Notification.objects.filter(
+        pk=notification.pk, status__in=[NotificationStatus.SENT, NotificationStatus.SENDING]
+    )
+    now = timezone.now()
+    if provider_status == "delivered":
+        moved = just_sent.update(status=NotificationStatus.DELIVERED, delivered_at=now)
+        return "delivered" if moved else "ignored"
+    if provider_status not in UNDELIVERED_STATUSES:
+        return "ignored"  # queued, sending, sent: nothing new
+    reason = CARRIER_REASONS.get(error_code, "no reason given")
+    error = PermanentDeliveryError(
+        f"carrier reports {provider_status}: {error_code or '-'} {reason}",
+        code=f"twilio-{error_code or provider_status}",
+    )
+    with transaction.atomic():
+        moved = just_sent.update(
+            status=NotificationStatus.DEAD, last_error_code=error.code, last_error_message=error.message
+        )
+        if moved:
+            _bury(
+                notification,
+                error,
+                reason=error.message,
+                attempts=notification.attempts - notification.retry_base,
+                task_id="",
+                now=now,
+            )
+    return provider_status if moved else "ignored"
+
+
 # --- operators ------------------------------------------------------------------------------
 
 RESENDABLE_STATUSES = (

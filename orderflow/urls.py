@@ -4,10 +4,14 @@ from django.views import defaults
 from drf_spectacular.views import SpectacularAPIView
 
 from notifications.api import OrderNotificationList
-from orderflow import api
+from notifications.webhooks import twilio_status
+from orderflow import api, health
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path("healthz", health.healthz, name="healthz"),
+    path("readyz", health.readyz, name="readyz"),
+    path("webhooks/twilio/status/", twilio_status, name="twilio-status"),
     path("api/", include("orders.urls")),
     path("api/orders/<int:order_id>/notifications/", OrderNotificationList.as_view(), name="order-notifications"),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),

@@ -1,0 +1,39 @@
+"""Twilio delivery receipts: `/webhooks/twilio/status/`, checked with Twilio's own validator."""
+
+import logging
+
+from django.conf import settings
+from django.http import JsonResponse
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_POST
+from twilio.request_validator import RequestValidator
+
+from notifications import services
+
+logger = logging.getLogger(__name__)
+
+
+def _signed_url(request) -> str:
+    # Behind a proxy the URL Twilio signed is the public one we gave it, not the one we see.
+    return settings.TWILIO_STATUS_CALLBACK_URL or request.build_absolute_uri()
+
+
+@csrf_exempt
+@require_POST
+def twilio_status(request):
+    signature = request.headers.get("X-Twilio-Signature", "")
+    params = request.POST.dict()
+    if not (
+        settings.TWILIO_AUTH_TOKEN
+        and signature
+        and RequestValidator(settings.TWILIO_AUTH_TOKEN).validate(_signed_url(request), params, signature)
+    ):
+        logger.warning("twilio receipt refused: bad or missing signature")
+        return JsonResponse({"detail": "Invalid or missing X-Twilio-Signature.", "code": "forbidden"}, status=403)
+    sid, status = params.get("MessageSid", ""), params.get("MessageStatus", "")
+    if not sid or not status:
+        return JsonResponse({"detail": "MessageSid and MessageStatus are required.", "code": "invalid"}, status=400)
+    outcome = services.notification_record_receipt(
+        provider_message_id=sid, provider_status=status, error_code=params.get("ErrorCode", "")
+    )
+    return JsonResponse({"received": True, "outcome": outcome})

@@ -1,0 +1,44 @@
+"""/healthz: the process answers. /readyz: the parts it needs answer too, and which one does not."""
+
+import redis
+from django.conf import settings
+from django.db import connection
+from django.http import JsonResponse
+from django.views.decorators.http import require_GET
+
+from notifications import broker
+
+
+def _database() -> None:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+
+
+def _broker() -> None:
+    broker.queue_depth("default")
+
+
+def _redis() -> None:
+    redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=1, socket_timeout=1).ping()
+
+
+CHECKS = {"database": _database, "broker": _broker, "redis": _redis}
+
+
+@require_GET
+def healthz(request):
+    return JsonResponse({"status": "ok"})
+
+
+@require_GET
+def readyz(request):
+    results, down = {}, []
+    for name, check in CHECKS.items():
+        try:
+            check()
+            results[name] = "ok"
+        except Exception as error:  # any failure means "not ready"; the text says which and why
+            results[name] = f"down: {error.__class__.__name__}: {error}"[:300]
+            down.append(name)
+    status = 503 if down else 200
+    return JsonResponse({"status": "unavailable" if down else "ready", "down": down, "checks": results}, status=status)

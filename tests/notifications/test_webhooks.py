@@ -1,0 +1,121 @@
+"""Twilio delivery receipts, signed as Twilio signs them (the twilio library's validator)."""
+
+import pytest
+from twilio.request_validator import RequestValidator
+
+from notifications.models import DeadLetter, Notification
+from tests.factories import place_order
+
+pytestmark = pytest.mark.django_db
+
+URL = "/webhooks/twilio/status/"
+TOKEN = "webhook-token"
+
+
+@pytest.fixture
+def sent_sms(shop, settings, django_capture_on_commit_callbacks):
+    settings.TWILIO_AUTH_TOKEN = TOKEN
+    settings.TWILIO_STATUS_CALLBACK_URL = ""
+    with django_capture_on_commit_callbacks(execute=False):
+        order = place_order(owner=shop, customer_email="")
+    sms = Notification.objects.get(order=order)
+    Notification.objects.filter(pk=sms.pk).update(status="sent", attempts=1, provider_message_id="SM" + "a" * 32)
+    sms.refresh_from_db()
+    return sms
+
+
+def receipt(client, params: dict, *, signature: str | None = "sign"):
+    headers = {}
+    if signature == "sign":
+        headers["HTTP_X_TWILIO_SIGNATURE"] = RequestValidator(TOKEN).compute_signature(
+            f"http://testserver{URL}", params
+        )
+    elif signature is not None:
+        headers["HTTP_X_TWILIO_SIGNATURE"] = signature
+    return client.post(URL, params, **headers)
+
+
+def test_delivered_receipt_marks_the_notification_delivered(client, sent_sms):
+    response = receipt(client, {"MessageSid": sent_sms.provider_message_id, "MessageStatus": "delivered"})
+    assert (response.status_code, response.json()["outcome"]) == (200, "delivered")
+    sent_sms.refresh_from_db()
+    assert sent_sms.status == "delivered"
+    assert sent_sms.delivered_at is not None
+
+
+@pytest.mark.parametrize("signature", ["wrong", None])
+def test_a_wrong_or_missing_signature_is_refused_and_changes_nothing(client, sent_sms, signature):
+    response = receipt(
+        client, {"MessageSid": sent_sms.provider_message_id, "MessageStatus": "delivered"}, signature=signature
+    )
+    assert response.status_code == 403
+    assert "X-Twilio-Signature" in response.json()["detail"]
+    sent_sms.refresh_from_db()
+    assert sent_sms.status == "sent"
+
+
+def test_a_signature_for_other_parameters_is_refused(client, sent_sms):
+    signed_for = RequestValidator(TOKEN).compute_signature(
+        f"http://testserver{URL}", {"MessageSid": sent_sms.provider_message_id, "MessageStatus": "undelivered"}
+    )
+    response = receipt(
+        client, {"MessageSid": sent_sms.provider_message_id, "MessageStatus": "delivered"}, signature=signed_for
+    )
+    assert response.status_code == 403
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "reason"),
+    [("undelivered", "30003", "unreachable destination handset"), ("failed", "30007", "filtered by the carrier")],
+)
+def test_undelivered_and_failed_receipts_reach_the_dead_letter_queue(client, sent_sms, status, code, reason):
+    params = {"MessageSid": sent_sms.provider_message_id, "MessageStatus": status, "ErrorCode": code}
+    assert receipt(client, params).json()["outcome"] == status
+    sent_sms.refresh_from_db()
+    assert (sent_sms.status, sent_sms.last_error_code) == ("dead", f"twilio-{code}")
+    letter = DeadLetter.objects.get(notification=sent_sms)
+    assert letter.message == f"carrier reports {status}: {code} {reason}"
+    assert (letter.queue, letter.args) == ("sms", [sent_sms.pk])
+
+
+def test_a_replayed_receipt_is_harmless(client, sent_sms):
+    params = {"MessageSid": sent_sms.provider_message_id, "MessageStatus": "undelivered", "ErrorCode": "30003"}
+    first, replay = receipt(client, params), receipt(client, params)
+    assert (first.status_code, replay.status_code) == (200, 200)
+    assert replay.json()["outcome"] == "ignored"
+    assert DeadLetter.objects.count() == 1
+    late_delivered = receipt(client, {"MessageSid": sent_sms.provider_message_id, "MessageStatus": "delivered"})
+    assert late_delivered.json()["outcome"] == "ignored"
+
+
+def test_intermediate_statuses_change_nothing(client, sent_sms):
+    assert (
+        receipt(client, {"MessageSid": sent_sms.provider_message_id, "MessageStatus": "sent"}).json()["outcome"]
+        == "ignored"
+    )
+    sent_sms.refresh_from_db()
+    assert sent_sms.status == "sent"
+
+
+def test_a_receipt_for_an_unknown_message_is_acknowledged(client, sent_sms, caplog):
+    response = receipt(client, {"MessageSid": "SM" + "f" * 32, "MessageStatus": "delivered"})
+    assert (response.status_code, response.json()["outcome"]) == (200, "unknown message")
+    assert "unknown message" in caplog.text
+
+
+def test_a_receipt_without_sid_is_a_clear_400(client, sent_sms):
+    response = receipt(client, {"MessageStatus": "delivered"})
+    assert response.status_code == 400
+    assert "MessageSid" in response.json()["detail"]
+
+
+def test_the_public_callback_url_is_what_is_checked(client, sent_sms, settings):
+    settings.TWILIO_STATUS_CALLBACK_URL = "https://shop.example/webhooks/twilio/status/"
+    params = {"MessageSid": sent_sms.provider_message_id, "MessageStatus": "delivered"}
+    signature = RequestValidator(TOKEN).compute_signature(settings.TWILIO_STATUS_CALLBACK_URL, params)
+    assert receipt(client, params, signature=signature).status_code == 200
+    assert receipt(client, params).status_code == 403  # signed for the URL we see, not the public one
+
+
+def test_get_is_not_allowed(client):
+    assert client.get(URL).status_code == 405

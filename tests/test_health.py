@@ -1,0 +1,57 @@
+import pytest
+from django.db import connection
+
+from tests.notifications.conftest import point_app_at
+
+
+def test_healthz_answers_while_the_process_runs(client):
+    response = client.get("/healthz")
+    assert (response.status_code, response.json()) == (200, {"status": "ok"})
+
+
+@pytest.mark.django_db
+def test_readyz_is_ready_when_every_part_answers(client):
+    response = client.get("/readyz")
+    assert response.status_code == 200
+    assert response.json() == {
+        "status": "ready",
+        "down": [],
+        "checks": {"database": "ok", "broker": "ok", "redis": "ok"},
+    }
+
+
+@pytest.mark.django_db
+def test_readyz_names_redis_when_it_is_down(client, settings):
+    settings.REDIS_URL = "redis://127.0.0.1:1/0"
+    body = client.get("/readyz").json()
+    assert body["down"] == ["redis"]
+    assert body["status"] == "unavailable"
+    assert body["checks"]["redis"].startswith("down: ConnectionError")
+
+
+@pytest.mark.django_db
+def test_readyz_names_the_broker_when_it_is_down(client, settings):
+    point_app_at("redis://127.0.0.1:1/0")
+    try:
+        response = client.get("/readyz")
+    finally:
+        point_app_at(settings.CELERY_BROKER_URL)
+    assert response.status_code == 503
+    assert response.json()["down"] == ["broker"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_readyz_names_the_database_when_it_is_down(client):
+    connection.close()
+    saved = dict(connection.settings_dict)
+    if connection.vendor == "sqlite":
+        connection.settings_dict["NAME"] = "/nonexistent/dir/db.sqlite3"
+    else:
+        connection.settings_dict["PORT"] = "1"
+    try:
+        response = client.get("/readyz")
+    finally:
+        connection.close()
+        connection.settings_dict.update(saved)
+    assert response.status_code == 503
+    assert response.json()["down"] == ["database"]
