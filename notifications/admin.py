@@ -13,7 +13,6 @@ from django.utils.html import format_html, format_html_join
 from django.utils.text import Truncator
 
 from notifications import dead_letters, services
-from notifications.masking import mask_recipient
 from notifications.models import (
     DeadLetter,
     Notification,
@@ -22,6 +21,7 @@ from notifications.models import (
     RequeueBatch,
 )
 from orderflow.errors import ApplicationError
+from orderflow.masking import mask_recipient
 
 # Above this many selected rows, requeue goes through a frozen batch and a background task.
 INLINE_REQUEUE_LIMIT = 500

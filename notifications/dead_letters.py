@@ -15,6 +15,7 @@ from django.db.models import Count, Max, Min, QuerySet
 from django.utils import timezone
 
 from notifications import broker
+from notifications.events import log_event
 from notifications.models import DeadLetter, DeadLetterStatus, Notification, NotificationStatus, RequeueBatch
 from notifications.services import PublishJob, notification_reset_for_sending, publish_jobs
 from orderflow.errors import Conflict, NotFound
@@ -66,6 +67,9 @@ def dead_letters_requeue(*, ids: list[int], by) -> RequeueOutcome:
                 for letter in eligible
             ]
             transaction.on_commit(partial(publish_jobs, jobs))
+            for letter in eligible:
+                if letter.notification:
+                    log_event("notification.requeued", letter.notification, dead_letter_id=letter.pk, by=by)
         outcome.requeued += len(eligible)
     return outcome
 

@@ -22,6 +22,7 @@ from django.utils import timezone
 from notifications import broker
 from notifications.backends import get_backend
 from notifications.errors import DeliveryError, PermanentDeliveryError, TransientDeliveryError
+from notifications.events import log_event
 from notifications.fingerprints import fingerprint
 from notifications.models import (
     Channel,
@@ -90,7 +91,10 @@ def notifications_create(*, order, event: str, channels=(Channel.SMS, Channel.EM
     if not rows:
         return []
     Notification.objects.bulk_create(rows, ignore_conflicts=True)
-    return list(Notification.objects.filter(dedup_key__in=[row.dedup_key for row in rows]))
+    created = list(Notification.objects.filter(dedup_key__in=[row.dedup_key for row in rows]))
+    for notification in created:
+        log_event("notification.created", notification, order_event=event, status=notification.status)
+    return created
 
 
 def notifications_publish_on_commit(notifications: list[Notification]) -> None:
@@ -127,8 +131,16 @@ def publish_jobs(jobs: list[PublishJob]) -> int:
     published = []
     try:
         for job in jobs:
-            broker.publish(job.task_name, args=job.args, kwargs=job.kwargs, queue=job.queue)
+            task_id = broker.publish(job.task_name, args=job.args, kwargs=job.kwargs, queue=job.queue)
             published.append(job.notification_id)
+            logger.info(
+                "notification.published notification_id=%s task=%s task_id=%s queue=%s",
+                job.notification_id,
+                job.task_name,
+                task_id,
+                job.queue or "",
+                extra={"event": "notification.published", "notification_id": job.notification_id, "task_id": task_id},
+            )
     except broker.BrokerUnavailable as error:
         left = [job.notification_id for job in jobs[len(published) :]]
         logger.warning("broker unavailable, %d notification(s) left for the sweep: %s", len(left), error)
@@ -148,16 +160,32 @@ def notification_send(*, notification_id: int, task_id: str = "", worker: str = 
     """Claim a notification, wait for a rate-limit token, send it and record what happened."""
     claimed = _claim(notification_id)
     if isinstance(claimed, SendResult):
+        logger.info(
+            "notification.not_claimed notification_id=%s task_id=%s outcome=%s detail=%s",
+            notification_id,
+            task_id,
+            claimed.outcome,
+            claimed.detail,
+            extra={"event": "notification.not_claimed", "notification_id": notification_id, "task_id": task_id},
+        )
         return claimed
     notification = claimed
+    log_event("notification.claimed", notification, task_id=task_id, worker=worker)
 
     try:
         has_token = limiter_for(notification.channel).acquire(timeout=TOKEN_WAIT_SECONDS)
     except LimiterUnavailable as error:
-        logger.warning("rate limiter unavailable, notification %s waits: %s", notification.pk, error)
+        log_event(
+            "notification.deferred",
+            notification,
+            level=logging.WARNING,
+            task_id=task_id,
+            reason=f"rate limiter unavailable: {error}",
+        )
         _release(notification)
         return SendResult("deferred", retry_in=LIMITER_DOWN_RETRY_SECONDS, detail="rate limiter unavailable")
     if not has_token:
+        log_event("notification.deferred", notification, task_id=task_id, reason="no rate-limit token yet")
         _release(notification)
         return SendResult("deferred", retry_in=0, detail="no rate-limit token yet")
 
@@ -180,7 +208,7 @@ def notification_send(*, notification_id: int, task_id: str = "", worker: str = 
         failure = PermanentDeliveryError(f"unexpected {error.__class__.__name__}: {error}", code="unexpected")
         failure.__cause__ = error
         return _record_failure(notification, failure, started_at=started_at, task_id=task_id, worker=worker)
-    return _record_sent(notification, provider_message_id, started_at=started_at, worker=worker)
+    return _record_sent(notification, provider_message_id, started_at=started_at, task_id=task_id, worker=worker)
 
 
 def retry_delay(attempt: int) -> float:
@@ -224,7 +252,7 @@ def _release(notification: Notification) -> None:
     )
 
 
-def _record_sent(notification: Notification, provider_message_id: str, *, started_at, worker: str) -> SendResult:
+def _record_sent(notification: Notification, provider_message_id: str, *, started_at, task_id, worker) -> SendResult:
     now = timezone.now()
     with transaction.atomic():
         Notification.objects.filter(pk=notification.pk).update(
@@ -244,6 +272,14 @@ def _record_sent(notification: Notification, provider_message_id: str, *, starte
             started_at=started_at,
             finished_at=now,
         )
+    log_event(
+        "notification.sent",
+        notification,
+        task_id=task_id,
+        attempt=notification.attempts + 1,
+        provider_message_id=provider_message_id,
+        seconds=round((now - started_at).total_seconds(), 3),
+    )
     return SendResult("sent")
 
 
@@ -281,13 +317,23 @@ def _record_failure(notification: Notification, error: DeliveryError, *, started
                 else f"gave up after {attempt_since_requeue} attempts; last: {error.message}"
             )
             _bury(notification, error, reason=reason, attempts=attempt_since_requeue, task_id=task_id, now=now)
-            logger.warning("notification %s dead: %s", notification.pk, reason)
+            log_event(
+                "notification.dead",
+                notification,
+                level=logging.WARNING,
+                task_id=task_id,
+                attempt=attempt,
+                code=error.code,
+                reason=reason,
+            )
             return SendResult("dead", detail=reason)
         delay = retry_delay(attempt_since_requeue)
         Notification.objects.filter(pk=notification.pk).update(
             status=NotificationStatus.FAILED, next_attempt_at=now + timedelta(seconds=delay), **fields
         )
-    logger.info("notification %s attempt %d failed (%s), retry in %.0fs", notification.pk, attempt, error.code, delay)
+    log_event(
+        "notification.retry", notification, task_id=task_id, attempt=attempt, code=error.code, retry_in=round(delay, 1)
+    )
     return SendResult("retry", retry_in=delay, detail=error.message)
 
 
@@ -317,6 +363,7 @@ def notification_record_receipt(*, provider_message_id: str, provider_status: st
         pk=notification.pk, status__in=[NotificationStatus.SENT, NotificationStatus.SENDING]
     )
     now = timezone.now()
+    log_event("notification.receipt", notification, provider_status=provider_status, code=error_code)
     if provider_status == "delivered":
         moved = just_sent.update(status=NotificationStatus.DELIVERED, delivered_at=now)
         return "delivered" if moved else "ignored"
@@ -386,6 +433,7 @@ def notification_resend(*, notification_id: int, by) -> Notification:
         )
         transaction.on_commit(partial(notifications_publish, notifications=[(notification.pk, notification.channel)]))
     notification.refresh_from_db()
+    log_event("notification.resend", notification, by=by)
     return notification
 
 
@@ -403,6 +451,7 @@ def notification_cancel(*, notification_id: int, by) -> Notification:
             status=NotificationStatus.CANCELLED, stale_after=None, next_attempt_at=None
         )
     notification.refresh_from_db()
+    log_event("notification.cancelled", notification, by=by)
     return notification
 
 
@@ -429,6 +478,7 @@ def notification_correct_recipient(*, notification_id: int, recipient: str, reas
         )
         Notification.objects.filter(pk=notification.pk).update(recipient=recipient)
     notification.refresh_from_db()
+    log_event("notification.recipient_corrected", notification, by=by)
     return notification
 
 

@@ -208,10 +208,28 @@ SPECTACULAR_SETTINGS = {
 }
 
 # --- Logging ---------------------------------------------------------------------------
+# LOG_FORMAT=json gives one JSON object a line (python-json-logger) for log shippers.
+LOG_FORMAT = env.str("LOG_FORMAT", default="plain")
+if LOG_FORMAT not in ("plain", "json"):
+    raise ConfigurationError("LOG_FORMAT", f"{LOG_FORMAT!r} is not plain or json")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"mask": {"()": "orderflow.masking.MaskingFilter"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {
+            "()": "pythonjsonlogger.json.JsonFormatter",
+            "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s",
+            "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
+        },
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT, "filters": ["mask"]}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+    "loggers": {
+        # The twilio library logs each request's parameters (numbers, texts) at INFO.
+        "twilio": {"level": "WARNING"},
+    },
 }
+# Workers log through the configuration above, not Celery's own.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False

@@ -2,6 +2,7 @@
 real twilio library against a Twilio-compatible server, and a real SMTP server."""
 
 import itertools
+import re
 
 import pytest
 
@@ -11,7 +12,7 @@ from notifications.models import DeadLetter, Notification
 from orders import services as order_services
 from orders.models import ChangeSource, Order
 from tests.factories import UserFactory, order_line
-from tests.notifications.conftest import MAX_RETRIES, point_app_at, wait_until
+from tests.notifications.conftest import MAX_RETRIES, TWILIO_TOKEN, point_app_at, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -223,3 +224,15 @@ def test_requeue_from_the_admin_is_delivered_once_by_the_worker(pipeline, fake_t
     assert len(fake_twilio.received(phone)) == 2  # the refused first try, then the one requeued send
     letter.refresh_from_db()
     assert letter.status == "requeued"
+
+
+def test_worker_logs_carry_ids_and_never_a_full_phone_email_or_secret(pipeline):
+    order = place()
+    finished(order, 2)
+    log = pipeline.log_path.read_text()
+    sms = Notification.objects.get(order=order, channel="sms")
+    assert f"notification.sent order_id={order.pk} notification_id={sms.pk} channel=sms" in log
+    assert re.search(r"task_id=[0-9a-f-]{36}", log)
+    assert not re.search(r"\+1415555\d{4}", log)
+    assert not re.search(r"[\w.]{2,}@example\.com", log)
+    assert TWILIO_TOKEN not in log

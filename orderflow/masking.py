@@ -1,0 +1,37 @@
+"""Show enough of a phone number or email address to recognise it, not enough to use it."""
+
+import logging
+import re
+
+
+def mask_recipient(value: str) -> str:
+    if not value:
+        return ""
+    if "@" in value:
+        local, _, domain = value.rpartition("@")
+        return f"{local[:1]}***@{domain}"
+    digits = value.lstrip("+")
+    if len(digits) <= 4:
+        return "***"
+    return f"{'+' if value.startswith('+') else ''}{digits[:2]}***{digits[-2:]}"
+
+
+EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
+PHONE = re.compile(r"\+\d[\d\s().-]{6,}\d")
+
+
+def mask_text(text: str) -> str:
+    """Mask every email address and international phone number in free text (log messages)."""
+    text = EMAIL.sub(lambda match: mask_recipient(match.group()), text)
+    return PHONE.sub(lambda match: mask_recipient(re.sub(r"[^\d+]", "", match.group())), text)
+
+
+class MaskingFilter(logging.Filter):
+    """Attached to every log handler: no full phone number or email address leaves the process."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        masked = mask_text(message)
+        if masked != message:
+            record.msg, record.args = masked, ()
+        return True

@@ -1,0 +1,26 @@
+import logging
+
+import pytest
+
+from orderflow.masking import MaskingFilter, mask_recipient, mask_text
+
+PHONE, EMAIL = "+14155550123", "ada.lovelace@example.com"
+
+
+@pytest.mark.parametrize(
+    ("value", "masked"),
+    [("+14155550123", "+14***23"), ("ada@example.com", "a***@example.com"), ("123", "***"), ("", "")],
+)
+def test_recipients_are_masked(value, masked):
+    assert mask_recipient(value) == masked
+
+
+def test_free_text_is_masked():
+    text = "The 'To' number +1 415 555 0123 is invalid; copy to ada.lovelace@example.com"
+    assert mask_text(text) == "The 'To' number +14***23 is invalid; copy to a***@example.com"
+
+
+def test_the_filter_masks_formatted_messages():
+    record = logging.LogRecord("x", logging.INFO, __file__, 1, "to %s and %s", (PHONE, EMAIL), None)
+    MaskingFilter().filter(record)
+    assert record.getMessage() == "to +14***23 and a***@example.com"
