@@ -6,6 +6,7 @@ retried is decided here from the error's class, and nowhere else.
 
 import logging
 import random
+import time
 import traceback
 from dataclasses import dataclass
 from datetime import timedelta
@@ -19,7 +20,7 @@ from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from notifications import broker
+from notifications import broker, metrics
 from notifications.backends import get_backend
 from notifications.errors import DeliveryError, PermanentDeliveryError, TransientDeliveryError
 from notifications.events import log_event
@@ -172,6 +173,7 @@ def notification_send(*, notification_id: int, task_id: str = "", worker: str = 
     notification = claimed
     log_event("notification.claimed", notification, task_id=task_id, worker=worker)
 
+    waited_from = time.monotonic()
     try:
         has_token = limiter_for(notification.channel).acquire(timeout=TOKEN_WAIT_SECONDS)
     except LimiterUnavailable as error:
@@ -184,6 +186,7 @@ def notification_send(*, notification_id: int, task_id: str = "", worker: str = 
         )
         _release(notification)
         return SendResult("deferred", retry_in=LIMITER_DOWN_RETRY_SECONDS, detail="rate limiter unavailable")
+    metrics.RATE_LIMIT_WAIT_SECONDS.labels(notification.channel).observe(time.monotonic() - waited_from)
     if not has_token:
         log_event("notification.deferred", notification, task_id=task_id, reason="no rate-limit token yet")
         _release(notification)
@@ -254,6 +257,8 @@ def _release(notification: Notification) -> None:
 
 def _record_sent(notification: Notification, provider_message_id: str, *, started_at, task_id, worker) -> SendResult:
     now = timezone.now()
+    metrics.SENDS.labels(notification.channel).inc()
+    metrics.SEND_SECONDS.labels(notification.channel).observe((now - started_at).total_seconds())
     with transaction.atomic():
         Notification.objects.filter(pk=notification.pk).update(
             status=NotificationStatus.SENT,
@@ -285,6 +290,8 @@ def _record_sent(notification: Notification, provider_message_id: str, *, starte
 
 def _record_failure(notification: Notification, error: DeliveryError, *, started_at, task_id, worker) -> SendResult:
     now = timezone.now()
+    metrics.FAILURES.labels(notification.channel, "permanent" if error.permanent else "transient").inc()
+    metrics.SEND_SECONDS.labels(notification.channel).observe((now - started_at).total_seconds())
     attempt = notification.attempts + 1
     attempt_since_requeue = attempt - notification.retry_base
     exhausted = attempt_since_requeue > settings.NOTIFICATIONS_MAX_RETRIES

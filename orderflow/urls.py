@@ -4,6 +4,7 @@ from django.views import defaults
 from drf_spectacular.views import SpectacularAPIView
 
 from notifications.api import OrderNotificationList
+from notifications.views import metrics
 from notifications.webhooks import twilio_status
 from orderflow import api, health
 
@@ -11,6 +12,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
+    path("metrics", metrics, name="metrics"),
     path("webhooks/twilio/status/", twilio_status, name="twilio-status"),
     path("api/", include("orders.urls")),
     path("api/orders/<int:order_id>/notifications/", OrderNotificationList.as_view(), name="order-notifications"),

@@ -186,6 +186,13 @@ NOTIFICATIONS_DEAD_LETTER_RETENTION_DAYS = read(
 )
 NOTIFICATIONS_STUCK_AFTER = read("NOTIFICATIONS_STUCK_AFTER", env.int, env, default=300, minimum=1)
 
+# --- Metrics ---------------------------------------------------------------------------
+# https://prometheus.github.io/client_python/multiprocess/ : every web and worker process
+# writes its counts to this directory, emptied when the deployment starts.
+PROMETHEUS_MULTIPROC_DIR = env.str("PROMETHEUS_MULTIPROC_DIR", default="")
+# A scraper sends `Authorization: Bearer <METRICS_TOKEN>`; without a token only staff may read /metrics.
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+
 # --- API -------------------------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [

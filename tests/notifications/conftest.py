@@ -156,6 +156,7 @@ def worker_env(django_db_setup, django_db_blocker, fake_twilio, fake_smtp):
             "TWILIO_API_BASE_URL": fake_twilio.url,
             "EMAIL_URL": fake_smtp.url,
             "DEFAULT_FROM_EMAIL": "orders@shop.example",
+            "PROMETHEUS_MULTIPROC_DIR": tempfile.mkdtemp(prefix="orderflow-test-metrics-"),
         }
     )
     return env

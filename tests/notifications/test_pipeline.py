@@ -13,6 +13,7 @@ from orders import services as order_services
 from orders.models import ChangeSource, Order
 from tests.factories import UserFactory, order_line
 from tests.notifications.conftest import MAX_RETRIES, TWILIO_TOKEN, point_app_at, wait_until
+from tests.notifications.test_metrics import sample
 
 pytestmark = pytest.mark.integration
 
@@ -236,3 +237,17 @@ def test_worker_logs_carry_ids_and_never_a_full_phone_email_or_secret(pipeline):
     assert not re.search(r"\+1415555\d{4}", log)
     assert not re.search(r"[\w.]{2,}@example\.com", log)
     assert TWILIO_TOKEN not in log
+
+
+def test_metrics_count_the_workers_sends_and_failures(pipeline, fake_twilio, client, settings, worker_env):
+    settings.PROMETHEUS_MULTIPROC_DIR = worker_env["PROMETHEUS_MULTIPROC_DIR"]
+    phone = new_phone()
+    fake_twilio.script(phone, (400, 21211))
+    finished(place(customer_phone=phone), 2)
+    client.force_login(UserFactory(username="metrics-reader", is_staff=True))
+    text = client.get("/metrics").content.decode()
+    assert sample(text, 'orderflow_notification_sends_total{channel="email"}') >= 1
+    assert sample(text, 'orderflow_notification_failures_total{channel="sms",error_class="permanent"}') >= 1
+    assert sample(text, 'orderflow_notification_send_seconds_count{channel="email"}') >= 1
+    assert sample(text, 'orderflow_rate_limit_wait_seconds_count{channel="sms"}') >= 1
+    assert sample(text, 'orderflow_dead_letters{status="dead"}') >= 1

@@ -1,0 +1,63 @@
+"""Prometheus metrics.
+
+Workers count what they do (sends, failures, latency, rate-limit waits). With
+PROMETHEUS_MULTIPROC_DIR set, as it must be wherever several processes run (prefork
+workers, gunicorn), each process writes its counts there and `/metrics` adds them up. The
+state of things (notifications by status, dead letters, queue depths) is read from the
+database and the broker when Prometheus scrapes.
+"""
+
+from django.db.models import Count
+from prometheus_client import Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily
+
+from notifications import broker
+from notifications.models import DeadLetter, Notification
+
+SENDS = Counter("orderflow_notification_sends", "Notifications accepted by their provider", ["channel"])
+FAILURES = Counter(
+    "orderflow_notification_failures",
+    "Sends that failed, by error class (transient, permanent)",
+    ["channel", "error_class"],
+)
+SEND_SECONDS = Histogram(
+    "orderflow_notification_send_seconds",
+    "Time the provider took to accept or refuse a send",
+    ["channel"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+RATE_LIMIT_WAIT_SECONDS = Histogram(
+    "orderflow_rate_limit_wait_seconds",
+    "Time a send waited for a token from the global rate limiter",
+    ["channel"],
+    buckets=(0.01, 0.1, 0.5, 1, 5, 10, 30, 60),
+)
+QUEUES = ("sms", "email", "notifications", "default")
+
+
+class StateCollector:
+    """Read at scrape time: what the database and the broker hold right now."""
+
+    def collect(self):
+        notifications = GaugeMetricFamily(
+            "orderflow_notifications", "Notifications by channel and status", labels=["channel", "status"]
+        )
+        for row in Notification.objects.order_by().values("channel", "status").annotate(count=Count("id")):
+            notifications.add_metric([row["channel"], row["status"]], row["count"])
+        yield notifications
+
+        dead_letters = GaugeMetricFamily("orderflow_dead_letters", "Dead letters by status", labels=["status"])
+        for row in DeadLetter.objects.order_by().values("status").annotate(count=Count("id")):
+            dead_letters.add_metric([row["status"]], row["count"])
+        yield dead_letters
+
+        depth = GaugeMetricFamily("orderflow_queue_depth", "Messages waiting in each broker queue", labels=["queue"])
+        up = GaugeMetricFamily("orderflow_broker_up", "1 when the broker answered this scrape")
+        try:
+            for queue in QUEUES:
+                depth.add_metric([queue], broker.queue_depth(queue))
+            up.add_metric([], 1)
+        except broker.BrokerUnavailable:
+            up.add_metric([], 0)
+        yield depth
+        yield up

@@ -1,0 +1,36 @@
+"""`/metrics` for Prometheus, for staff or a scraper holding METRICS_TOKEN; nobody else."""
+
+import hmac
+
+from django.conf import settings
+from django.http import HttpResponse, JsonResponse
+from django.views.decorators.http import require_GET
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
+
+from notifications.metrics import StateCollector
+
+
+def _allowed(request) -> bool:
+    token = settings.METRICS_TOKEN
+    given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+    if token and given and hmac.compare_digest(given, token):
+        return True
+    return request.user.is_authenticated and request.user.is_staff
+
+
+@require_GET
+def metrics(request):
+    if not _allowed(request):
+        return JsonResponse(
+            {"detail": "Metrics need a staff login or Authorization: Bearer <METRICS_TOKEN>.", "code": "forbidden"},
+            status=403,
+        )
+    if settings.PROMETHEUS_MULTIPROC_DIR:
+        processes = CollectorRegistry()
+        MultiProcessCollector(processes, path=settings.PROMETHEUS_MULTIPROC_DIR)
+    else:
+        processes = REGISTRY  # one process: its own counts are all there is
+    state = CollectorRegistry()
+    state.register(StateCollector())
+    return HttpResponse(generate_latest(processes) + generate_latest(state), content_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,45 @@
+import pytest
+
+from notifications.models import Notification
+from tests.factories import UserFactory, place_order
+
+pytestmark = pytest.mark.django_db
+
+
+def sample(text: str, name: str) -> float:
+    """The value of one sample line, e.g. `orderflow_notifications{channel="sms",status="queued"}`."""
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"{name} not in metrics:\n{text}")
+
+
+def test_metrics_are_not_public(client):
+    response = client.get("/metrics")
+    assert response.status_code == 403
+    assert "METRICS_TOKEN" in response.json()["detail"]
+
+
+def test_a_non_staff_user_is_refused(client, shop):
+    client.force_login(shop)
+    assert client.get("/metrics").status_code == 403
+
+
+def test_a_scraper_with_the_token_reads_them(client, settings):
+    settings.METRICS_TOKEN = "scrape-secret"
+    assert client.get("/metrics", HTTP_AUTHORIZATION="Bearer scrape-secret").status_code == 200
+    assert client.get("/metrics", HTTP_AUTHORIZATION="Bearer wrong").status_code == 403
+
+
+def test_metrics_show_notifications_dead_letters_and_queue_depths(client, shop, published):
+    client.force_login(UserFactory(username="ops", is_staff=True))
+    place_order(owner=shop)
+    Notification.objects.filter(channel="email").update(status="sent")
+    response = client.get("/metrics")
+    assert response.status_code == 200
+    text = response.content.decode()
+    assert sample(text, 'orderflow_notifications{channel="sms",status="pending"}') == 1
+    assert sample(text, 'orderflow_notifications{channel="email",status="sent"}') == 1
+    assert sample(text, 'orderflow_queue_depth{queue="sms"}') >= 0
+    assert sample(text, "orderflow_broker_up") == 1
+    assert "orderflow_rate_limit_wait_seconds" in text
