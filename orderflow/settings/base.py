@@ -212,6 +212,13 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Orders in, SMS and email notifications out.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    "ENUM_NAME_OVERRIDES": {
+        "OrderStatusEnum": "orders.models.OrderStatus",
+        "ChangeSourceEnum": "orders.models.ChangeSource",
+        "NotificationStatusEnum": "notifications.models.NotificationStatus",
+        "ChannelEnum": "notifications.models.Channel",
+        "EventEnum": "notifications.models.Event",
+    },
 }
 
 # --- Logging ---------------------------------------------------------------------------

@@ -1,7 +1,14 @@
 """Settings for a deployment behind a TLS-terminating proxy."""
 
 from orderflow.settings.base import *  # noqa: F403
-from orderflow.settings.base import env
+from orderflow.settings.base import MIDDLEWARE, env
+
+# Static files (the admin's) served by the app itself: http://whitenoise.readthedocs.io
+MIDDLEWARE = [MIDDLEWARE[0], "whitenoise.middleware.WhiteNoiseMiddleware", *MIDDLEWARE[1:]]
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
+}
 
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SECURE_SSL_REDIRECT = env.bool("DJANGO_SECURE_SSL_REDIRECT", default=True)

@@ -1,0 +1,118 @@
+"""docker-compose.yml and the example env, checked by reading them (no Docker engine needed)."""
+
+import importlib.util
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from django.core.management import get_commands
+
+from notifications.management.commands.start_celery_worker import Command as StartWorker
+
+ROOT = Path(__file__).resolve().parent.parent
+COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+SERVICES = COMPOSE["services"]
+APP_SERVICES = {"migrate", "web", "worker-sms", "worker-email", "worker-notifications", "beat"}
+EXAMPLE_ENV = dict(
+    line.split("=", 1) for line in (ROOT / ".env.example").read_text().splitlines() if line and not line.startswith("#")
+)
+
+
+def test_the_stack_has_every_part():
+    assert set(SERVICES) == APP_SERVICES | {"postgres", "redis", "rabbitmq", "flower"}
+
+
+@pytest.mark.parametrize("name", sorted(SERVICES))
+def test_each_service_has_an_image_or_build_and_a_health_check(name):
+    service = SERVICES[name]
+    assert service.get("image") or service.get("build")
+    if name != "migrate":  # a one-shot job: its exit code is its health
+        assert service["healthcheck"]["test"]
+
+
+@pytest.mark.parametrize("name", sorted(APP_SERVICES))
+def test_app_services_run_our_image_with_the_example_env(name):
+    service = SERVICES[name]
+    assert service["build"] == "."
+    assert service["env_file"] == ".env"
+
+
+@pytest.mark.parametrize("name", sorted(APP_SERVICES))
+def test_app_commands_exist(name):
+    command = SERVICES[name]["command"]
+    if command[:2] == ["python", "manage.py"]:
+        assert command[2] in get_commands()
+    elif command[0] == "gunicorn":
+        assert importlib.util.find_spec(command[1].split(":")[0]) is not None
+    else:
+        assert command[:3] == ["celery", "-A", "orderflow"]
+        assert command[3] in {"beat", "worker"}
+
+
+@pytest.mark.parametrize("name", ["worker-sms", "worker-email", "worker-notifications"])
+def test_worker_commands_parse_and_name_known_queues(name):
+    command = SERVICES[name]["command"]
+    worker = StartWorker()
+    options = vars(worker.create_parser("manage.py", "start_celery_worker").parse_args(command[3:]))
+    argv = worker.worker_argv(options)
+    assert f"--hostname={SERVICES[name]['environment']['WORKER_NAME']}@%h" in argv
+
+
+def test_dependencies_name_real_services_and_wait_for_migrations():
+    for name, service in SERVICES.items():
+        for dependency in service.get("depends_on", {}):
+            assert dependency in SERVICES, f"{name} depends on unknown {dependency}"
+    assert SERVICES["migrate"]["depends_on"]["postgres"]["condition"] == "service_healthy"
+    for name in APP_SERVICES - {"migrate"}:
+        assert SERVICES[name]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+
+
+def test_only_web_is_public_and_the_consoles_stay_on_loopback():
+    for name, service in SERVICES.items():
+        for port in service.get("ports", []):
+            assert name == "web" or port.startswith("127.0.0.1:"), f"{name} publishes {port}"
+    assert SERVICES["rabbitmq"]["image"].endswith("-management")
+    assert "FLOWER_BASIC_AUTH" in SERVICES["flower"]["environment"]
+
+
+def test_every_variable_the_compose_file_reads_is_in_the_example_env():
+    used = set(re.findall(r"\$\{(\w+)", (ROOT / "docker-compose.yml").read_text()))
+    assert used <= set(EXAMPLE_ENV)
+
+
+def test_the_example_env_names_every_contract_variable():
+    contract = set(re.findall(r"^\| `([A-Z_]+)`", (ROOT / "README.md").read_text(), re.MULTILINE))
+    contract |= {"TWILIO_AUTH_TOKEN", "TWILIO_MESSAGING_SERVICE_SID"}
+    documented = set(re.findall(r"^#? ?([A-Z_]+)=", (ROOT / ".env.example").read_text(), re.MULTILINE))
+    assert contract <= documented, contract - documented
+
+
+def test_the_example_env_passes_the_deployment_checks():
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("DJANGO_", "DATABASE_URL"))}
+    env.update(EXAMPLE_ENV)
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_readme_explains_every_service():
+    readme = (ROOT / "README.md").read_text()
+    for name in SERVICES:
+        assert f"`{name}`" in readme, f"README does not explain {name}"
+
+
+def test_the_image_installs_the_pinned_requirements_and_serves_with_gunicorn():
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "pip install --no-cache-dir -r requirements.txt" in dockerfile
+    assert "collectstatic" in dockerfile
+    assert 'CMD ["gunicorn", "orderflow.wsgi"' in dockerfile
