@@ -126,7 +126,10 @@ class NotificationAttempt(models.Model):
 
     class Meta:
         ordering = ["notification", "number"]
-        indexes = [models.Index(fields=["notification", "number"], name="attempt_notification")]
+        indexes = [
+            models.Index(fields=["notification", "number"], name="attempt_notification"),
+            models.Index(fields=["finished_at"], name="attempt_finished"),
+        ]
 
     def __str__(self) -> str:
         return f"attempt {self.number}: {self.outcome}"

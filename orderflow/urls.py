@@ -4,11 +4,13 @@ from django.views import defaults
 from drf_spectacular.views import SpectacularAPIView
 
 from notifications.api import OrderNotificationList
+from notifications.dashboard import dashboard_view
 from notifications.views import metrics
 from notifications.webhooks import twilio_status
 from orderflow import api, health
 
 urlpatterns = [
+    path("admin/dashboard/", admin.site.admin_view(dashboard_view), name="admin-dashboard"),
     path("admin/", admin.site.urls),
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
