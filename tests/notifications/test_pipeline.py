@@ -251,3 +251,5 @@ def test_metrics_count_the_workers_sends_and_failures(pipeline, fake_twilio, cli
     assert sample(text, 'orderflow_notification_send_seconds_count{channel="email"}') >= 1
     assert sample(text, 'orderflow_rate_limit_wait_seconds_count{channel="sms"}') >= 1
     assert sample(text, 'orderflow_dead_letters{status="dead"}') >= 1
+    assert sample(text, "orderflow_broker_up") == 1  # queue depths read from this module's broker
+    assert sample(text, 'orderflow_queue_depth{queue="sms"}') >= 0
