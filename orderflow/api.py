@@ -8,6 +8,7 @@ import logging
 
 from django.core.exceptions import PermissionDenied, RequestDataTooBig
 from django.http import Http404, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
 from rest_framework import exceptions, status
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.response import Response
@@ -21,6 +22,24 @@ logger = logging.getLogger(__name__)
 class Pagination(PageNumberPagination):
     page_size_query_param = "page_size"
     max_page_size = 200
+    invalid_page_message = "Page {page_number} does not exist: {message}"
+
+    def paginate_queryset(self, queryset, request, view=None):
+        limits = {self.page_query_param: None, self.page_size_query_param: self.max_page_size}
+        for name, most in limits.items():
+            value = request.query_params.get(name)
+            if value is not None and not (value.isdigit() and 1 <= int(value) <= (most or int(value))):
+                span = f"from 1 to {most}" if most else "from 1"
+                raise exceptions.ValidationError({name: [f"{name} must be a whole number {span}, not {value!r}."]})
+        return super().paginate_queryset(queryset, request, view)
+
+    def get_schema_operation_parameters(self, view):
+        parameters = super().get_schema_operation_parameters(view)
+        for parameter in parameters:
+            parameter["schema"]["minimum"] = 1
+            if parameter["name"] == self.page_size_query_param:
+                parameter["schema"]["maximum"] = self.max_page_size
+        return parameters
 
 
 def _first_message(errors, path: str = "") -> str:
@@ -81,6 +100,7 @@ def exception_handler(exc, context):
     return response
 
 
+@csrf_exempt  # also the catch-all for unknown /api/ URLs, which may be POSTed to
 def json_not_found(request, exception=None):
     return JsonResponse(_error_body(f"Nothing is at {request.path}.", "not_found"), status=status.HTTP_404_NOT_FOUND)
 

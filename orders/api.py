@@ -8,6 +8,7 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 
 from orderflow.errors import ApplicationError
+from orderflow.schema import ErrorSerializer
 from orders import selectors, services
 from orders.models import ChangeSource, Order, OrderItem, OrderStatus, OrderStatusChange
 
@@ -22,10 +23,11 @@ class OrderItemSerializer(serializers.ModelSerializer):
     class Meta:
         model = OrderItem
         fields = ["sku", "name", "quantity", "unit_price"]
+        extra_kwargs = {"sku": {"min_length": 1}, "name": {"min_length": 1}}
 
 
 class OrderCreateSerializer(serializers.Serializer):
-    customer_name = serializers.CharField(max_length=200)
+    customer_name = serializers.CharField(min_length=1, max_length=200)
     customer_email = serializers.EmailField(required=False, allow_blank=True, default="")
     customer_phone = serializers.CharField(
         required=False,
@@ -34,7 +36,7 @@ class OrderCreateSerializer(serializers.Serializer):
         max_length=40,
         help_text="Any international form; stored as E.164.",
     )
-    items = OrderItemSerializer(many=True, allow_empty=False, max_length=MAX_ITEMS_PER_ORDER)
+    items = OrderItemSerializer(many=True, allow_empty=False, min_length=1, max_length=MAX_ITEMS_PER_ORDER)
 
 
 class StatusChangeSerializer(serializers.ModelSerializer):
@@ -86,14 +88,6 @@ class OrderFilter(django_filters.FilterSet):
         fields = ["status"]
 
 
-ERROR_RESPONSE = inline_serializer(
-    "Error",
-    {
-        "detail": serializers.CharField(),
-        "code": serializers.CharField(),
-        "errors": serializers.DictField(required=False),
-    },
-)
 TRANSITION_REFUSED = inline_serializer(
     "TransitionRefused",
     {
@@ -108,6 +102,7 @@ TRANSITION_REFUSED = inline_serializer(
 class OrderViewSet(mixins.CreateModelMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     serializer_class = OrderSerializer
     filterset_class = OrderFilter
+    lookup_value_regex = r"\d+"
 
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):  # drf-spectacular describing the API
@@ -132,9 +127,8 @@ class OrderViewSet(mixins.CreateModelMixin, mixins.ListModelMixin, mixins.Retrie
         ],
         responses={
             201: OrderDetailSerializer,
-            400: ERROR_RESPONSE,
-            413: ERROR_RESPONSE,
-            422: OpenApiResponse(ERROR_RESPONSE, description="Idempotency-Key reused with another body"),
+            409: OpenApiResponse(ErrorSerializer, description="A request with this Idempotency-Key is in progress"),
+            422: OpenApiResponse(ErrorSerializer, description="Idempotency-Key reused with another body"),
         },
     )
     def create(self, request, *args, **kwargs):
@@ -158,7 +152,7 @@ class OrderViewSet(mixins.CreateModelMixin, mixins.ListModelMixin, mixins.Retrie
 
     @extend_schema(
         request=TransitionSerializer,
-        responses={200: OrderDetailSerializer, 400: ERROR_RESPONSE, 404: ERROR_RESPONSE, 409: TRANSITION_REFUSED},
+        responses={200: OrderDetailSerializer, 409: TRANSITION_REFUSED},
     )
     @action(detail=True, methods=["post"])
     def transition(self, request, pk=None):

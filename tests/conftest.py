@@ -45,3 +45,17 @@ def staff_api(staff):
 @pytest.fixture
 def anonymous_api():
     return APIClient()
+
+
+@pytest.fixture
+def published(monkeypatch):
+    """Record publishes instead of sending them: for tests of one function, not of the pipeline."""
+    from notifications import broker
+
+    calls = []
+
+    def record(task, *, args, kwargs=None, queue=None):
+        calls.append((task, args, queue))
+
+    monkeypatch.setattr(broker, "publish", record)
+    return calls

@@ -203,7 +203,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PARSER_CLASSES": ["orderflow.parsers.JSONParser"],
     "DEFAULT_PAGINATION_CLASS": "orderflow.api.Pagination",
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "orderflow.schema.AutoSchema",
     "EXCEPTION_HANDLER": "orderflow.api.exception_handler",
     "PAGE_SIZE": 50,
 }

@@ -198,18 +198,6 @@ def api_for_pipeline(pipeline):
 
 
 @pytest.fixture
-def published(monkeypatch):
-    """Record publishes instead of sending them: for tests of one function, not of the pipeline."""
-    calls = []
-
-    def record(task, *, args, kwargs=None, queue=None):
-        calls.append((task, args, queue))
-
-    monkeypatch.setattr(services.broker, "publish", record)
-    return calls
-
-
-@pytest.fixture
 def scripted(settings):
     """SMS go through ScriptedBackend: each send takes the next scripted error, or succeeds."""
     settings.SMS_BACKEND = "tests.notifications.scripted_backend.ScriptedBackend"

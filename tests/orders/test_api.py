@@ -258,7 +258,7 @@ def test_list_is_paginated(api, shop):
     body = api.get(ORDERS, {"page_size": 2}).json()
     assert (body["count"], len(body["results"])) == (3, 2)
     assert body["next"].endswith("page=2&page_size=2")
-    assert api.get(ORDERS, {"page": 99}).status_code == 404
+    assert api.get(ORDERS, {"page": 99}).status_code == 404  # past the end
 
 
 def test_list_queries_do_not_grow_with_orders(api, shop, django_assert_max_num_queries):
@@ -394,5 +394,33 @@ def test_create_without_trailing_slash_works(api):
 def test_unknown_api_url_is_json_even_in_debug(api, settings):
     settings.DEBUG = True
     response = api.get("/api/nope/")
+    assert response.status_code == 404
+    assert response.json()["code"] == "not_found"
+
+
+@pytest.mark.parametrize(
+    ("query", "says"),
+    [
+        ({"page": "0"}, "page must be a whole number from 1"),
+        ({"page": "abc"}, "page must be a whole number from 1"),
+        ({"page_size": "201"}, "page_size must be a whole number from 1 to 200"),
+        ({"page_size": "-1"}, "page_size must be a whole number from 1 to 200"),
+    ],
+)
+def test_bad_paging_is_a_clear_400(api, query, says):
+    response = api.get(ORDERS, query)
+    assert response.status_code == 400
+    assert says in response.json()["detail"]
+
+
+def test_a_page_past_the_end_is_404_saying_so(api, shop):
+    place_order(owner=shop)
+    response = api.get(ORDERS, {"page": 9})
+    assert response.status_code == 404
+    assert response.json()["detail"].startswith("Page 9 does not exist")
+
+
+def test_a_post_to_an_unknown_api_url_is_a_json_404_not_a_csrf_page(api):
+    response = api.post("/api/orders/0.5/transition/", {"status": "confirmed"}, format="json")
     assert response.status_code == 404
     assert response.json()["code"] == "not_found"

@@ -1,0 +1,30 @@
+"""The OpenAPI schema: every operation documents the errors it can answer, in one shape."""
+
+from drf_spectacular.openapi import AutoSchema as SpectacularAutoSchema
+from rest_framework import serializers
+from rest_framework.permissions import AllowAny
+
+
+class ErrorSerializer(serializers.Serializer):
+    detail = serializers.CharField(help_text="What went wrong and what to do about it, for a person.")
+    code = serializers.CharField(help_text="A stable word for programs: invalid, not_found, ...")
+    errors = serializers.DictField(required=False, help_text="Problems by field path, when the input was at fault.")
+
+    class Meta:
+        ref_name = "Error"
+
+
+class AutoSchema(SpectacularAutoSchema):
+    def _get_response_bodies(self, direction="response"):
+        responses = super()._get_response_bodies(direction)
+        for code in self._error_codes():
+            responses.setdefault(code, self._get_response_for_code(ErrorSerializer, code, direction=direction))
+        return responses
+
+    def _error_codes(self) -> list[str]:
+        codes = ["400", "404"]  # bad input or query parameters; no such object or page
+        if not any(isinstance(permission, AllowAny) for permission in self.view.get_permissions()):
+            codes.append("401")
+        if self.method in ("POST", "PUT", "PATCH"):
+            codes += ["413", "415"]  # body too large; not JSON
+        return codes
