@@ -1,5 +1,7 @@
 """The order API: thin views over orders.services and orders.selectors."""
 
+import re
+
 import django_filters
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
@@ -14,6 +16,13 @@ from orders.models import ChangeSource, Order, OrderItem, OrderStatus, OrderStat
 
 MAX_ITEMS_PER_ORDER = 500
 IDEMPOTENCY_HEADER = "Idempotency-Key"
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def no_control_characters(value: str) -> None:
+    """Names end up in SMS, email and logs: line breaks or escape codes there are never meant."""
+    if CONTROL_CHARACTERS.search(value):
+        raise serializers.ValidationError("Must not contain control characters (line breaks, tabs, escapes).")
 
 
 class OrderItemSerializer(serializers.ModelSerializer):
@@ -23,11 +32,14 @@ class OrderItemSerializer(serializers.ModelSerializer):
     class Meta:
         model = OrderItem
         fields = ["sku", "name", "quantity", "unit_price"]
-        extra_kwargs = {"sku": {"min_length": 1}, "name": {"min_length": 1}}
+        extra_kwargs = {
+            "sku": {"min_length": 1, "validators": [no_control_characters]},
+            "name": {"min_length": 1, "validators": [no_control_characters]},
+        }
 
 
 class OrderCreateSerializer(serializers.Serializer):
-    customer_name = serializers.CharField(min_length=1, max_length=200)
+    customer_name = serializers.CharField(min_length=1, max_length=200, validators=[no_control_characters])
     customer_email = serializers.EmailField(required=False, allow_blank=True, default="")
     customer_phone = serializers.CharField(
         required=False,

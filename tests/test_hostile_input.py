@@ -1,0 +1,72 @@
+"""Hostile strings in names and items: refused when they cannot be meant, otherwise shown
+as text everywhere (SMS, email, admin), never as markup."""
+
+import pytest
+
+from notifications.models import Notification
+from tests.factories import UserFactory
+
+pytestmark = pytest.mark.django_db
+
+HOSTILE = [
+    "<script>alert('x')</script>",
+    "Robert'); DROP TABLE orders_order;--",
+    '<img src=x onerror=alert(1)> & "quotes"',
+    "🍵 Ünïcødé 山田 🚀",
+    "{{ settings.SECRET_KEY }} {% debug %}",
+]
+
+
+def order_body(name: str, item_name: str) -> dict:
+    return {
+        "customer_name": name,
+        "customer_email": "ada@example.com",
+        "customer_phone": "+14155550123",
+        "items": [{"sku": "SKU-1", "name": item_name, "quantity": 1, "unit_price": "1.00"}],
+    }
+
+
+@pytest.mark.parametrize("text", HOSTILE)
+def test_hostile_text_is_stored_as_is_and_rendered_as_text(api, client, text, published, settings):
+    response = api.post("/api/orders/", order_body(text, text), format="json")
+    assert response.status_code == 201
+    assert response.json()["customer_name"] == text
+
+    sms = Notification.objects.get(channel="sms")
+    email = Notification.objects.get(channel="email")
+    assert "&lt;" not in sms.body and "&amp;" not in sms.body  # plain text, not escaped
+    assert text[:20] in sms.body or text[:21] in sms.body
+    assert text in email.body
+    assert settings.SECRET_KEY not in sms.body + email.body + email.html_body  # text is not a template
+    if "<" in text:
+        assert text not in email.html_body  # escaped in HTML
+        assert "&lt;" in email.html_body
+
+    client.force_login(UserFactory(username="root", is_staff=True, is_superuser=True))
+    order_id = response.json()["id"]
+    for url in (
+        "/admin/orders/order/",
+        f"/admin/orders/order/{order_id}/change/",
+        "/admin/notifications/notification/",
+    ):
+        page = client.get(url).content.decode()
+        assert "<script>alert" not in page and "<img src=x" not in page
+
+
+@pytest.mark.parametrize("text", ["Ada\nLovelace", "tab\there", "esc\x1b[31m", "bell\x07"])
+def test_control_characters_are_refused(api, text):
+    for body in (order_body(text, "Tea"), order_body("Ada", text)):
+        response = api.post("/api/orders/", body, format="json")
+        assert response.status_code == 400
+        assert "control characters" in response.json()["detail"]
+
+
+def test_a_very_long_name_is_refused_with_its_limit(api):
+    response = api.post("/api/orders/", order_body("x" * 5000, "Tea"), format="json")
+    assert response.status_code == 400
+    assert "no more than 200 characters" in response.json()["detail"]
+
+
+def test_an_emoji_name_keeps_the_sms_short(api, published):
+    api.post("/api/orders/", order_body("🍵" * 100, "Tea"), format="json")
+    assert len(Notification.objects.get(channel="sms").body) <= 100
