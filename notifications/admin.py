@@ -4,6 +4,7 @@ import json
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import PermissionDenied
 from django.shortcuts import get_object_or_404, redirect
@@ -17,6 +18,7 @@ from notifications.models import (
     DeadLetter,
     Notification,
     NotificationAttempt,
+    NotificationStatus,
     RecipientCorrection,
     RequeueBatch,
 )
@@ -60,6 +62,10 @@ class PipelineRowAdmin(admin.ModelAdmin):
         return False
 
     def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        # Rows leave through discard (recorded) or cleanup (aged), never by hand.
         return False
 
     def report(self, request, done: str, skipped: dict[int, str] | list[str]):
@@ -133,7 +139,12 @@ class NotificationAdmin(PipelineRowAdmin):
     @admin.action(description="Send selected notifications again", permissions=["resend"])
     def resend_selected(self, request, queryset):
         done, refused = 0, []
-        for notification_id in queryset.order_by("pk").values_list("pk", flat=True):
+        selection = list(queryset.order_by("pk").values_list("pk", "status"))
+        for notification_id, status in selection:
+            if len(selection) > 1 and status in (NotificationStatus.SENT, NotificationStatus.DELIVERED):
+                # The customer has it already: sending it again is a choice made one at a time.
+                refused.append(f"Notification {notification_id} was {status}; resend it on its own.")
+                continue
             try:
                 services.notification_resend(notification_id=notification_id, by=request.user)
                 done += 1
@@ -324,9 +335,13 @@ class DeadLetterAdmin(PipelineRowAdmin):
     def requeue_selected(self, request, queryset):
         ids = list(queryset.values_list("pk", flat=True)[: INLINE_REQUEUE_LIMIT + 1])
         if len(ids) > INLINE_REQUEUE_LIMIT:
-            batch = dead_letters.requeue_batch_freeze(
-                dead_letters=queryset, description="selected in the dead-letter list", by=request.user
-            )
+            try:
+                batch = dead_letters.requeue_batch_freeze(
+                    dead_letters=queryset, description="selected in the dead-letter list", by=request.user
+                )
+            except ApplicationError as error:
+                self.message_user(request, error.message, messages.ERROR)
+                return None
             return redirect("admin:notifications_deadletter_batch", batch.pk)
         outcome = dead_letters.dead_letters_requeue(ids=ids, by=request.user)
         done = f"{outcome.requeued} dead letter(s) requeued." if outcome.requeued else ""
@@ -366,12 +381,15 @@ class DeadLetterAdmin(PipelineRowAdmin):
         """Freeze what the changelist's current filters match, then show it for confirmation."""
         if not self.has_requeue_permission(request):
             raise PermissionDenied
-        changelist: ChangeList = self.get_changelist_instance(request)
         filters = request.GET.urlencode() or "no filter"
         try:
+            changelist: ChangeList = self.get_changelist_instance(request)
             batch = dead_letters.requeue_batch_freeze(
                 dead_letters=changelist.get_queryset(request), description=f"matching {filters}", by=request.user
             )
+        except IncorrectLookupParameters:
+            self.message_user(request, f"These filters are not understood: {filters}", messages.ERROR)
+            return redirect("admin:notifications_deadletter_changelist")
         except ApplicationError as error:
             self.message_user(request, error.message, messages.ERROR)
             return redirect("admin:notifications_deadletter_changelist")

@@ -66,7 +66,7 @@ def dead_letters_requeue(*, ids: list[int], by) -> RequeueOutcome:
                 PublishJob(letter.notification_id, letter.task_name, letter.args, letter.kwargs, letter.queue)
                 for letter in eligible
             ]
-            transaction.on_commit(partial(publish_jobs, jobs))
+            transaction.on_commit(partial(publish_jobs, jobs), robust=True)
             for letter in eligible:
                 if letter.notification:
                     log_event("notification.requeued", letter.notification, dead_letter_id=letter.pk, by=by)

@@ -1,6 +1,7 @@
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.utils import timezone
 
 
 class Channel(models.TextChoices):
@@ -30,8 +31,6 @@ class NotificationStatus(models.TextChoices):
     CANCELLED = "cancelled"  # withdrawn by an operator
 
 
-# A worker may claim a notification in these statuses; anything else has been handled.
-CLAIMABLE_STATUSES = (NotificationStatus.PENDING, NotificationStatus.QUEUED, NotificationStatus.FAILED)
 # Statuses whose stale_after deadline the sweep watches: not yet published, or claimed by a worker.
 LEASED_STATUSES = (NotificationStatus.PENDING, NotificationStatus.SENDING)
 FINISHED_STATUSES = (
@@ -40,6 +39,14 @@ FINISHED_STATUSES = (
     NotificationStatus.DEAD,
     NotificationStatus.CANCELLED,
 )
+
+
+class NotificationQuerySet(models.QuerySet):
+    def update(self, **fields):
+        # Status changes are conditional UPDATEs; updated_at must move with them, as auto_now
+        # would on save(), because cleanup ages finished rows by it.
+        fields.setdefault("updated_at", timezone.now())
+        return super().update(**fields)
 
 
 class Notification(models.Model):
@@ -73,6 +80,8 @@ class Notification(models.Model):
     sent_at = models.DateTimeField(null=True, blank=True)
     delivered_at = models.DateTimeField(null=True, blank=True)
 
+    objects = NotificationQuerySet.as_manager()
+
     class Meta:
         ordering = ["-created_at", "-id"]
         indexes = [
@@ -92,6 +101,9 @@ class Notification(models.Model):
             models.Index(fields=["-created_at", "-id"], name="notification_created"),
             models.Index(fields=["recipient"], name="notification_recipient"),
             models.Index(fields=["provider_message_id"], name="notification_provider_id"),
+            models.Index(
+                fields=["updated_at"], name="notification_finished", condition=Q(status__in=FINISHED_STATUSES)
+            ),
         ]
         permissions = [
             ("resend_notification", "Can resend or correct notifications"),

@@ -33,8 +33,8 @@ def _render(kind: str, event: str, context: dict) -> str:
     ).render(context)
 
 
-def render_notification(*, order, event: str, channel: str) -> Rendered:
-    context = {"order": order, "event": event, "headline": HEADLINES[event], "items": list(order.items.all())}
+def render_notification(*, order, items: list, event: str, channel: str) -> Rendered:
+    context = {"order": order, "event": event, "headline": HEADLINES[event], "items": items}
     if channel == Channel.SMS:
         return Rendered(subject="", body=_render("sms/*.txt", event, context).strip(), html_body="")
     subject = " ".join(_render("email/*_subject.txt", event, context).split())

@@ -70,12 +70,13 @@ def notifications_create(*, order, event: str, channels=(Channel.SMS, Channel.EM
     Runs inside the order's transaction; an event already written for a channel is not written again.
     """
     recipients = {Channel.SMS: order.customer_phone, Channel.EMAIL: order.customer_email}
-    stale_after = timezone.now() + timedelta(seconds=settings.NOTIFICATIONS_STUCK_AFTER)
+    now = timezone.now()
+    items = list(order.items.all())
     rows = []
     for channel in channels:
         if not recipients[channel]:
             continue
-        rendered = render_notification(order=order, event=event, channel=channel)
+        rendered = render_notification(order=order, items=items, event=event, channel=channel)
         rows.append(
             Notification(
                 order=order,
@@ -86,23 +87,29 @@ def notifications_create(*, order, event: str, channels=(Channel.SMS, Channel.EM
                 subject=rendered.subject,
                 body=rendered.body,
                 html_body=rendered.html_body,
-                stale_after=stale_after,
+                # Queued as the order commits; a publish that fails turns them pending for the sweep.
+                status=NotificationStatus.QUEUED,
+                queued_at=now,
             )
         )
     if not rows:
         return []
-    Notification.objects.bulk_create(rows, ignore_conflicts=True)
-    created = list(Notification.objects.filter(dedup_key__in=[row.dedup_key for row in rows]))
-    for notification in created:
-        log_event("notification.created", notification, order_event=event, status=notification.status)
-    return created
+    # One statement that returns every id, the new rows' and those an earlier run already wrote
+    # (for those the no-op update keeps what they hold; publishing one again sends nothing twice).
+    Notification.objects.bulk_create(
+        rows, update_conflicts=True, unique_fields=["dedup_key"], update_fields=["dedup_key"]
+    )
+    for notification in rows:
+        log_event("notification.created", notification, order_event=event)
+    return rows
 
 
 def notifications_publish_on_commit(notifications: list[Notification]) -> None:
-    """Publish the pending ones once the surrounding transaction commits."""
-    pending = [(row.pk, row.channel) for row in notifications if row.status == NotificationStatus.PENDING]
-    if pending:
-        transaction.on_commit(partial(notifications_publish, notifications=pending))
+    """Publish notifications once the surrounding transaction commits."""
+    jobs = [_channel_job(row.pk, row.channel) for row in notifications]
+    if jobs:
+        # robust: whatever a publish raises, the order is committed and the sweep publishes later.
+        transaction.on_commit(partial(_publish, jobs), robust=True)
 
 
 def notifications_publish(*, notifications: list[tuple[int, str]]) -> int:
@@ -110,12 +117,7 @@ def notifications_publish(*, notifications: list[tuple[int, str]]) -> int:
 
     With the broker down the rest stay `pending`, due for the next sweep.
     """
-    return publish_jobs(
-        [
-            PublishJob(notification_id, CHANNEL_TASKS[channel], [notification_id])
-            for notification_id, channel in notifications
-        ]
-    )
+    return publish_jobs([_channel_job(notification_id, channel) for notification_id, channel in notifications])
 
 
 @dataclass(frozen=True)
@@ -127,31 +129,49 @@ class PublishJob:
     queue: str | None = None
 
 
+def _channel_job(notification_id: int, channel: str) -> PublishJob:
+    return PublishJob(notification_id, CHANNEL_TASKS[channel], [notification_id])
+
+
 def publish_jobs(jobs: list[PublishJob]) -> int:
-    """Publish task messages and mark their notifications queued; stop at the first broker failure."""
-    published = []
-    try:
-        for job in jobs:
-            task_id = broker.publish(job.task_name, args=job.args, kwargs=job.kwargs, queue=job.queue)
-            published.append(job.notification_id)
-            logger.info(
-                "notification.published notification_id=%s task=%s task_id=%s queue=%s",
-                job.notification_id,
-                job.task_name,
-                task_id,
-                job.queue or "",
-                extra={"event": "notification.published", "notification_id": job.notification_id, "task_id": task_id},
-            )
-    except broker.BrokerUnavailable as error:
-        left = [job.notification_id for job in jobs[len(published) :]]
-        logger.warning("broker unavailable, %d notification(s) left for the sweep: %s", len(left), error)
-        Notification.objects.filter(pk__in=left, status=NotificationStatus.PENDING).update(stale_after=timezone.now())
+    """Publish messages for pending notifications and mark them queued; return how many went out."""
+    published = _publish(jobs)
     if published:
         # A worker may already have claimed one; only rows still pending become queued.
         Notification.objects.filter(pk__in=published, status=NotificationStatus.PENDING).update(
             status=NotificationStatus.QUEUED, queued_at=timezone.now(), stale_after=None
         )
     return len(published)
+
+
+def _publish(jobs: list[PublishJob]) -> list[int | None]:
+    """Publish in order until the broker fails; what is left becomes pending, due for the sweep."""
+    published = []
+    try:
+        with broker.producer() as producer:
+            for job in jobs:
+                task_id = broker.publish(
+                    job.task_name, args=job.args, kwargs=job.kwargs, queue=job.queue, producer=producer
+                )
+                published.append(job.notification_id)
+                logger.info(
+                    "notification.published notification_id=%s task_id=%s task=%s",
+                    job.notification_id,
+                    task_id,
+                    job.task_name,
+                    extra={
+                        "event": "notification.published",
+                        "notification_id": job.notification_id,
+                        "task_id": task_id,
+                    },
+                )
+    except broker.BrokerUnavailable as error:
+        left = [job.notification_id for job in jobs[len(published) :]]
+        logger.warning("broker unavailable, %d notification(s) left for the sweep: %s", len(left), error)
+        Notification.objects.filter(
+            pk__in=left, status__in=[NotificationStatus.PENDING, NotificationStatus.QUEUED]
+        ).update(status=NotificationStatus.PENDING, stale_after=timezone.now())
+    return published
 
 
 # --- sending --------------------------------------------------------------------------------
@@ -173,6 +193,7 @@ def notification_send(*, notification_id: int, task_id: str = "", worker: str = 
     notification = claimed
     log_event("notification.claimed", notification, task_id=task_id, worker=worker)
 
+    backend = get_backend(notification.channel)  # built before the token, so the send follows it at once
     waited_from = time.monotonic()
     try:
         has_token = limiter_for(notification.channel).acquire(timeout=TOKEN_WAIT_SECONDS)
@@ -194,7 +215,7 @@ def notification_send(*, notification_id: int, task_id: str = "", worker: str = 
 
     started_at = timezone.now()
     try:
-        provider_message_id = get_backend(notification.channel).send(
+        provider_message_id = backend.send(
             recipient=notification.recipient,
             subject=notification.subject,
             body=notification.body,
@@ -260,7 +281,8 @@ def _record_sent(notification: Notification, provider_message_id: str, *, starte
     metrics.SENDS.labels(notification.channel).inc()
     metrics.SEND_SECONDS.labels(notification.channel).observe((now - started_at).total_seconds())
     with transaction.atomic():
-        Notification.objects.filter(pk=notification.pk).update(
+        # Guarded by the claim: an operator's cancel or a takeover meanwhile is not overwritten.
+        Notification.objects.filter(pk=notification.pk, status=NotificationStatus.SENDING).update(
             status=NotificationStatus.SENT,
             attempts=F("attempts") + 1,
             provider_message_id=provider_message_id,
@@ -315,7 +337,7 @@ def _record_failure(notification: Notification, error: DeliveryError, *, started
             "stale_after": None,
         }
         if error.permanent or exhausted:
-            Notification.objects.filter(pk=notification.pk).update(
+            still_ours = Notification.objects.filter(pk=notification.pk, status=NotificationStatus.SENDING).update(
                 status=NotificationStatus.DEAD, next_attempt_at=None, **fields
             )
             reason = (
@@ -323,7 +345,8 @@ def _record_failure(notification: Notification, error: DeliveryError, *, started
                 if error.permanent
                 else f"gave up after {attempt_since_requeue} attempts; last: {error.message}"
             )
-            _bury(notification, error, reason=reason, attempts=attempt_since_requeue, task_id=task_id, now=now)
+            if still_ours:
+                _bury(notification, error, reason=reason, attempts=attempt_since_requeue, task_id=task_id, now=now)
             log_event(
                 "notification.dead",
                 notification,
@@ -335,7 +358,7 @@ def _record_failure(notification: Notification, error: DeliveryError, *, started
             )
             return SendResult("dead", detail=reason)
         delay = retry_delay(attempt_since_requeue)
-        Notification.objects.filter(pk=notification.pk).update(
+        Notification.objects.filter(pk=notification.pk, status=NotificationStatus.SENDING).update(
             status=NotificationStatus.FAILED, next_attempt_at=now + timedelta(seconds=delay), **fields
         )
     log_event(
@@ -366,9 +389,7 @@ def notification_record_receipt(*, provider_message_id: str, provider_status: st
         logger.info("receipt for unknown message %s (%s) acknowledged", provider_message_id, provider_status)
         return "unknown message"
     # Only a sent notification moves on; a replay, or a receipt after an earlier final one, does nothing.
-    just_sent = Notification.objects.filter(
-        pk=notification.pk, status__in=[NotificationStatus.SENT, NotificationStatus.SENDING]
-    )
+    just_sent = Notification.objects.filter(pk=notification.pk, status=NotificationStatus.SENT)
     now = timezone.now()
     log_event("notification.receipt", notification, provider_status=provider_status, code=error_code)
     if provider_status == "delivered":
@@ -425,20 +446,30 @@ def notification_reset_for_sending(notification_ids: list[int]) -> int:
         stale_after=timezone.now() + timedelta(seconds=settings.NOTIFICATIONS_STUCK_AFTER),
         last_error_code="",
         last_error_message="",
+        provider_message_id="",
     )
 
 
 def notification_resend(*, notification_id: int, by) -> Notification:
     """Send a notification again on an operator's word: one that died, failed, was cancelled or was sent."""
     with transaction.atomic():
+        # Lock order everywhere: dead letters, then their notification (as dead_letters_requeue does).
+        open_letters = list(
+            DeadLetter.objects.select_for_update()
+            .filter(notification_id=notification_id, status=DeadLetterStatus.DEAD)
+            .order_by("pk")
+            .values_list("pk", flat=True)
+        )
         notification = _locked(notification_id)
         if notification.status not in RESENDABLE_STATUSES:
             raise Conflict(f"Notification {notification.pk} is {notification.status}: it is already on its way.")
         notification_reset_for_sending([notification.pk])
-        notification.dead_letters.filter(status=DeadLetterStatus.DEAD).update(
+        DeadLetter.objects.filter(pk__in=open_letters).update(
             status=DeadLetterStatus.REQUEUED, resolved_at=timezone.now(), resolved_by=by
         )
-        transaction.on_commit(partial(notifications_publish, notifications=[(notification.pk, notification.channel)]))
+        transaction.on_commit(
+            partial(notifications_publish, notifications=[(notification.pk, notification.channel)]), robust=True
+        )
     notification.refresh_from_db()
     log_event("notification.resend", notification, by=by)
     return notification

@@ -20,7 +20,14 @@ from django.utils import timezone
 from django_celery_results.models import TaskResult
 
 from notifications import broker, services
-from notifications.models import Channel, DeadLetter, DeadLetterStatus, Notification, NotificationStatus
+from notifications.models import (
+    FINISHED_STATUSES,
+    Channel,
+    DeadLetter,
+    DeadLetterStatus,
+    Notification,
+    NotificationStatus,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -87,15 +94,10 @@ def notifications_cleanup() -> dict:
     """Delete what is finished and old, in small batches. Nothing an operator must still act on."""
     now = timezone.now()
     cutoff = now - timedelta(days=settings.NOTIFICATIONS_RETENTION_DAYS)
-    finished = Notification.objects.filter(
-        status__in=[
-            NotificationStatus.SENT,
-            NotificationStatus.DELIVERED,
-            NotificationStatus.CANCELLED,
-            NotificationStatus.DEAD,
-        ],
-        updated_at__lt=cutoff,
-    ).exclude(dead_letters__status=DeadLetterStatus.DEAD)
+    # updated_at is when a finished row reached its final status.
+    finished = Notification.objects.filter(status__in=FINISHED_STATUSES, updated_at__lt=cutoff).exclude(
+        dead_letters__status=DeadLetterStatus.DEAD
+    )
     # A requeued dead letter stays until its notification was sent after all.
     delivered_or_gone = Q(notification__isnull=True) | Q(
         notification__status__in=[NotificationStatus.SENT, NotificationStatus.DELIVERED]

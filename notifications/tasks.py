@@ -1,7 +1,8 @@
 """Celery tasks: each loads by id and calls a service; the services decide what happens."""
 
 from celery import shared_task
-from django.db import DatabaseError
+from celery.signals import task_prerun
+from django.db import DatabaseError, close_old_connections
 
 from notifications import dead_letters, services, sweeps
 from notifications.models import Channel, Event
@@ -17,6 +18,8 @@ SEND_TASK_OPTIONS = {
     "time_limit": services.SEND_TIME_LIMIT,
     "max_retries": None,
     "autoretry_for": (DatabaseError,),
+    # The attempt log is the record of a send; a result row per send would double the writes.
+    "ignore_result": True,
     "retry_backoff": 2,
     "retry_backoff_max": 60,
 }
@@ -50,8 +53,8 @@ def _queue_for_event(order_id: int, event: str, channels: list[str]) -> int:
     if order is None:
         return 0
     notifications = services.notifications_create(order=order, event=event, channels=channels)
-    pending = [(row.pk, row.channel) for row in notifications if row.status == "pending"]
-    return services.notifications_publish(notifications=pending)
+    services.notifications_publish_on_commit(notifications)
+    return len(notifications)
 
 
 @shared_task(name="notifications.tasks.send_order_confirmation", acks_late=True)
@@ -64,6 +67,8 @@ def send_order_confirmation(order_id: int, send_sms: bool = True, send_email: bo
 @shared_task(name="notifications.tasks.send_order_status_update", acks_late=True)
 def send_order_status_update(order_id: int, old_status: str, new_status: str) -> int:
     """Make sure the notifications for the order reaching `new_status` exist and are queued (idempotent)."""
+    if new_status not in Event.values or new_status == Event.PLACED:
+        raise ValueError(f"{new_status!r} is not a status orders notify about; use one of {Event.values[1:]}")
     return _queue_for_event(order_id, new_status, [Channel.SMS, Channel.EMAIL])
 
 
@@ -90,3 +95,9 @@ def requeue_dead_letter_batch(batch_id: int) -> dict:
     """Requeue a frozen set of dead letters an operator confirmed in the admin."""
     batch = dead_letters.requeue_batch_run(batch_id=batch_id)
     return {"requeued": batch.requeued, "skipped": batch.skipped}
+
+
+@task_prerun.connect
+def drop_unusable_connections(**kwargs):
+    """Connections are reused across tasks; one the database dropped (a restart) is replaced here."""
+    close_old_connections()

@@ -89,6 +89,10 @@ class OrderAdmin(admin.ModelAdmin):
         # Orders come in through the API, where the workflow service validates them.
         return False
 
+    def has_delete_permission(self, request, obj=None):
+        # An order's history and notifications are its record; orders are cancelled, not deleted.
+        return False
+
     @admin.display(description="items", ordering="item_count")
     def item_count(self, order):
         return order.item_count

@@ -40,7 +40,7 @@ class OrderItemSerializer(serializers.ModelSerializer):
 
 class OrderCreateSerializer(serializers.Serializer):
     customer_name = serializers.CharField(min_length=1, max_length=200, validators=[no_control_characters])
-    customer_email = serializers.EmailField(required=False, allow_blank=True, default="")
+    customer_email = serializers.EmailField(required=False, allow_blank=True, default="", max_length=254)
     customer_phone = serializers.CharField(
         required=False,
         allow_blank=True,

@@ -10,7 +10,3 @@ def order_list(*, user: AbstractBaseUser) -> QuerySet[Order]:
     """Staff see every order; an API consumer sees its own."""
     orders = Order.objects.prefetch_related("items")
     return orders if user.is_staff else orders.filter(owner=user)
-
-
-def order_history(*, order: Order):
-    return order.status_changes.select_related("changed_by")

@@ -54,7 +54,7 @@ def published(monkeypatch):
 
     calls = []
 
-    def record(task, *, args, kwargs=None, queue=None):
+    def record(task, *, args, kwargs=None, queue=None, producer=None):
         calls.append((task, args, queue))
 
     monkeypatch.setattr(broker, "publish", record)

@@ -33,9 +33,13 @@ class EmailBackend:
         return message_id
 
 
+# 530 and 535: authentication required or refused, a setting to fix, not a bad recipient.
+TRANSIENT_SMTP_5XX = {530, 535}
+
+
 def classify_smtp_reply(code: int, reason: bytes | str, *, what: str):
     text = reason.decode(errors="replace") if isinstance(reason, bytes) else str(reason)
     message = f"{what}: {code} {text}"
-    if 400 <= code < 500:
+    if 400 <= code < 500 or code in TRANSIENT_SMTP_5XX:
         return TransientDeliveryError(message, code=f"smtp-{code}")
     return PermanentDeliveryError(message, code=f"smtp-{code}")

@@ -11,9 +11,11 @@ from notifications.errors import PermanentDeliveryError, TransientDeliveryError
 
 logger = logging.getLogger(__name__)
 
-# Twilio error codes worth retrying: 20429 too many requests, 30001 queue overflow.
+# Twilio error codes worth retrying: 20429 too many requests, 30001 queue overflow, and
+# 20003 authentication: a wrong key is fixed by an operator, then every message can go.
 # https://www.twilio.com/docs/api/errors
-TRANSIENT_TWILIO_CODES = {20429, 30001}
+TRANSIENT_TWILIO_CODES = {20003, 20429, 30001}
+TRANSIENT_HTTP_STATUSES = {401, 403, 429}
 TWILIO_TIMEOUT_SECONDS = 10
 
 
@@ -49,7 +51,7 @@ def classify_twilio_error(error: TwilioRestException):
     has_twilio_code = bool(error.code) and error.code != error.status
     code = f"twilio-{error.code}" if has_twilio_code else f"http-{error.status}"
     message = f"Twilio {error.code if has_twilio_code else f'HTTP {error.status}'}: {error.msg}"
-    if error.code in TRANSIENT_TWILIO_CODES or error.status == 429 or error.status >= 500:
+    if error.code in TRANSIENT_TWILIO_CODES or error.status in TRANSIENT_HTTP_STATUSES or error.status >= 500:
         return TransientDeliveryError(message, code=code)
     return PermanentDeliveryError(message, code=code)
 

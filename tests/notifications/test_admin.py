@@ -1,7 +1,7 @@
 import pytest
 from django.utils import timezone
 
-from notifications.models import DeadLetter, Notification
+from notifications.models import DeadLetter, Notification, NotificationAttempt
 from tests.factories import UserFactory, place_order
 
 pytestmark = pytest.mark.django_db
@@ -33,7 +33,18 @@ def test_notification_list_filters_and_searches_without_n_plus_one(
 
 def test_notification_detail_shows_its_attempts(client, operator, orders):
     notification = Notification.objects.first()
-    assert client.get(f"/admin/notifications/notification/{notification.pk}/change/").status_code == 200
+    NotificationAttempt.objects.create(
+        notification=notification,
+        number=1,
+        outcome="transient",
+        error_code="http-503",
+        error_message="Twilio HTTP 503: busy",
+        started_at=timezone.now(),
+        finished_at=timezone.now(),
+    )
+    page = client.get(f"/admin/notifications/notification/{notification.pk}/change/").content.decode()
+    assert "Twilio HTTP 503: busy" in page
+    assert "We have received your order" in page
 
 
 def test_dead_letters_are_listed(client, operator, orders, django_assert_max_num_queries):

@@ -16,8 +16,8 @@ def test_consumer_reads_its_orders_notifications(api, order):
     assert response.status_code == 200
     rows = response.json()["results"]
     assert [(row["channel"], row["event"], row["status"], row["attempts"]) for row in rows] == [
-        ("sms", "placed", "pending", 0),
-        ("email", "placed", "pending", 0),
+        ("sms", "placed", "queued", 0),
+        ("email", "placed", "queued", 0),
     ]
     assert rows[0]["recipient"] == order.customer_phone
 

@@ -111,7 +111,7 @@ def test_a_batch_freezes_its_rows_and_requeues_each_once(
 def test_batch_confirm_with_the_broker_down_can_be_retried(dead, staff, monkeypatch):
     batch = dead_letters.requeue_batch_freeze(dead_letters=DeadLetter.objects.all(), description="all", by=staff)
 
-    def down(task, *, args, kwargs=None, queue=None):
+    def down(task, *, args, **options):
         raise services.broker.BrokerUnavailable("down")
 
     monkeypatch.setattr(services.broker, "publish", down)

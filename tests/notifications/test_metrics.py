@@ -38,7 +38,7 @@ def test_metrics_show_notifications_dead_letters_and_queue_depths(client, shop, 
     response = client.get("/metrics")
     assert response.status_code == 200
     text = response.content.decode()
-    assert sample(text, 'orderflow_notifications{channel="sms",status="pending"}') == 1
+    assert sample(text, 'orderflow_notifications{channel="sms",status="queued"}') == 1
     assert sample(text, 'orderflow_notifications{channel="email",status="sent"}') == 1
     assert sample(text, 'orderflow_queue_depth{queue="sms"}') >= 0
     assert sample(text, "orderflow_broker_up") == 1

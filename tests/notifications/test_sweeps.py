@@ -41,7 +41,7 @@ def place_unpublished(owner, count, monkeypatch, capture):
     with capture(execute=False):
         orders = [place_order(owner=owner) for _ in range(count)]
 
-    def down(task, *, args, kwargs=None, queue=None):
+    def down(task, *, args, **options):
         raise broker.BrokerUnavailable("down")
 
     monkeypatch.setattr(services.broker, "publish", down)

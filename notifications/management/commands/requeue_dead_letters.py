@@ -4,6 +4,7 @@ python manage.py requeue_dead_letters --queue sms --since 2h --dry-run
 """
 
 import argparse
+import datetime
 import re
 from datetime import timedelta
 
@@ -27,7 +28,7 @@ def parse_since(value: str):
         moment = timezone.datetime(day.year, day.month, day.day)
     if moment is None:
         raise argparse.ArgumentTypeError(f"{value!r}: write 30m, 6h, 2d, 2026-11-24 or 2026-11-24T08:00")
-    return moment if timezone.is_aware(moment) else timezone.make_aware(moment, timezone.UTC)
+    return moment if timezone.is_aware(moment) else timezone.make_aware(moment, datetime.UTC)
 
 
 class Command(BaseCommand):

@@ -1,0 +1,136 @@
+"""Regressions: each test names the failure it keeps from coming back."""
+
+from datetime import timedelta
+from io import StringIO
+
+import pytest
+from django.core.management import call_command
+from django.utils import timezone
+
+from notifications import services, sweeps
+from notifications.backends.email import classify_smtp_reply
+from notifications.backends.sms import classify_twilio_error
+from notifications.errors import TransientDeliveryError
+from notifications.models import DeadLetter, Notification
+from notifications.tasks import send_order_status_update
+from tests.factories import UserFactory, place_order
+from tests.notifications.conftest import send_into_dead_letter
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def dead(shop, published, scripted, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=False):
+        order = place_order(owner=shop, customer_email="")
+    return send_into_dead_letter(order)
+
+
+def test_cleanup_ages_a_notification_by_when_it_finished_not_when_it_was_made(dead, staff, settings):
+    settings.NOTIFICATIONS_RETENTION_DAYS = 7
+    Notification.objects.filter(pk=dead.notification_id).update(created_at=timezone.now() - timedelta(days=30))
+    services.notification_resend(notification_id=dead.notification_id, by=staff)
+    Notification.objects.filter(pk=dead.notification_id).update(status="sent")  # sent today
+    assert sweeps.notifications_cleanup()["notifications"] == 0
+    assert Notification.objects.filter(pk=dead.notification_id).exists()
+
+
+@pytest.mark.parametrize("since", ["6h", "2d", "2000-01-01", "2000-01-01T08:00"])
+def test_requeue_command_takes_durations_and_dates(dead, since):
+    out = StringIO()
+    call_command("requeue_dead_letters", "--since", since, "--dry-run", stdout=out)
+    assert out.getvalue().startswith("1 dead letter(s) would be requeued")
+
+
+def test_requeue_command_requeues_by_queue_and_task(dead):
+    out = StringIO()
+    call_command("requeue_dead_letters", "--queue", "email", stdout=out)
+    assert out.getvalue().startswith("0 dead letter(s) requeued")
+    call_command(
+        "requeue_dead_letters", "--queue", "sms", "--task", "notifications.tasks.send_sms_notification", stdout=out
+    )
+    assert "1 dead letter(s) requeued, 0 left alone." in out.getvalue()
+    assert DeadLetter.objects.get().status == "requeued"
+
+
+def test_an_email_longer_than_the_column_is_a_400(api):
+    body = {
+        "customer_name": "Ada",
+        "customer_email": "a" * 250 + "@example.com",
+        "items": [{"sku": "A", "name": "A", "quantity": 1, "unit_price": "1.00"}],
+    }
+    response = api.post("/api/orders/", body, format="json")
+    assert response.status_code == 400
+    assert "customer_email" in response.json()["errors"]
+
+
+def test_requeue_matching_with_a_filter_it_does_not_know_answers_with_a_message(client, dead):
+    client.force_login(UserFactory(username="root", is_staff=True, is_superuser=True))
+    response = client.get("/admin/notifications/deadletter/requeue-matching/", {"last_failed_at__gte": "x"})
+    assert response.status_code == 302
+    follow = client.get(response.url)
+    assert "not understood" in follow.content.decode()
+
+
+def test_a_late_receipt_for_the_old_message_does_not_touch_a_resend(dead, staff):
+    Notification.objects.filter(pk=dead.notification_id).update(provider_message_id="SMold")
+    services.notification_resend(notification_id=dead.notification_id, by=staff)
+    notification = Notification.objects.get(pk=dead.notification_id)
+    assert notification.provider_message_id == ""
+    assert services.notification_record_receipt(provider_message_id="SMold", provider_status="delivered") == (
+        "unknown message"
+    )
+
+
+def test_a_cancel_during_the_send_is_not_overwritten(shop, published, scripted, staff):
+    order = place_order(owner=shop, customer_email="")
+    sms = Notification.objects.get(order=order)
+    scripted.script.append(TransientDeliveryError("slow", code="http-503"))
+    original = services._claim
+
+    def claim_then_cancelled(notification_id):
+        claimed = original(notification_id)
+        Notification.objects.filter(pk=notification_id).update(status="cancelled")  # an operator, meanwhile
+        return claimed
+
+    services._claim = claim_then_cancelled
+    try:
+        services.notification_send(notification_id=sms.pk)
+    finally:
+        services._claim = original
+    assert Notification.objects.get(pk=sms.pk).status == "cancelled"
+
+
+def test_bulk_resend_leaves_sent_notifications_alone(client, shop, published):
+    client.force_login(UserFactory(username="root", is_staff=True, is_superuser=True))
+    order = place_order(owner=shop)
+    Notification.objects.filter(order=order).update(status="sent")
+    ids = list(Notification.objects.filter(order=order).values_list("pk", flat=True))
+    response = client.post(
+        "/admin/notifications/notification/", {"action": "resend_selected", "_selected_action": ids}, follow=True
+    )
+    assert "resend it on its own" in response.content.decode()
+    assert set(Notification.objects.values_list("status", flat=True)) == {"sent"}
+    client.post("/admin/notifications/notification/", {"action": "resend_selected", "_selected_action": ids[:1]})
+    assert Notification.objects.get(pk=ids[0]).status == "pending"
+
+
+@pytest.mark.parametrize(
+    "url", ["/admin/notifications/deadletter/", "/admin/notifications/notification/", "/admin/orders/order/"]
+)
+def test_the_console_has_no_delete_action(client, url):
+    client.force_login(UserFactory(username="root", is_staff=True, is_superuser=True))
+    assert "delete_selected" not in client.get(url).content.decode()
+
+
+def test_status_update_task_refuses_a_status_orders_do_not_notify_about(shop, published):
+    order = place_order(owner=shop)
+    with pytest.raises(ValueError, match="not a status orders notify about"):
+        send_order_status_update(order.pk, "confirmed", "pending")
+
+
+def test_credential_failures_are_retried_not_dead_lettered():
+    from twilio.base.exceptions import TwilioRestException
+
+    assert not classify_twilio_error(TwilioRestException(401, "uri", msg="Authenticate", code=20003)).permanent
+    assert not classify_smtp_reply(535, b"5.7.8 bad credentials", what="SMTP error").permanent
