@@ -17,7 +17,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 from django.db import transaction
-from django.db.models import F, Q
+from django.db.models import F
 from django.utils import timezone
 
 from notifications import broker, metrics
@@ -252,21 +252,28 @@ def sending_lease_seconds() -> int:
     return max(settings.NOTIFICATIONS_STUCK_AFTER, SEND_TIME_LIMIT + 10)
 
 
+# One statement claims the row and returns it (an UPDATE, then a SELECT, cost a round trip per
+# send). Claimable: not yet sent, a retry that is due, or a send whose worker died mid-way.
+CLAIM_SQL = f"""
+    UPDATE {Notification._meta.db_table}
+       SET status = 'sending', stale_after = %(lease)s, updated_at = %(now)s
+     WHERE id = %(id)s
+       AND (status IN ('pending', 'queued')
+            OR (status = 'failed' AND next_attempt_at <= %(now)s)
+            OR (status = 'sending' AND stale_after <= %(now)s))
+    RETURNING *
+"""  # noqa: S608 - only the table name is formatted in, from the model
+
+
 def _claim(notification_id: int) -> Notification | SendResult:
     now = timezone.now()
-    claimable = (
-        Q(status__in=[NotificationStatus.PENDING, NotificationStatus.QUEUED])
-        | Q(status=NotificationStatus.FAILED, next_attempt_at__lte=now)
-        | Q(status=NotificationStatus.SENDING, stale_after__lte=now)  # its worker died mid-send
-    )
-    claimed = Notification.objects.filter(claimable, pk=notification_id).update(
-        status=NotificationStatus.SENDING, stale_after=now + timedelta(seconds=sending_lease_seconds())
-    )
+    lease = now + timedelta(seconds=sending_lease_seconds())
+    claimed = list(Notification.objects.raw(CLAIM_SQL, {"id": notification_id, "now": now, "lease": lease}))
+    if claimed:
+        return claimed[0]
     notification = Notification.objects.filter(pk=notification_id).first()
     if notification is None:
         return SendResult("skipped", detail="no such notification")
-    if claimed:
-        return notification
     if notification.status == NotificationStatus.SENDING:
         # Another worker holds it; look again when its lease ends in case that worker died.
         return SendResult("deferred", retry_in=(notification.stale_after - now).total_seconds() + 1, detail="busy")

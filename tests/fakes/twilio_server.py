@@ -68,6 +68,8 @@ class FakeTwilio:
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive, as Twilio's API and the twilio client's session use
+
             def log_message(self, *args):
                 pass
 
