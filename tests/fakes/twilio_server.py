@@ -69,6 +69,7 @@ class FakeTwilio:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"  # keep-alive, as Twilio's API and the twilio client's session use
+            disable_nagle_algorithm = True  # headers and body go out as two writes; don't stall the second
 
             def log_message(self, *args):
                 pass
