@@ -34,7 +34,6 @@ from notifications.models import (
     NotificationStatus,
     RecipientCorrection,
 )
-from notifications.publisher import BackgroundPublisher
 from notifications.ratelimit import LimiterUnavailable, limiter_for
 from notifications.rendering import render_notification
 from orderflow.errors import ApplicationError, Conflict, NotFound
@@ -106,13 +105,11 @@ def notifications_create(*, order, event: str, channels=(Channel.SMS, Channel.EM
 
 
 def notifications_publish_on_commit(notifications: list[Notification]) -> None:
-    """Publish notifications once the surrounding transaction commits (in the background if so set)."""
+    """Publish notifications once the surrounding transaction commits."""
     jobs = [_channel_job(row.pk, row.channel) for row in notifications]
-    if not jobs:
-        return
-    publish = background_publisher.submit if settings.NOTIFICATIONS_PUBLISH_IN_BACKGROUND else _publish
-    # robust: whatever a publish raises, the order is committed and the sweep publishes later.
-    transaction.on_commit(partial(publish, jobs), robust=True)
+    if jobs:
+        # robust: whatever a publish raises, the order is committed and the sweep publishes later.
+        transaction.on_commit(partial(_publish, jobs), robust=True)
 
 
 def notifications_publish(*, notifications: list[tuple[int, str]]) -> int:
@@ -175,9 +172,6 @@ def _publish(jobs: list[PublishJob]) -> list[int | None]:
             pk__in=left, status__in=[NotificationStatus.PENDING, NotificationStatus.QUEUED]
         ).update(status=NotificationStatus.PENDING, stale_after=timezone.now())
     return published
-
-
-background_publisher = BackgroundPublisher(_publish)
 
 
 # --- sending --------------------------------------------------------------------------------

@@ -189,10 +189,6 @@ NOTIFICATIONS_RETENTION_DAYS = read("NOTIFICATIONS_RETENTION_DAYS", env.int, env
 NOTIFICATIONS_DEAD_LETTER_RETENTION_DAYS = read(
     "NOTIFICATIONS_DEAD_LETTER_RETENTION_DAYS", env.int, env, default=30, minimum=1
 )
-# Publish after commit on a background thread, so an order never waits on the broker.
-NOTIFICATIONS_PUBLISH_IN_BACKGROUND = parse_bool(
-    "NOTIFICATIONS_PUBLISH_IN_BACKGROUND", env.str("NOTIFICATIONS_PUBLISH_IN_BACKGROUND", default="true")
-)
 NOTIFICATIONS_STUCK_AFTER = read("NOTIFICATIONS_STUCK_AFTER", env.int, env, default=300, minimum=1)
 
 # --- Metrics ---------------------------------------------------------------------------

@@ -10,9 +10,6 @@ CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"
 # Keep the suite's rate-limit counters apart from a developer's running instance.
 REDIS_URL = env.str("ORDERFLOW_TEST_REDIS_URL", default="redis://127.0.0.1:6379/13")
 SMS_BACKEND = "notifications.backends.sms.InMemoryBackend"
-# Unit tests publish on their own thread, so they can see what was published; the pipeline
-# tests switch the background publisher on, as production runs.
-NOTIFICATIONS_PUBLISH_IN_BACKGROUND = False
 # What unit tests publish goes to a broker database no worker reads (the pipeline tests point
 # this process at the broker their worker consumes), never to a running instance's.
 CELERY_BROKER_URL = env.str("ORDERFLOW_TEST_UNIT_BROKER_URL", default="redis://127.0.0.1:6379/12")
