@@ -29,6 +29,7 @@ from notifications.models import (
     Channel,
     DeadLetter,
     DeadLetterStatus,
+    Event,
     Notification,
     NotificationAttempt,
     NotificationStatus,
@@ -64,14 +65,17 @@ class SendResult:
 # --- outbox ---------------------------------------------------------------------------------
 
 
-def notifications_create(*, order, event: str, channels=(Channel.SMS, Channel.EMAIL)) -> list[Notification]:
+def notifications_create(
+    *, order, event: str, channels=(Channel.SMS, Channel.EMAIL), items: list | None = None
+) -> list[Notification]:
     """Write the outbox rows for one order event: one per channel the customer can be reached on.
 
     Runs inside the order's transaction; an event already written for a channel is not written again.
     """
     recipients = {Channel.SMS: order.customer_phone, Channel.EMAIL: order.customer_email}
     now = timezone.now()
-    items = list(order.items.all())
+    if items is None and event == Event.PLACED:  # only the confirmation lists the items
+        items = list(order.items.all())
     rows = []
     for channel in channels:
         if not recipients[channel]:

@@ -9,8 +9,9 @@ from orders.signals import order_placed, order_status_changed
 
 
 @receiver(order_placed, dispatch_uid="notifications.order_placed")
-def queue_order_placed(sender, order, **kwargs):
-    services.notifications_publish_on_commit(services.notifications_create(order=order, event=Event.PLACED))
+def queue_order_placed(sender, order, items, **kwargs):
+    notifications = services.notifications_create(order=order, event=Event.PLACED, items=items)
+    services.notifications_publish_on_commit(notifications)
 
 
 @receiver(order_status_changed, dispatch_uid="notifications.order_status_changed")

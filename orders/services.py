@@ -99,14 +99,14 @@ def order_create(
                 customer_phone=customer_phone,
                 total=total,
             )
-            OrderItem.objects.bulk_create(OrderItem(order=order, **asdict(line)) for line in items)
+            order_items = OrderItem.objects.bulk_create(OrderItem(order=order, **asdict(line)) for line in items)
             OrderStatusChange.objects.create(
                 order=order, from_status="", to_status=order.status, changed_by=owner, source=source
             )
             if key_row:
                 key_row.order = order
                 key_row.save(update_fields=["order"])
-            order_placed.send(sender=Order, order=order)
+            order_placed.send(sender=Order, order=order, items=order_items)
     except _KeyTaken:
         # A concurrent request with the same key committed first: answer with its order.
         replay = _replay(owner=owner, key=idempotency_key, fingerprint=fingerprint)

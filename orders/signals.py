@@ -3,7 +3,7 @@ writes commit or roll back with the order; side effects belong in transaction.on
 
 from django.dispatch import Signal
 
-# order: the new Order, with its items saved.
+# order: the new Order; items: its OrderItem rows, saved.
 order_placed = Signal()
 
 # order, old_status, new_status, change: the OrderStatusChange row just written.
