@@ -187,6 +187,7 @@ class DeadLetter(models.Model):
             ("discard_deadletter", "Can discard dead letters"),
         ]
         indexes = [
+            models.Index(fields=["-last_failed_at", "-id"], name="deadletter_failed"),
             models.Index(fields=["status", "-last_failed_at"], name="deadletter_status_failed"),
             models.Index(fields=["queue", "-last_failed_at"], name="deadletter_queue_failed"),
             models.Index(fields=["task_name", "-last_failed_at"], name="deadletter_task_failed"),

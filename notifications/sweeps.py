@@ -47,9 +47,12 @@ def notifications_sweep() -> dict:
         return {"skipped": "broker unavailable"}
 
     counts = {
-        "unpublished": _republish(Q(status=NotificationStatus.PENDING, stale_after__lte=now)),
-        "abandoned": _republish(Q(status=NotificationStatus.SENDING, stale_after__lte=now)),
-        "retry_lost": _republish(Q(status=NotificationStatus.FAILED, next_attempt_at__lte=now - stuck_after)),
+        # Each ordered by the column of its partial index, so a batch reads the index, not a sort.
+        "unpublished": _republish(Q(status=NotificationStatus.PENDING, stale_after__lte=now), order_by="stale_after"),
+        "abandoned": _republish(Q(status=NotificationStatus.SENDING, stale_after__lte=now), order_by="stale_after"),
+        "retry_lost": _republish(
+            Q(status=NotificationStatus.FAILED, next_attempt_at__lte=now - stuck_after), order_by="next_attempt_at"
+        ),
         "message_lost": 0,
     }
     for channel, depth in depths.items():
