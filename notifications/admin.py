@@ -23,22 +23,12 @@ from notifications.models import (
     RecipientCorrection,
     RequeueBatch,
 )
+from orderflow.admin import ReadOnlyInline
 from orderflow.errors import ApplicationError
 from orderflow.masking import mask_recipient
 
 # Above this many selected rows, requeue goes through a frozen batch and a background task.
 INLINE_REQUEUE_LIMIT = 500
-
-
-class ReadOnlyInline(admin.TabularInline):
-    extra = 0
-    can_delete = False
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
 
 
 class AttemptInline(ReadOnlyInline):

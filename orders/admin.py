@@ -1,20 +1,10 @@
 from django.contrib import admin, messages
 from django.db.models import Count
 
+from orderflow.admin import ReadOnlyInline
 from orderflow.errors import ApplicationError
 from orders import services
 from orders.models import ChangeSource, Order, OrderItem, OrderStatus, OrderStatusChange
-
-
-class ReadOnlyInline(admin.TabularInline):
-    extra = 0
-    can_delete = False
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
 
 
 class OrderItemInline(ReadOnlyInline):

@@ -20,7 +20,7 @@ from notifications import services
 from notifications.errors import PermanentDeliveryError
 from notifications.models import DeadLetter, Notification
 from orderflow.celery import app
-from tests.factories import UserFactory
+from tests.factories import UserFactory, place_order
 from tests.fakes.smtp_server import FakeSMTP
 from tests.fakes.twilio_server import FakeTwilio
 from tests.notifications.scripted_backend import ScriptedBackend
@@ -216,3 +216,11 @@ def send_into_dead_letter(order, error=None) -> DeadLetter:
     sms = Notification.objects.get(order=order, channel="sms")
     assert services.notification_send(notification_id=sms.pk).outcome == "dead"
     return DeadLetter.objects.get(notification=sms, status="dead")
+
+
+@pytest.fixture
+def dead(shop, published, scripted, django_capture_on_commit_callbacks) -> DeadLetter:
+    """A dead letter for an SMS-only order, made through the real send path."""
+    with django_capture_on_commit_callbacks(execute=False):
+        order = place_order(owner=shop, customer_email="")
+    return send_into_dead_letter(order)

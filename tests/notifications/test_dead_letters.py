@@ -16,13 +16,6 @@ from tests.notifications.conftest import send_into_dead_letter
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def dead(shop, published, scripted, django_capture_on_commit_callbacks):
-    with django_capture_on_commit_callbacks(execute=False):
-        order = place_order(owner=shop, customer_email="")
-    return send_into_dead_letter(order)
-
-
 def test_requeue_resets_the_notification_and_publishes_the_original_task(
     dead, staff, published, django_capture_on_commit_callbacks
 ):

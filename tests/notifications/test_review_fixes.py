@@ -14,16 +14,8 @@ from notifications.errors import TransientDeliveryError
 from notifications.models import DeadLetter, Notification
 from notifications.tasks import send_order_status_update
 from tests.factories import UserFactory, place_order
-from tests.notifications.conftest import send_into_dead_letter
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def dead(shop, published, scripted, django_capture_on_commit_callbacks):
-    with django_capture_on_commit_callbacks(execute=False):
-        order = place_order(owner=shop, customer_email="")
-    return send_into_dead_letter(order)
 
 
 def test_cleanup_ages_a_notification_by_when_it_finished_not_when_it_was_made(dead, staff, settings):
