@@ -3,6 +3,7 @@
 import re
 
 import django_filters
+from django import forms
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import mixins, serializers, status, viewsets
@@ -92,12 +93,21 @@ class TransitionSerializer(serializers.Serializer):
     status = serializers.ChoiceField(OrderStatus.choices)
 
 
+class OrderFilterForm(forms.Form):
+    def clean_status(self):
+        # An empty ?status= would silently filter nothing; say so instead.
+        if "status" in self.data and not self.data["status"]:
+            raise forms.ValidationError("Give a status to filter by, or leave the status parameter out.")
+        return self.cleaned_data["status"]
+
+
 class OrderFilter(django_filters.FilterSet):
     status = django_filters.ChoiceFilter(choices=OrderStatus.choices)
 
     class Meta:
         model = Order
         fields = ["status"]
+        form = OrderFilterForm
 
 
 TRANSITION_REFUSED = inline_serializer(

@@ -34,6 +34,7 @@ def token(db, published, keep_test_connection):
 @schema.parametrize()
 @settings(
     max_examples=40,
+    derandomize=True,  # the same examples every run, so CI is reproducible; raise max_examples to explore
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.filter_too_much],
 )

@@ -424,3 +424,9 @@ def test_a_post_to_an_unknown_api_url_is_a_json_404_not_a_csrf_page(api):
     response = api.post("/api/orders/0.5/transition/", {"status": "confirmed"}, format="json")
     assert response.status_code == 404
     assert response.json()["code"] == "not_found"
+
+
+def test_an_empty_status_filter_is_a_400_not_a_silent_no_filter(api):
+    response = api.get(ORDERS, {"status": ""})
+    assert response.status_code == 400
+    assert "Give a status to filter by" in response.json()["detail"]
