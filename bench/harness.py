@@ -55,6 +55,7 @@ from notifications.signals import queue_order_placed, queue_order_status_changed
 from orders.services import OrderLine, order_create  # noqa: E402
 from orders.signals import order_placed, order_status_changed  # noqa: E402
 from tests.fakes.twilio_server import FakeTwilio  # noqa: E402
+from tests.waiting import wait_until  # noqa: E402
 
 ORDER_LINE = OrderLine(sku="TEA-1", name="Green tea", quantity=2, unit_price=Decimal("4.50"))
 RESET_APPS = ("orders", "notifications", "django_celery_results")
@@ -133,16 +134,6 @@ def wait_until_drained(queue: str, *, timeout: float) -> float:
             drained_since = None
         time.sleep(0.002)
     raise TimeoutError(f"timed out after {timeout:.0f}s waiting for the {queue} queue to drain")
-
-
-def wait_until(predicate, *, timeout: float, interval: float = 0.1, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
 # --- the Twilio double ----------------------------------------------------------------------

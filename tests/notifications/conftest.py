@@ -8,7 +8,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
@@ -24,6 +23,7 @@ from tests.factories import UserFactory, place_order
 from tests.fakes.smtp_server import FakeSMTP
 from tests.fakes.twilio_server import FakeTwilio
 from tests.notifications.scripted_backend import ScriptedBackend
+from tests.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 BROKERS = {
@@ -40,16 +40,6 @@ WORKER_ENV = {
     "NOTIFICATIONS_SMS_RATE_LIMIT": "100/s",
     "NOTIFICATIONS_EMAIL_RATE_LIMIT": "100/s",
 }
-
-
-def wait_until(predicate, *, timeout: float = 30, interval: float = 0.1, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def point_app_at(broker_url: str) -> None:
