@@ -16,7 +16,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -287,29 +287,48 @@ def _release(notification: Notification) -> None:
     )
 
 
+# One statement records a send (an UPDATE and an INSERT in a transaction cost three round
+# trips more). The UPDATE is guarded by the claim, so an operator's cancel or a takeover
+# meanwhile is not overwritten; the attempt is recorded either way, for the message went out.
+# Recording a send is the hot path of every worker. On PostgreSQL it is one statement (a
+# data-modifying WITH), one round trip and one commit; elsewhere (SQLite for quick local runs)
+# the same two statements run in a transaction. The UPDATE is guarded by the claim, so an
+# operator's cancel or a takeover meanwhile is not overwritten; the attempt is recorded either
+# way, for the message went out.
+MARK_SENT_SQL = f"""
+    UPDATE {Notification._meta.db_table}
+       SET status = 'sent', attempts = attempts + 1, provider_message_id = %(provider_message_id)s,
+           sent_at = %(now)s, updated_at = %(now)s, stale_after = NULL, next_attempt_at = NULL
+     WHERE id = %(id)s AND status = 'sending'
+"""  # noqa: S608 - only the table name is formatted in, from the model
+ADD_SENT_ATTEMPT_SQL = f"""
+    INSERT INTO {NotificationAttempt._meta.db_table}
+           (notification_id, number, outcome, error_code, error_message, provider_message_id,
+            worker, started_at, finished_at)
+    VALUES (%(id)s, %(number)s, 'sent', '', '', %(provider_message_id)s, %(worker)s, %(started_at)s, %(now)s)
+"""  # noqa: S608 - only the table name is formatted in, from the model
+ONE_STATEMENT_VENDORS = {"postgresql"}
+
+
 def _record_sent(notification: Notification, provider_message_id: str, *, started_at, task_id, worker) -> SendResult:
     now = timezone.now()
     metrics.SENDS.labels(notification.channel).inc()
     metrics.SEND_SECONDS.labels(notification.channel).observe((now - started_at).total_seconds())
-    with transaction.atomic():
-        # Guarded by the claim: an operator's cancel or a takeover meanwhile is not overwritten.
-        Notification.objects.filter(pk=notification.pk, status=NotificationStatus.SENDING).update(
-            status=NotificationStatus.SENT,
-            attempts=F("attempts") + 1,
-            provider_message_id=provider_message_id,
-            sent_at=now,
-            stale_after=None,
-            next_attempt_at=None,
-        )
-        NotificationAttempt.objects.create(
-            notification=notification,
-            number=notification.attempts + 1,
-            outcome=NotificationAttempt.Outcome.SENT,
-            provider_message_id=provider_message_id,
-            worker=worker,
-            started_at=started_at,
-            finished_at=now,
-        )
+    params = {
+        "id": notification.pk,
+        "number": notification.attempts + 1,
+        "provider_message_id": provider_message_id,
+        "worker": worker,
+        "started_at": started_at,
+        "now": now,
+    }
+    if connection.vendor in ONE_STATEMENT_VENDORS:
+        with connection.cursor() as cursor:
+            cursor.execute(f"WITH sent AS ({MARK_SENT_SQL}) {ADD_SENT_ATTEMPT_SQL}", params)
+    else:
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(MARK_SENT_SQL, params)
+            cursor.execute(ADD_SENT_ATTEMPT_SQL, params)
     log_event(
         "notification.sent",
         notification,

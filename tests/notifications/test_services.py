@@ -109,6 +109,43 @@ def test_send_claims_sends_and_records(shop, published, scripted):
     assert scripted.sent == [(sms.recipient, sms.body)]
 
 
+@pytest.fixture(params=["one statement", "transaction"])
+def record_path(request, monkeypatch):
+    """Record sends both ways: in one statement (PostgreSQL) and as two in a transaction."""
+    if request.param == "transaction":
+        monkeypatch.setattr(services, "ONE_STATEMENT_VENDORS", set())
+    return request.param
+
+
+def test_a_send_is_recorded_with_its_attempt(shop, published, scripted, record_path):
+    sms = sms_of(place_order(owner=shop))
+    services.notification_send(notification_id=sms.pk, worker="sms@host")
+    sms.refresh_from_db()
+    attempt = sms.attempt_log.get()
+    assert (sms.status, sms.attempts, sms.stale_after, sms.sent_at is not None) == ("sent", 1, None, True)
+    assert (attempt.number, attempt.outcome, attempt.worker) == (1, "sent", "sms@host")
+    assert attempt.provider_message_id == sms.provider_message_id != ""
+    assert attempt.started_at <= attempt.finished_at == sms.sent_at == sms.updated_at
+
+
+def test_a_send_cancelled_meanwhile_stays_cancelled_and_its_attempt_is_kept(
+    shop, published, scripted, record_path, monkeypatch
+):
+    sms = sms_of(place_order(owner=shop))
+    claim = services._claim
+
+    def claimed_then_cancelled(notification_id):
+        claimed = claim(notification_id)
+        Notification.objects.filter(pk=notification_id).update(status="cancelled")  # an operator, meanwhile
+        return claimed
+
+    monkeypatch.setattr(services, "_claim", claimed_then_cancelled)
+    services.notification_send(notification_id=sms.pk)
+    sms.refresh_from_db()
+    assert (sms.status, sms.provider_message_id) == ("cancelled", "")
+    assert sms.attempt_log.get().outcome == "sent"  # the message did go out
+
+
 def test_a_second_run_of_the_same_task_sends_nothing(shop, published, scripted):
     sms = sms_of(place_order(owner=shop))
     services.notification_send(notification_id=sms.pk)
