@@ -50,11 +50,12 @@ class NotificationQuerySet(models.QuerySet):
 
 
 class Notification(models.Model):
-    order = models.ForeignKey("orders.Order", on_delete=models.CASCADE, related_name="notifications")
+    # Indexed by notification_order (order, created_at): every index is written by every send.
+    order = models.ForeignKey("orders.Order", on_delete=models.CASCADE, related_name="notifications", db_index=False)
     channel = models.CharField(max_length=10, choices=Channel)
     event = models.CharField(max_length=20, choices=Event)
     dedup_key = models.CharField(
-        max_length=100, unique=True, help_text="order:event:channel; one notification per event and channel"
+        max_length=100, help_text="order:event:channel; one notification per event and channel"
     )
     recipient = models.CharField(max_length=254, help_text="E.164 phone number or email address")
     subject = models.CharField(max_length=255, blank=True)
@@ -105,6 +106,10 @@ class Notification(models.Model):
                 fields=["updated_at"], name="notification_finished", condition=Q(status__in=FINISHED_STATUSES)
             ),
         ]
+        constraints = [
+            # A constraint rather than unique=True, which would add a LIKE index no query uses.
+            models.UniqueConstraint(fields=["dedup_key"], name="notification_dedup_key"),
+        ]
         permissions = [
             ("resend_notification", "Can resend or correct notifications"),
             ("cancel_notification", "Can cancel notifications"),
@@ -126,7 +131,8 @@ class NotificationAttempt(models.Model):
         TRANSIENT_ERROR = "transient", "transient error"
         PERMANENT_ERROR = "permanent", "permanent error"
 
-    notification = models.ForeignKey(Notification, on_delete=models.CASCADE, related_name="attempt_log")
+    # Indexed by attempt_notification (notification, number).
+    notification = models.ForeignKey(Notification, on_delete=models.CASCADE, related_name="attempt_log", db_index=False)
     number = models.PositiveIntegerField()
     outcome = models.CharField(max_length=10, choices=Outcome)
     error_code = models.CharField(max_length=50, blank=True)
