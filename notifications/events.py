@@ -9,6 +9,8 @@ logger = logging.getLogger("orderflow.notifications")
 
 
 def log_event(event: str, notification, *, level: int = logging.INFO, **fields) -> None:
+    if not logger.isEnabledFor(level):
+        return  # every send logs twice: build nothing when no one reads it
     context = {
         "event": event,
         "order_id": notification.order_id,
