@@ -12,14 +12,16 @@ can run next to the other benchmarks.
    each order makes an SMS and an email notification. Two servers run side by side: "on" serves
    orderflow.wsgi, "off" serves bench.wsgi_notifications_off, the same application with the
    notifications receivers disconnected by their dispatch_uids (no product setting). After an
-   unmeasured warm-up of each, the phases run on, off, off, on, each for half of `--seconds`,
-   so that a drift (tables growing, the other benchmarks, autovacuum) weighs on both modes
-   alike. No worker runs: the "on" orders' messages wait in the broker, are counted against
-   their outbox rows, and are then deleted.
-   Printed per phase and per mode: requests, errors (every answer but a 201 is printed with its
-   body), p50 and p99 latency, orders per second, gunicorn's CPU per order, how busy the
+   unmeasured warm-up of each, the load moves between them in rounds of four phases, on, off,
+   off, on, of about `--phase-seconds` each, `--seconds` in all per mode: a drift (tables
+   growing, the other benchmarks, autovacuum) weighs on both modes alike, and the rounds show
+   how much the machine's noise moves the ratio. No worker runs: the "on" orders' messages wait
+   in the broker, are counted against their outbox rows, and are then deleted.
+   Printed per round: orders per second of each mode and the ratios. Per mode: requests,
+   errors (every answer but a 201 is printed with its body), p50 and p99 latency, orders per
+   second, CPU per order of gunicorn's workers and of the database's backends, how busy the
    machine was, the load generator's own CPU; then the time per order on / off from throughput
-   (goal: at most 1.3) and from p50.
+   (goal: at most 1.3), p50 on / off, and CPU per order on / off.
 
 2. End to end. `--orders` orders through the API of an "on" server (`--clients` clients),
    with no worker running; then an sms and an email worker (start_celery_worker's options:
@@ -33,7 +35,8 @@ can run next to the other benchmarks.
    (replaced every 1000 tasks, so sampled while they live), of the two servers and of this
    process.
 
-    .venv/bin/python bench/load.py [--seconds 60] [--clients 16] [--orders 10000] [--part both|api|e2e]
+    .venv/bin/python bench/load.py [--seconds 60] [--phase-seconds 7.5] [--clients 16] [--orders 10000]
+        [--web-workers 3] [--concurrency 2] [--part both|api|e2e]
 """
 
 import argparse
@@ -75,7 +78,8 @@ from tests.fakes.smtp_server import free_port
 GOAL_RATIO = 1.3
 LIFTED_LIMIT = "100000/s"
 APPS = {"on": "orderflow.wsgi", "off": "bench.wsgi_notifications_off"}
-PHASES = ("on", "off", "off", "on")
+# A round of phases: a drift that is linear over a round weighs on both modes alike.
+ROUND = ("on", "off", "off", "on")
 WARM_UP_SECONDS = 3
 LOG_DIR = Path(tempfile.gettempdir())
 # .env.example's deployment, over plain HTTP on loopback.
@@ -117,14 +121,67 @@ def peak_memory_kb(pid: int) -> int | None:
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def cpu_seconds(pids: list[int]) -> float:
-    """User and system CPU time the processes have used."""
-    ticks = 0
-    for pid in pids:
-        with suppress(OSError):
-            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-            ticks += int(fields[11]) + int(fields[12])
-    return ticks / CLOCK_TICKS
+def cpu_seconds(pid: int) -> float | None:
+    """User and system CPU time the process has used so far."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+class DatabaseBackends:
+    """PostgreSQL's backend processes serving the bench database: their process titles name it."""
+
+    def __init__(self):
+        self.marker = f" {harness.DATABASE_NAME} ".encode()
+        self.known: dict[int, bool] = {}  # pid -> a backend of ours; a title never moves to another database
+
+    def __call__(self) -> list[int]:
+        pids = [int(entry.name) for entry in Path("/proc").iterdir() if entry.name.isdigit()]
+        for pid in pids:
+            if pid not in self.known:
+                with suppress(OSError):
+                    title = Path(f"/proc/{pid}/cmdline").read_bytes()
+                    self.known[pid] = title.startswith(b"postgres:") and self.marker in title
+        return [pid for pid in pids if self.known.get(pid)]
+
+
+class CPUMeter:
+    """CPU seconds used by a changing set of processes (`find()` lists them), sampled every
+    0.25 s: one that exits counts up to its last sample, one that starts counts from zero."""
+
+    def __init__(self, find):
+        self.find = find
+        self.first: dict[int, float] = {}
+        self.last: dict[int, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample_until_stopped, daemon=True)
+
+    def __enter__(self) -> "CPUMeter":
+        self._sample(since_start=False)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+
+    @property
+    def seconds(self) -> float:
+        return sum(self.last[pid] - self.first[pid] for pid in self.first)
+
+    def _sample_until_stopped(self) -> None:
+        while not self._stop.wait(0.25):
+            self._sample()
+
+    def _sample(self, *, since_start: bool = True) -> None:
+        for pid in self.find():
+            used = cpu_seconds(pid)
+            if used is not None:
+                self.first.setdefault(pid, 0.0 if since_start else used)
+                self.last[pid] = used
 
 
 def machine_ticks() -> tuple[int, int]:
@@ -281,6 +338,7 @@ class Run:
     started_at: float  # time.time()
     client_cpu: float  # CPU seconds this process used
     web_cpu: float  # CPU seconds gunicorn's workers used
+    database_cpu: float  # CPU seconds PostgreSQL's backends for the bench database used
     machine_busy: float  # share of the machine's CPU time that was busy
 
     @property
@@ -307,6 +365,7 @@ class Run:
             started_at=runs[0].started_at,
             client_cpu=sum(run.client_cpu for run in runs),
             web_cpu=sum(run.web_cpu for run in runs),
+            database_cpu=sum(run.database_cpu for run in runs),
             machine_busy=sum(run.machine_busy * run.seconds for run in runs) / total,
         )
 
@@ -349,24 +408,25 @@ def place_orders(
     threads = [threading.Thread(target=client, daemon=True) for _ in range(clients)]
     for thread in threads:
         thread.start()
-    web_pids = server.worker_pids()
-    web_cpu, client_cpu, (busy, every) = cpu_seconds(web_pids), time.process_time(), machine_ticks()
-    started_at, started = time.time(), time.monotonic()
-    if seconds is not None:
-        deadline = started + seconds
-    start.wait()
-    for thread in threads:
-        thread.join()
-    elapsed = time.monotonic() - started
-    busy_after, every_after = machine_ticks()
+    with CPUMeter(server.worker_pids) as web, CPUMeter(DatabaseBackends()) as database:
+        client_cpu, (busy, every) = time.process_time(), machine_ticks()
+        started_at, started = time.time(), time.monotonic()
+        if seconds is not None:
+            deadline = started + seconds
+        start.wait()
+        for thread in threads:
+            thread.join()
+        elapsed = time.monotonic() - started
+        client_cpu, (busy_after, every_after) = time.process_time() - client_cpu, machine_ticks()
     return Run(
         latencies=latencies,
         failures=failures,
         created=len(created),
         seconds=elapsed,
         started_at=started_at,
-        client_cpu=time.process_time() - client_cpu,
-        web_cpu=cpu_seconds(web_pids) - web_cpu,
+        client_cpu=client_cpu,
+        web_cpu=web.seconds,
+        database_cpu=database.seconds,
         machine_busy=(busy_after - busy) / max(1, every_after - every),
     )
 
@@ -382,21 +442,26 @@ def deployed_env(metrics_dir: str, **overrides: str) -> dict:
 # --- 1. the API, notifications on and off ---------------------------------------------------
 
 
+def phase_plan(seconds: float, phase_seconds: float) -> tuple[list[str], float]:
+    """The modes in the order they run, in rounds of on, off, off, on; and the length of a phase."""
+    rounds = max(1, round(seconds / (2 * phase_seconds)))
+    return list(ROUND * rounds), seconds / (2 * rounds)
+
+
 def api_under_load(args, *, token: str, metrics_dir: str) -> None:
     env = deployed_env(metrics_dir)
     servers = {
         mode: Gunicorn(name=f"api-{mode}", app=app, env=env, workers=args.web_workers) for mode, app in APPS.items()
     }
+    plan, phase_seconds = phase_plan(args.seconds, args.phase_seconds)
     runs = []  # (mode, Run) in the order they ran
     with serving(list(servers.values())):
         warm_up = {
             mode: place_orders(server, token=token, clients=args.clients, seconds=WARM_UP_SECONDS)
             for mode, server in servers.items()
         }
-        for mode in PHASES:
-            runs.append(
-                (mode, place_orders(servers[mode], token=token, clients=args.clients, seconds=args.seconds / 2))
-            )
+        for mode in plan:
+            runs.append((mode, place_orders(servers[mode], token=token, clients=args.clients, seconds=phase_seconds)))
 
     on_orders = warm_up["on"].created + sum(run.created for mode, run in runs if mode == "on")
     outbox = Notification.objects.count()
@@ -404,26 +469,30 @@ def api_under_load(args, *, token: str, metrics_dir: str) -> None:
     waiting = sum(broker.llen(queue) for queue in (Channel.SMS, Channel.EMAIL))
     harness.flush_redis()
 
-    title = (
-        f"API under load: {args.clients} clients, POST /api/orders/ (SMS + email), gunicorn {args.web_workers} "
-        f"sync workers, phases {', '.join(PHASES)} of {args.seconds / 2:g} s"
+    rounds = [runs[number : number + len(ROUND)] for number in range(0, len(runs), len(ROUND))]
+    harness.print_table(
+        f"API under load, round by round ({', '.join(ROUND)}; {phase_seconds:g} s a phase)",
+        ["", "on, orders/s", "off, orders/s", "time per order on / off", "p50 on / off"],
+        [[f"round {number}", *_comparison(round_runs)] for number, round_runs in enumerate(rounds, 1)],
     )
-    header = [
-        "",
-        "requests",
-        "errors",
-        "orders/s",
-        "p50 ms",
-        "p99 ms",
-        "web CPU ms/order",
-        "machine busy",
-        "client CPU",
-    ]
-    rows = [[f"phase {number} ({mode})", *_figures(run)] for number, (mode, run) in enumerate(runs, 1)]
     by_mode = {mode: Run.combined([run for seen, run in runs if seen == mode]) for mode in APPS}
-    rows += [[f"notifications {mode}", *_figures(by_mode[mode])] for mode in APPS]
-    harness.print_table(title, header, rows)
-
+    harness.print_table(
+        f"API under load: {args.clients} clients, POST /api/orders/ (SMS + email), gunicorn {args.web_workers} "
+        f"sync workers, {args.seconds:g} s per mode",
+        [
+            "",
+            "requests",
+            "errors",
+            "orders/s",
+            "p50 ms",
+            "p99 ms",
+            "web CPU ms/order",
+            "db CPU ms/order",
+            "machine busy",
+            "client CPU",
+        ],
+        [[f"notifications {mode}", *_figures(by_mode[mode])] for mode in APPS],
+    )
     on, off = by_mode["on"], by_mode["off"]
     per_order = off.per_second / on.per_second
     print(
@@ -431,13 +500,24 @@ def api_under_load(args, *, token: str, metrics_dir: str) -> None:
         f"{'yes' if per_order <= GOAL_RATIO else 'NO'}"
     )
     print(f"  p50 latency on / off: {on.percentile_ms(50) / off.percentile_ms(50):.2f}")
-    print(f"  web CPU per order on / off: {(on.web_cpu / on.created) / (off.web_cpu / off.created):.2f}")
+    for what, on_cpu, off_cpu in (("web", on.web_cpu, off.web_cpu), ("db", on.database_cpu, off.database_cpu)):
+        print(f"  {what} CPU per order on / off: {(on_cpu / on.created) / (off_cpu / off.created):.2f}")
     print(
         f"  outbox: {outbox} notifications for {on_orders} orders placed with notifications on "
         f"({'2 each' if outbox == 2 * on_orders else 'NOT 2 each'}); {waiting} messages were waiting in the broker "
         f"({'one each' if waiting == outbox else 'NOT one each'}), now deleted"
     )
     _print_failures([failure for _, run in [*warm_up.items(), *runs] for failure in run.failures])
+
+
+def _comparison(runs: list[tuple[str, Run]]) -> list[str]:
+    on, off = (Run.combined([run for seen, run in runs if seen == mode]) for mode in APPS)
+    return [
+        f"{on.per_second:.1f}",
+        f"{off.per_second:.1f}",
+        f"{off.per_second / on.per_second:.2f}",
+        f"{on.percentile_ms(50) / off.percentile_ms(50):.2f}",
+    ]
 
 
 def _figures(run: Run) -> list[str]:
@@ -448,6 +528,7 @@ def _figures(run: Run) -> list[str]:
         f"{run.percentile_ms(50):.1f}",
         f"{run.percentile_ms(99):.1f}",
         f"{run.web_cpu / max(1, run.created) * 1000:.2f}",
+        f"{run.database_cpu / max(1, run.created) * 1000:.2f}",
         f"{run.machine_busy:.0%}",
         f"{run.client_cpu / run.seconds:.0%} of a core",
     ]
@@ -574,6 +655,7 @@ def _print_memory(memory: PeakMemory) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=60, help="seconds of load per mode (default 60)")
+    parser.add_argument("--phase-seconds", type=float, default=7.5, help="about this long a phase (default 7.5)")
     parser.add_argument("--clients", type=int, default=16, help="concurrent clients (default 16)")
     parser.add_argument("--orders", type=int, default=10000, help="orders end to end (default 10000)")
     parser.add_argument("--web-workers", type=int, default=3, help="gunicorn workers (default 3, as deployed)")
