@@ -201,6 +201,8 @@ class Gunicorn:
         self.argv = [
             *(sys.executable, "-m", "gunicorn", app),
             *("--bind", f"127.0.0.1:{self.port}", "--workers", str(workers), "--access-logfile", "-"),
+            # Several servers run side by side here; each would take over the one default socket path.
+            "--no-control-socket",
         ]
         self.log_path = LOG_DIR / f"orderflow-load-{name}.log"
         self.process = None
