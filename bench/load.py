@@ -1,11 +1,11 @@
 """Load: the order API under concurrent clients with notifications on and off, then orders end
 to end through real workers to a Twilio double and a real SMTP server.
 
-Everything runs on this machine as docker-compose.yml deploys it: gunicorn with the web
-service's command (`orderflow.wsgi`, 3 sync workers, access log), production settings, JSON logs
-at INFO (to files under the temp directory), PostgreSQL and a Redis broker. It uses a database
-and Redis dbs of its own (orderflow_load, 8 and 9; ORDERFLOW_BENCH_* choose others), so that it
-can run next to the other benchmarks.
+Everything runs on this machine: gunicorn with docker-compose.yml's web command
+(`orderflow.wsgi`, 3 sync workers, access log) and .env.example's production settings, JSON logs
+at INFO (to files under the temp directory), PostgreSQL, and Redis as the broker. It uses a
+database and Redis dbs of its own (orderflow_load, 8 and 9; ORDERFLOW_BENCH_* choose others), so
+that it can run next to the other benchmarks.
 
 1. API. `--clients` threads (http.client; gunicorn's sync workers close the connection after
    each answer, so every request opens a new one) POST orders with a phone and an email, so that
@@ -642,15 +642,9 @@ def _print_memory(memory: PeakMemory) -> None:
         rows.append([label, "main", f"{memory.main[label] / 1024:.0f}"])
         children = memory.children[label]
         if children:
-            peaks = sorted(children.values(), reverse=True)
             role = "workers" if label == "gunicorn" else "pool children"
-            rows.append(
-                [
-                    "",
-                    f"{role} ({len(peaks)} seen)",
-                    f"max {peaks[0] / 1024:.0f}, each: {' '.join(f'{peak / 1024:.0f}' for peak in peaks[:8])}",
-                ]
-            )
+            smallest, largest = min(children.values()) / 1024, max(children.values()) / 1024
+            rows.append(["", f"{role} ({len(children)} seen)", f"{smallest:.0f} to {largest:.0f} each"])
     harness.print_table("Peak memory (VmHWM, MB)", ["process", "role", "MB"], rows)
 
 
