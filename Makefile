@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-requirements
 # The suite needs PostgreSQL (workers in other processes share its database); override as you like.
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/orderflow
 
-.PHONY: install run migrate test lint format bench bench-scale clean
+.PHONY: install run migrate test lint format bench bench-scale bench-load clean
 
 $(STAMP): requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -45,6 +45,11 @@ bench: install
 # The admin, sweep and cleanup at 1,000,000 notifications and 100,000 dead letters (about 10 minutes).
 bench-scale: install
 	$(BIN)/python bench/admin_scale.py
+
+# The API under 16 concurrent clients with notifications on and off, 60 s each, then 10,000 orders
+# end to end through gunicorn, workers, the Twilio double and an SMTP server (about 6 minutes).
+bench-load: install
+	$(BIN)/python bench/load.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -3,7 +3,9 @@ when each request arrived, Celery workers in their own process groups, and the c
 of it.
 
 Importing this module points the process at the bench resources (never the suite's or a
-developer's: the variables below are set, not defaulted) and sets Django up.
+developer's: the variables below are set, not defaulted) and sets Django up. Two benchmarks run
+at once when one is given other resources: ORDERFLOW_BENCH_DATABASE, ORDERFLOW_BENCH_BROKER_URL
+and ORDERFLOW_BENCH_LIMITER_URL.
 """
 
 import os
@@ -21,10 +23,10 @@ import psycopg
 import redis
 
 ROOT = Path(__file__).resolve().parents[1]
-DATABASE_NAME = "orderflow_bench"
+DATABASE_NAME = os.environ.get("ORDERFLOW_BENCH_DATABASE", "orderflow_bench")
 POSTGRES = "postgres://postgres@127.0.0.1:5432"
-BROKER_URL = "redis://127.0.0.1:6379/10"
-LIMITER_URL = "redis://127.0.0.1:6379/11"
+BROKER_URL = os.environ.get("ORDERFLOW_BENCH_BROKER_URL", "redis://127.0.0.1:6379/10")
+LIMITER_URL = os.environ.get("ORDERFLOW_BENCH_LIMITER_URL", "redis://127.0.0.1:6379/11")
 TWILIO_SID, TWILIO_TOKEN, TWILIO_FROM = "ACbench0000000000000000000000000", "bench-auth-token", "+15005550006"
 CUSTOMER_PHONE = "+442079460958"
 CUSTOMER_EMAIL = "ada@example.com"
