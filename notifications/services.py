@@ -98,9 +98,9 @@ def notifications_create(
         )
     if not rows:
         return []
+    # No log line here: the rows are not real until the order commits, and the web process
+    # writes the order's own; each row's story starts with notification.published.
     _insert_outbox(rows)
-    for notification in rows:
-        log_event("notification.created", notification, order_event=event)
     return rows
 
 

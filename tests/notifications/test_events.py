@@ -28,7 +28,6 @@ def test_a_send_logs_one_line_per_event_with_ids_and_no_contact_details(
     events = [record for record in caplog.records if getattr(record, "event", "").startswith("notification.")]
     names = [record.event for record in events if getattr(record, "notification_id", None) == sms.pk]
     assert names == [
-        "notification.created",
         "notification.published",
         "notification.claimed",
         "notification.retry",
