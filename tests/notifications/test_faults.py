@@ -143,3 +143,79 @@ def test_rate_limiter_down_for_a_while_sends_nothing_without_a_token_and_everyth
     assert sorted(request["To"] for request in requests) == sorted(phones)  # each once, none lost
     assert attempts == [1]  # waiting for the limiter used up no attempt
     assert not DeadLetter.objects.exists()
+
+
+# --- the broker stopped while orders are placed, then started again -----------------------------
+
+ORDERS_BEFORE, ORDERS_DURING = 15, 10
+
+
+def test_orders_placed_while_the_broker_is_down_are_accepted_and_all_sent_when_it_returns(
+    fault_env, own_redis, fake_twilio, fake_smtp, capsys
+):
+    from tests.conftest import _token_client
+
+    api = _token_client(UserFactory(username="broker-down-shop"))
+    customers = [(f"+1505555{n:04d}", f"broker{n}@shop.example") for n in range(ORDERS_BEFORE + ORDERS_DURING)]
+
+    def place(phone: str, email: str) -> tuple[int, float]:
+        started = time.monotonic()
+        response = api.post(
+            "/api/orders/",
+            {
+                "customer_name": "Ada",
+                "customer_email": email,
+                "customer_phone": phone,
+                "items": [{"sku": "TEA-1", "name": "Green tea", "quantity": 1, "unit_price": "4.50"}],
+            },
+            format="json",
+        )
+        return response.status_code, time.monotonic() - started
+
+    point_app_at(own_redis.url())
+    # 5 SMS a second: the first orders' SMS still wait in the broker when it stops.
+    env = {**fault_env, "CELERY_BROKER_URL": own_redis.url(), "NOTIFICATIONS_SMS_RATE_LIMIT": "5/s"}
+    worker = Worker(name="broker-down", env=env).start()
+    sent = Notification.objects.filter(status="sent")
+    swept = {"unpublished": 0, "message_lost": 0, "abandoned": 0}
+
+    def all_sent() -> bool:
+        counts = sweeps.notifications_sweep()  # what beat runs every 5 minutes
+        for reason in swept:
+            swept[reason] += counts.get(reason, 0)
+        return sent.count() == 2 * len(customers)
+
+    try:
+        answers = [place(*customer) for customer in customers[:ORDERS_BEFORE]]
+        own_redis.stop()
+        sent_before, in_flight = sent.count(), Notification.objects.filter(status="sending").count()
+        answers_during = [place(*customer) for customer in customers[ORDERS_BEFORE:]]
+        pending = Notification.objects.filter(status="pending").count()
+        own_redis.start()
+        back_at = time.monotonic()
+        wait_until(all_sent, timeout=180, interval=2, what="every notification sent")
+        recovered_in = time.monotonic() - back_at
+        worker_alive = worker.alive()
+    finally:
+        worker.stop()
+
+    sms = [request["To"] for request in fake_twilio.accepted() if request["To"] in {phone for phone, _ in customers}]
+    mails = [len(fake_smtp.delivered(email)) for _, email in customers]
+    duplicates = len(sms) - len(set(sms)) + sum(count - 1 for count in mails if count > 1)
+    statuses = {status for status, _ in answers + answers_during}
+    slowest = max(seconds for _, seconds in answers_during)
+    with capsys.disabled():
+        print(
+            f"\nbroker down: {len(answers_during)} orders placed while down, answers {sorted(statuses)}, slowest "
+            f"{slowest:.2f} s; {sent_before} of {2 * len(customers)} sent before, "
+            f"{pending} pending; the sweep published {swept['unpublished']} unpublished and "
+            f"{swept['message_lost']} lost with the broker, {swept['abandoned']} abandoned; all sent "
+            f"{recovered_in:.1f} s after the broker returned, {duplicates} duplicate(s)"
+        )
+    assert statuses == {201}
+    assert slowest < 5  # a publish gives up within a second or two
+    assert pending == 2 * ORDERS_DURING
+    assert worker_alive  # it reconnected by itself
+    assert sorted(set(sms)) == sorted(phone for phone, _ in customers)
+    assert all(count >= 1 for count in mails)
+    assert duplicates <= in_flight
