@@ -1,4 +1,5 @@
-"""Faults with real processes and servers: a worker killed with SIGKILL mid-batch, the rate limiter down."""
+"""Faults with real processes and servers: a worker killed mid-batch; the rate limiter, the broker, the
+SMS provider and the SMTP server down."""
 
 import bisect
 import signal
@@ -8,11 +9,11 @@ import pytest
 import redis
 from django.conf import settings as django_settings
 
-from notifications import sweeps
+from notifications import dead_letters, sweeps
 from notifications.models import DeadLetter, Notification
 from orders import services as order_services
 from tests.factories import UserFactory, order_line
-from tests.notifications.conftest import BROKERS, Worker, point_app_at, purge, wait_until
+from tests.notifications.conftest import BROKERS, MAX_RETRIES, Worker, point_app_at, purge, wait_until
 from tests.notifications.servers import RedisServer
 
 pytestmark = pytest.mark.integration
@@ -219,3 +220,97 @@ def test_orders_placed_while_the_broker_is_down_are_accepted_and_all_sent_when_i
     assert sorted(set(sms)) == sorted(phone for phone, _ in customers)
     assert all(count >= 1 for count in mails)
     assert duplicates <= in_flight
+
+
+# --- a provider down for longer than the retries last ------------------------------------------
+
+DOWN_BATCH = 10
+
+
+def requeue_twice(ids: list[int], operator) -> int:
+    """The operator's requeue, and a second click on it: the second finds nothing left to requeue."""
+    first = dead_letters.dead_letters_requeue(ids=ids, by=operator)
+    second = dead_letters.dead_letters_requeue(ids=ids, by=operator)
+    assert second.requeued == 0
+    return first.requeued
+
+
+def test_sms_provider_answering_500_past_the_retries_goes_dead_then_a_requeue_delivers_each_once(
+    fault_env, fake_twilio, client, capsys
+):
+    owner = UserFactory(username="provider-down-shop")
+    phones = [f"+1602555{n:04d}" for n in range(DOWN_BATCH)]
+    worker = Worker(name="provider-down", env=fault_env, queues="sms", concurrency=2).start()
+    sms = Notification.objects.filter(channel="sms")
+    try:
+        fake_twilio.default_answer = 500
+        for phone in phones:
+            order_services.order_create(owner=owner, customer_name="Ada", customer_phone=phone, items=[order_line()])
+        wait_until(lambda: sms.filter(status="dead").count() == DOWN_BATCH, timeout=90, what="every SMS dead")
+        refused = sum(1 for request in fake_twilio.requests if request["To"] in set(phones))
+        attempts = sorted(set(sms.values_list("attempts", flat=True)))
+        letters = list(DeadLetter.objects.filter(status="dead").values_list("pk", flat=True))
+
+        fake_twilio.default_answer = 201  # the provider is back
+        client.force_login(UserFactory(username="provider-operator", is_staff=True, is_superuser=True))
+        requeued_at = time.monotonic()
+        for _ in range(2):  # the admin action, clicked twice
+            response = client.post(
+                "/admin/notifications/deadletter/", {"action": "requeue_selected", "_selected_action": letters}
+            )
+            assert response.status_code == 302
+        wait_until(lambda: sms.filter(status="sent").count() == DOWN_BATCH, timeout=60, what="every SMS sent")
+        recovered_in = time.monotonic() - requeued_at
+    finally:
+        fake_twilio.default_answer = 201
+        worker.stop()
+
+    delivered = [len(fake_twilio.accepted(phone)) for phone in phones]
+    with capsys.disabled():
+        print(
+            f"\nSMS provider answering 500: {DOWN_BATCH} SMS dead after {attempts} attempt(s) each "
+            f"({refused} requests refused), {len(letters)} dead letters; after a requeue clicked twice, "
+            f"delivered per recipient {sorted(set(delivered))}, all sent in {recovered_in:.1f} s"
+        )
+    assert attempts == [MAX_RETRIES + 1]
+    assert refused == DOWN_BATCH * (MAX_RETRIES + 1)
+    assert len(letters) == DOWN_BATCH
+    assert delivered == [1] * DOWN_BATCH
+    assert set(DeadLetter.objects.values_list("status", flat=True)) == {"requeued"}
+
+
+def test_smtp_server_down_past_the_retries_goes_dead_then_a_requeue_delivers_each_once(fault_env, fake_smtp, capsys):
+    owner = UserFactory(username="smtp-down-shop")
+    addresses = [f"smtp-down-{n:03d}@shop.example" for n in range(DOWN_BATCH)]
+    worker = Worker(name="smtp-down", env=fault_env, queues="email", concurrency=2).start()
+    emails = Notification.objects.filter(channel="email")
+    try:
+        fake_smtp.stop()  # connections are refused
+        for address in addresses:
+            order_services.order_create(owner=owner, customer_name="Ada", customer_email=address, items=[order_line()])
+        wait_until(lambda: emails.filter(status="dead").count() == DOWN_BATCH, timeout=90, what="every email dead")
+        attempts = sorted(set(emails.values_list("attempts", flat=True)))
+        codes = sorted(set(emails.values_list("last_error_code", flat=True)))
+        letters = list(DeadLetter.objects.filter(status="dead").values_list("pk", flat=True))
+
+        fake_smtp.start()  # on the same port
+        requeued_at = time.monotonic()
+        requeued = requeue_twice(letters, UserFactory(username="smtp-operator", is_staff=True))
+        wait_until(lambda: emails.filter(status="sent").count() == DOWN_BATCH, timeout=60, what="every email sent")
+        recovered_in = time.monotonic() - requeued_at
+    finally:
+        if fake_smtp.controller is None:
+            fake_smtp.start()
+        worker.stop()
+
+    delivered = [len(fake_smtp.delivered(address)) for address in addresses]
+    with capsys.disabled():
+        print(
+            f"\nSMTP server down: {DOWN_BATCH} emails dead after {attempts} attempt(s) each ({codes}), "
+            f"{len(letters)} dead letters; {requeued} requeued (a second requeue found none), delivered per "
+            f"recipient {sorted(set(delivered))}, all sent in {recovered_in:.1f} s"
+        )
+    assert attempts == [MAX_RETRIES + 1]
+    assert codes == ["network"]
+    assert len(letters) == requeued == DOWN_BATCH
+    assert delivered == [1] * DOWN_BATCH
