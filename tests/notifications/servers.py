@@ -14,7 +14,7 @@ from tests.fakes.smtp_server import free_port
 from tests.waiting import wait_until
 
 
-def program(name: str) -> str:
+def executable(name: str) -> str:
     path = shutil.which(name)
     if path is None:
         raise RuntimeError(f"{name} is not installed (the fault tests start their own servers)")
@@ -36,7 +36,7 @@ class RedisServer:
     def start(self) -> "RedisServer":
         self.process = subprocess.Popen(
             [
-                program("redis-server"),
+                executable("redis-server"),
                 *("--port", str(self.port), "--bind", "127.0.0.1", "--daemonize", "no"),
                 *("--save", "", "--appendonly", "no", "--dir", str(self.dir), "--logfile", str(self.dir / "redis.log")),
             ],
@@ -118,7 +118,7 @@ class PostgresCluster:
     def _run(self, program: str, *args: str, check: bool = True) -> None:
         command = [str(self.bin / program), *args]
         if os.geteuid() == 0:
-            command = [program("runuser"), "-u", "postgres", "--", *command]
+            command = [executable("runuser"), "-u", "postgres", "--", *command]
         result = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
         if check and result.returncode != 0:
             server_log = self.log.read_text()[-2000:] if self.log.exists() else ""

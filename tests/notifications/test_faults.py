@@ -1,20 +1,33 @@
 """Faults with real processes and servers: a worker killed mid-batch; the rate limiter, the broker, the
-SMS provider and the SMTP server down."""
+SMS provider and the SMTP server down; PostgreSQL restarted under load."""
 
 import bisect
+import json
 import signal
+import subprocess
+import sys
 import time
 
+import psycopg
 import pytest
 import redis
 from django.conf import settings as django_settings
 
 from notifications import dead_letters, sweeps
+from notifications.broker import publish
 from notifications.models import DeadLetter, Notification
 from orders import services as order_services
 from tests.factories import UserFactory, order_line
-from tests.notifications.conftest import BROKERS, MAX_RETRIES, Worker, point_app_at, purge, wait_until
-from tests.notifications.servers import RedisServer
+from tests.notifications.conftest import (
+    BROKERS,
+    MAX_RETRIES,
+    ROOT,
+    Worker,
+    point_app_at,
+    purge,
+    wait_until,
+)
+from tests.notifications.servers import PostgresCluster, RedisServer
 
 pytestmark = pytest.mark.integration
 
@@ -314,3 +327,102 @@ def test_smtp_server_down_past_the_retries_goes_dead_then_a_requeue_delivers_eac
     assert codes == ["network"]
     assert len(letters) == requeued == DOWN_BATCH
     assert delivered == [1] * DOWN_BATCH
+
+
+# --- PostgreSQL restarted under load ------------------------------------------------------------
+
+LOAD_ORDERS = 120
+RESTART_AFTER_ORDERS = 40
+DATABASE = "orderflow_restart"
+
+
+@pytest.fixture
+def own_postgres(worker_env):
+    """A cluster of the test's own, migrated; stopped and removed whatever the test did."""
+    cluster = PostgresCluster()
+    try:
+        cluster.create().start()
+        cluster.create_database(DATABASE)
+        subprocess.run(
+            [sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"],
+            cwd=ROOT,
+            env={**worker_env, "DATABASE_URL": cluster.url(DATABASE)},
+            check=True,
+            timeout=120,
+        )
+        yield cluster
+    finally:
+        cluster.remove()
+
+
+def notification_statuses(url: str) -> dict[str, int]:
+    with psycopg.connect(url, connect_timeout=5) as conn:
+        rows = conn.execute(f"SELECT status, count(*) FROM {Notification._meta.db_table} GROUP BY status")  # noqa: S608
+        return dict(rows.fetchall())
+
+
+def orders_placed(url: str) -> int:
+    with psycopg.connect(url, connect_timeout=5) as conn:
+        return conn.execute("SELECT count(*) FROM orders_order").fetchone()[0]
+
+
+def test_workers_recover_by_themselves_when_postgresql_restarts_under_load(
+    fault_env, own_postgres, fake_twilio, fake_smtp, capsys
+):
+    url = own_postgres.url(DATABASE)
+    env = {**fault_env, "DATABASE_URL": url}
+    worker = Worker(name="postgres-restart", env=env, queues="sms,email,notifications").start()
+    load_log = worker.log_path.with_name("orderflow-test-order-load.log")
+    with load_log.open("w") as output:
+        load = subprocess.Popen(
+            [sys.executable, "-m", "tests.notifications.order_load", "--orders", str(LOAD_ORDERS), "--pause", "0.02"],
+            cwd=ROOT,
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_until(lambda: orders_placed(url) >= RESTART_AFTER_ORDERS, timeout=60, what="the first orders")
+        sent_before = notification_statuses(url).get("sent", 0)
+        restart_started = time.monotonic()
+        own_postgres.restart()
+        restarted_in = time.monotonic() - restart_started
+        load.wait(timeout=120)
+
+        def all_sent() -> bool:
+            publish("notifications.tasks.retry_failed_notifications", args=[])  # what beat does every 5 minutes
+            return notification_statuses(url).get("sent", 0) == 2 * LOAD_ORDERS
+
+        wait_until(all_sent, timeout=150, interval=2, what="every notification sent")
+        recovered_in = time.monotonic() - restart_started
+        worker_alive = worker.alive()
+    finally:
+        if load.poll() is None:
+            load.kill()
+            load.wait()
+        worker.stop()
+
+    figures = json.loads(load_log.read_text().strip().splitlines()[-1])
+    phones = [f"+1971555{n:04d}" for n in range(LOAD_ORDERS)]
+    sms = [request["To"] for request in fake_twilio.accepted() if request["To"] in set(phones)]
+    mails = [len(fake_smtp.delivered(f"load-{n:04d}@shop.example")) for n in range(LOAD_ORDERS)]
+    duplicates = len(sms) - len(set(sms)) + sum(count - 1 for count in mails)
+    log = worker.log_path.read_text().splitlines()
+    task_retries = sum(
+        1 for line in log if "Retry in" in line and ("OperationalError" in line or "InterfaceError" in line)
+    )
+    writes_retried = sum(1 for line in log if "database unavailable, writing again" in line)
+    with capsys.disabled():
+        print(
+            f"\nPostgreSQL restarted under load: {figures['placed']} orders placed, {figures['refused']} refused "
+            f"while it restarted ({restarted_in:.1f} s); {sent_before} of {2 * LOAD_ORDERS} sent before the "
+            f"restart, all sent {recovered_in:.1f} s after it began by the same worker process; "
+            f"{task_retries} send(s) retried on a database error, {writes_retried} outcome write(s) tried again, "
+            f"{duplicates} duplicate(s)"
+        )
+    assert load.returncode == 0
+    assert figures["placed"] == LOAD_ORDERS
+    assert worker_alive
+    assert sorted(set(sms)) == phones
+    assert min(mails) == 1
+    assert duplicates == 0
