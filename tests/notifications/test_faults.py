@@ -51,6 +51,20 @@ def fault_env(worker_env, transactional_db, settings):
     point_app_at(django_settings.CELERY_BROKER_URL)
 
 
+@pytest.fixture
+def own_redis():
+    """A redis-server of the test's own, to stop and start again."""
+    server = RedisServer().start()
+    yield server
+    server.remove()
+
+
+def most_in_any_second(times: list[float]) -> int:
+    """The most of `times` (seconds) inside any window [t, t + 1)."""
+    times = sorted(times)
+    return max((bisect.bisect_left(times, moment + 1.0) - index for index, moment in enumerate(times)), default=0)
+
+
 def test_a_worker_killed_mid_batch_loses_nothing_and_duplicates_at_most_what_was_in_flight(
     fault_env, fake_twilio, capsys
 ):
@@ -87,89 +101,14 @@ def test_a_worker_killed_mid_batch_loses_nothing_and_duplicates_at_most_what_was
     assert duplicates <= in_flight
 
 
-# --- the rate limiter's Redis stopped for a while -----------------------------------------------
-
-LIMIT_PER_SECOND = 5
-LIMITER_BACKLOG = 60
-OUTAGE_SECONDS = 8
-
-
-@pytest.fixture
-def own_redis():
-    server = RedisServer().start()
-    yield server
-    server.remove()
-
-
-def most_in_any_second(times: list[float]) -> int:
-    times = sorted(times)
-    return max((bisect.bisect_left(times, moment + 1.0) - index for index, moment in enumerate(times)), default=0)
-
-
-def test_rate_limiter_down_for_a_while_sends_nothing_without_a_token_and_everything_when_back(
-    fault_env, own_redis, fake_twilio, capsys
-):
-    owner = UserFactory(username="limiter-shop")
-    phones = [f"+1720555{n:04d}" for n in range(LIMITER_BACKLOG)]
-    env = {**fault_env, "REDIS_URL": own_redis.url(), "NOTIFICATIONS_SMS_RATE_LIMIT": f"{LIMIT_PER_SECOND}/s"}
-    worker = Worker(name="limiter-down", env=env, queues="sms", concurrency=2).start()
-    sent = Notification.objects.filter(status="sent")
-    try:
-        for phone in phones:
-            order_services.order_create(owner=owner, customer_name="Bulk", customer_phone=phone, items=[order_line()])
-        wait_until(lambda: sent.count() >= 10, timeout=60, what="10 sends")
-
-        cpu_before = worker.cpu_seconds()
-        own_redis.stop()
-        stopped_at, sent_before = time.time(), sent.count()
-        time.sleep(OUTAGE_SECONDS)
-        cpu_during = worker.cpu_seconds() - cpu_before
-        alive_during = worker.alive()
-        own_redis.start()
-        back_at = time.time()
-
-        wait_until(lambda: sent.count() == LIMITER_BACKLOG, timeout=120, interval=0.5, what="every SMS sent")
-    finally:
-        worker.stop()
-
-    requests = [request for request in fake_twilio.requests if request["To"] in set(phones)]
-    arrivals = sorted(request["at"] for request in requests)
-    # In the first second each worker process opens its connection to the provider, so its
-    # first send arrives later after its token than the others do; the window counts from there.
-    most_in_a_second = most_in_any_second([at for at in arrivals if at >= arrivals[0] + 1])
-    # A send that had its token when Redis stopped may still arrive in the first moment after.
-    during = sum(1 for at in arrivals if stopped_at + 1 < at < back_at)
-    resumed_after = min(at for at in arrivals if at >= back_at) - back_at
-    complaints = worker.log_path.read_text().count("rate limiter unavailable")
-    attempts = sorted(set(Notification.objects.values_list("attempts", flat=True)))
-    with capsys.disabled():
-        print(
-            f"\nrate limiter down {OUTAGE_SECONDS} s at {LIMIT_PER_SECOND}/s: {sent_before} sent before, "
-            f"{during} sent while down, most in any 1 s window {most_in_a_second}, "
-            f"worker CPU while down {cpu_during:.2f} s, {complaints} limiter log line(s), "
-            f"first send {resumed_after:.1f} s after it returned, attempts per SMS {attempts}"
-        )
-    assert during == 0
-    assert most_in_a_second <= LIMIT_PER_SECOND + 1
-    assert alive_during
-    assert cpu_during < OUTAGE_SECONDS / 4  # waiting, not spinning
-    assert complaints <= 10
-    assert sorted(request["To"] for request in requests) == sorted(phones)  # each once, none lost
-    assert attempts == [1]  # waiting for the limiter used up no attempt
-    assert not DeadLetter.objects.exists()
-
-
 # --- the broker stopped while orders are placed, then started again -----------------------------
 
 ORDERS_BEFORE, ORDERS_DURING = 15, 10
 
 
 def test_orders_placed_while_the_broker_is_down_are_accepted_and_all_sent_when_it_returns(
-    fault_env, own_redis, fake_twilio, fake_smtp, capsys
+    fault_env, own_redis, api, fake_twilio, fake_smtp, capsys
 ):
-    from tests.conftest import _token_client
-
-    api = _token_client(UserFactory(username="broker-down-shop"))
     customers = [(f"+1505555{n:04d}", f"broker{n}@shop.example") for n in range(ORDERS_BEFORE + ORDERS_DURING)]
 
     def place(phone: str, email: str) -> tuple[int, float]:
@@ -233,6 +172,66 @@ def test_orders_placed_while_the_broker_is_down_are_accepted_and_all_sent_when_i
     assert sorted(set(sms)) == sorted(phone for phone, _ in customers)
     assert all(count >= 1 for count in mails)
     assert duplicates <= in_flight
+
+
+# --- the rate limiter's Redis stopped for a while -----------------------------------------------
+
+LIMIT_PER_SECOND = 5
+LIMITER_BACKLOG = 60
+OUTAGE_SECONDS = 8
+
+
+def test_rate_limiter_down_for_a_while_sends_nothing_without_a_token_and_everything_when_back(
+    fault_env, own_redis, fake_twilio, capsys
+):
+    owner = UserFactory(username="limiter-shop")
+    phones = [f"+1720555{n:04d}" for n in range(LIMITER_BACKLOG)]
+    env = {**fault_env, "REDIS_URL": own_redis.url(), "NOTIFICATIONS_SMS_RATE_LIMIT": f"{LIMIT_PER_SECOND}/s"}
+    worker = Worker(name="limiter-down", env=env, queues="sms", concurrency=2).start()
+    sent = Notification.objects.filter(status="sent")
+    try:
+        for phone in phones:
+            order_services.order_create(owner=owner, customer_name="Bulk", customer_phone=phone, items=[order_line()])
+        wait_until(lambda: sent.count() >= 10, timeout=60, what="10 sends")
+
+        cpu_before = worker.cpu_seconds()
+        own_redis.stop()
+        stopped_at, sent_before = time.time(), sent.count()
+        time.sleep(OUTAGE_SECONDS)
+        cpu_during = worker.cpu_seconds() - cpu_before
+        alive_during = worker.alive()
+        own_redis.start()
+        back_at = time.time()
+
+        wait_until(lambda: sent.count() == LIMITER_BACKLOG, timeout=120, interval=0.5, what="every SMS sent")
+    finally:
+        worker.stop()
+
+    requests = [request for request in fake_twilio.requests if request["To"] in set(phones)]
+    arrivals = sorted(request["at"] for request in requests)
+    # In the first second each worker process opens its connection to the provider, so its
+    # first send arrives later after its token than the others do; the window counts from there.
+    most_in_a_second = most_in_any_second([at for at in arrivals if at >= arrivals[0] + 1])
+    # A send that had its token when Redis stopped may still arrive in the first moment after.
+    during = sum(1 for at in arrivals if stopped_at + 1 < at < back_at)
+    resumed_after = min(at for at in arrivals if at >= back_at) - back_at
+    complaints = worker.log_path.read_text().count("rate limiter unavailable")
+    attempts = sorted(set(Notification.objects.values_list("attempts", flat=True)))
+    with capsys.disabled():
+        print(
+            f"\nrate limiter down {OUTAGE_SECONDS} s at {LIMIT_PER_SECOND}/s: {sent_before} sent before, "
+            f"{during} sent while down, most in any 1 s window {most_in_a_second}, "
+            f"worker CPU while down {cpu_during:.2f} s, {complaints} limiter log line(s), "
+            f"first send {resumed_after:.1f} s after it returned, attempts per SMS {attempts}"
+        )
+    assert during == 0
+    assert most_in_a_second <= LIMIT_PER_SECOND + 1
+    assert alive_during
+    assert cpu_during < OUTAGE_SECONDS / 4  # waiting, not spinning
+    assert complaints <= 10
+    assert sorted(request["To"] for request in requests) == sorted(phones)  # each once, none lost
+    assert attempts == [1]  # waiting for the limiter used up no attempt
+    assert not DeadLetter.objects.exists()
 
 
 # --- a provider down for longer than the retries last ------------------------------------------
