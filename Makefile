@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-requirements
 # The suite needs PostgreSQL (workers in other processes share its database); override as you like.
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/orderflow
 
-.PHONY: install run migrate test lint format bench bench-scale bench-load clean
+.PHONY: install run migrate test faults lint format bench bench-scale bench-load clean
 
 $(STAMP): requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,10 @@ run: install
 
 test: install lint
 	DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} $(BIN)/pytest
+
+# Only the fault tests (a few minutes): each stops or kills something of its own and prints what it measured.
+faults: install
+	DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} $(BIN)/pytest tests/notifications/test_faults.py
 
 lint: install
 	$(BIN)/ruff check .

@@ -5,6 +5,7 @@ with a moving window (limits.MovingWindowRateLimiter) so that no window of the p
 holds more sends than the limit.
 """
 
+import logging
 import random
 import time
 from functools import cache
@@ -17,7 +18,10 @@ from limits.strategies import MovingWindowRateLimiter
 
 from orderflow.configuration import Rate
 
-# Longest single sleep between two tries for a token, so a freed slot is seen promptly.
+logger = logging.getLogger(__name__)
+
+# Longest single sleep between two tries for a token (or to reach Redis), so a freed slot,
+# or Redis back up, is seen promptly.
 MAX_POLL_SECONDS = 1.0
 
 
@@ -33,21 +37,33 @@ class ChannelRateLimiter:
         self.strategy = MovingWindowRateLimiter(storage)
 
     def acquire(self, *, timeout: float) -> bool:
-        """Take one token, waiting up to `timeout` seconds; False if none came in time."""
+        """Take one token, waiting up to `timeout` seconds; False if none came in time.
+
+        While Redis does not answer, wait for it the same way: the caller's message stays in
+        the broker meanwhile. LimiterUnavailable if it still does not answer at the deadline.
+        """
         deadline = time.monotonic() + timeout
+        waiting_for_redis = False
         while True:
             try:
                 if self.strategy.hit(self.item, self.channel):
                     return True
                 reset_at = self.strategy.get_window_stats(self.item, self.channel).reset_time
             except StorageError as error:
-                raise LimiterUnavailable(str(error)) from error
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return False
-            # Sleep until the oldest send leaves the window; jitter spreads waiting workers.
-            pause = max(0.0, reset_at - time.time()) + random.uniform(0, 0.05)
-            time.sleep(min(pause, MAX_POLL_SECONDS, remaining))
+                if time.monotonic() >= deadline:
+                    raise LimiterUnavailable(str(error)) from error
+                if not waiting_for_redis:  # once per wait, not once per try
+                    logger.warning("rate limiter unavailable, waiting for Redis: %s", error)
+                    waiting_for_redis = True
+                pause = MAX_POLL_SECONDS
+            else:
+                if time.monotonic() >= deadline:
+                    return False
+                # Until the oldest send leaves the window.
+                pause = max(0.0, reset_at - time.time())
+            # Jitter spreads waiting workers.
+            pause += random.uniform(0, 0.05)
+            time.sleep(max(0.0, min(pause, MAX_POLL_SECONDS, deadline - time.monotonic())))
 
     def reset(self) -> None:
         self.strategy.clear(self.item, self.channel)

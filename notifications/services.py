@@ -16,7 +16,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
-from django.db import connection, transaction
+from django.db import InterfaceError, OperationalError, close_old_connections, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -53,6 +53,10 @@ SEND_TIME_LIMIT = 60
 TOKEN_WAIT_SECONDS = 30
 # How long to wait before trying again when Redis (the rate limiter) does not answer.
 LIMITER_DOWN_RETRY_SECONDS = 15
+# How long a worker keeps trying to write down what it already knows (the provider's answer, a
+# claim given back) while the database is away, e.g. restarting. It fits in the soft time limit
+# after the longest token wait and provider call.
+RECORD_RETRY_SECONDS = 8
 
 
 @dataclass(frozen=True)
@@ -302,14 +306,34 @@ def _claim(notification_id: int) -> Notification | SendResult:
 
 def _release(notification: Notification) -> None:
     """Give a claim back without counting an attempt (no token could be had)."""
-    Notification.objects.filter(pk=notification.pk, status=NotificationStatus.SENDING).update(
-        status=NotificationStatus.QUEUED, queued_at=timezone.now(), stale_after=None
+    _until_written(
+        lambda: Notification.objects.filter(pk=notification.pk, status=NotificationStatus.SENDING).update(
+            status=NotificationStatus.QUEUED, queued_at=timezone.now(), stale_after=None
+        )
     )
 
 
-# One statement records a send (an UPDATE and an INSERT in a transaction cost three round
-# trips more). The UPDATE is guarded by the claim, so an operator's cancel or a takeover
-# meanwhile is not overwritten; the attempt is recorded either way, for the message went out.
+def _until_written(write) -> None:
+    """Run `write` (one statement or transaction) again while the database cannot be reached.
+
+    Giving up at once would leave the row claimed until its lease ends; a sent message would
+    then be sent again. After RECORD_RETRY_SECONDS the error goes up (the task retries later).
+    """
+    deadline = time.monotonic() + RECORD_RETRY_SECONDS
+    pause = 0.25
+    while True:
+        try:
+            write()
+            return
+        except (OperationalError, InterfaceError) as error:
+            if time.monotonic() + pause > deadline:
+                raise
+            logger.warning("database unavailable, writing again in %.2f s: %s", pause, error)
+            close_old_connections()  # drops the broken connection; the next try opens another
+            time.sleep(pause)
+            pause = min(pause * 2, 2.0)
+
+
 # Recording a send is the hot path of every worker. On PostgreSQL it is one statement (a
 # data-modifying WITH), one round trip and one commit; elsewhere (SQLite for quick local runs)
 # the same two statements run in a transaction. The UPDATE is guarded by the claim, so an
@@ -342,13 +366,17 @@ def _record_sent(notification: Notification, provider_message_id: str, *, starte
         "started_at": started_at,
         "now": now,
     }
-    if connection.vendor in ONE_STATEMENT_VENDORS:
-        with connection.cursor() as cursor:
-            cursor.execute(f"WITH sent AS ({MARK_SENT_SQL}) {ADD_SENT_ATTEMPT_SQL}", params)
-    else:
-        with transaction.atomic(), connection.cursor() as cursor:
-            cursor.execute(MARK_SENT_SQL, params)
-            cursor.execute(ADD_SENT_ATTEMPT_SQL, params)
+
+    def write():
+        if connection.vendor in ONE_STATEMENT_VENDORS:
+            with connection.cursor() as cursor:
+                cursor.execute(f"WITH sent AS ({MARK_SENT_SQL}) {ADD_SENT_ATTEMPT_SQL}", params)
+        else:
+            with transaction.atomic(), connection.cursor() as cursor:
+                cursor.execute(MARK_SENT_SQL, params)
+                cursor.execute(ADD_SENT_ATTEMPT_SQL, params)
+
+    _until_written(write)
     log_event(
         "notification.sent",
         notification,
@@ -366,8 +394,18 @@ def _record_failure(notification: Notification, error: DeliveryError, *, started
     metrics.SEND_SECONDS.labels(notification.channel).observe((now - started_at).total_seconds())
     attempt = notification.attempts + 1
     attempt_since_requeue = attempt - notification.retry_base
-    exhausted = attempt_since_requeue > settings.NOTIFICATIONS_MAX_RETRIES
-    with transaction.atomic():
+    dead = error.permanent or attempt_since_requeue > settings.NOTIFICATIONS_MAX_RETRIES
+    if dead:
+        reason = (
+            error.message
+            if error.permanent
+            else f"gave up after {attempt_since_requeue} attempts; last: {error.message}"
+        )
+    else:
+        delay = retry_delay(attempt_since_requeue)
+
+    @transaction.atomic
+    def write():
         NotificationAttempt.objects.create(
             notification=notification,
             number=attempt,
@@ -386,31 +424,29 @@ def _record_failure(notification: Notification, error: DeliveryError, *, started
             "last_error_message": error.message,
             "stale_after": None,
         }
-        if error.permanent or exhausted:
+        if dead:
             still_ours = Notification.objects.filter(pk=notification.pk, status=NotificationStatus.SENDING).update(
                 status=NotificationStatus.DEAD, next_attempt_at=None, **fields
             )
-            reason = (
-                error.message
-                if error.permanent
-                else f"gave up after {attempt_since_requeue} attempts; last: {error.message}"
-            )
             if still_ours:
                 _bury(notification, error, reason=reason, attempts=attempt_since_requeue, task_id=task_id, now=now)
-            log_event(
-                "notification.dead",
-                notification,
-                level=logging.WARNING,
-                task_id=task_id,
-                attempt=attempt,
-                code=error.code,
-                reason=reason,
+        else:
+            Notification.objects.filter(pk=notification.pk, status=NotificationStatus.SENDING).update(
+                status=NotificationStatus.FAILED, next_attempt_at=now + timedelta(seconds=delay), **fields
             )
-            return SendResult("dead", detail=reason)
-        delay = retry_delay(attempt_since_requeue)
-        Notification.objects.filter(pk=notification.pk, status=NotificationStatus.SENDING).update(
-            status=NotificationStatus.FAILED, next_attempt_at=now + timedelta(seconds=delay), **fields
+
+    _until_written(write)
+    if dead:
+        log_event(
+            "notification.dead",
+            notification,
+            level=logging.WARNING,
+            task_id=task_id,
+            attempt=attempt,
+            code=error.code,
+            reason=reason,
         )
+        return SendResult("dead", detail=reason)
     log_event(
         "notification.retry", notification, task_id=task_id, attempt=attempt, code=error.code, retry_in=round(delay, 1)
     )

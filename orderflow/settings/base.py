@@ -122,7 +122,10 @@ CELERY_DB_REUSE_MAX = 100
 # A message is acknowledged after its task ran, and given back if the worker dies mid-task.
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
-CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
+# When the broker connection drops, a running send finishes instead of being terminated: cut
+# off mid-send it would leave its row claimed until the lease ends, or send twice. The message
+# it can no longer acknowledge comes back and finds nothing to claim.
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
 
 CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_QUEUES = [

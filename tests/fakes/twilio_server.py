@@ -8,6 +8,7 @@ import base64
 import itertools
 import json
 import threading
+import time
 from collections import defaultdict, deque
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs
@@ -26,7 +27,7 @@ class FakeTwilio:
     def __init__(self, *, account_sid: str, auth_token: str):
         self.account_sid = account_sid
         self.auth_token = auth_token
-        self.requests: list[dict] = []  # every POST that reached us, with the answer given
+        self.requests: list[dict] = []  # every POST that reached us, with the answer given and when (`at`)
         self.default_answer = 201
         self._scripts: dict[str, deque] = defaultdict(deque)
         self._lock = threading.Lock()
@@ -81,11 +82,12 @@ class FakeTwilio:
                     return self._json(401, {"code": 20003, "message": "Authenticate", "status": 401})
                 if self.path != expected_path:
                     return self._json(404, {"code": 20404, "message": "Not found", "status": 404})
+                arrived = time.time()
                 length = int(self.headers.get("Content-Length", 0))
                 form = {key: values[0] for key, values in parse_qs(self.rfile.read(length).decode()).items()}
                 answer = fake._answer(form.get("To", ""))
                 with fake._lock:
-                    fake.requests.append({**form, "answer": answer})
+                    fake.requests.append({**form, "answer": answer, "at": arrived})
                 if answer == 201:
                     sid = f"SM{next(fake._sids):032x}"
                     return self._json(

@@ -101,6 +101,19 @@ class Worker:
         if self.process and self.process.poll() is None:
             os.killpg(self.process.pid, sig)
 
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def cpu_seconds(self) -> float:
+        """CPU time used so far by the worker and its pool processes (its process group)."""
+        ticks = 0
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            with contextlib.suppress(OSError):
+                fields = stat.read_text().rpartition(")")[2].split()
+                if int(fields[2]) == self.process.pid:  # fields from the 3rd: state, ppid, pgrp, ...
+                    ticks += int(fields[11]) + int(fields[12])  # utime, stime
+        return ticks / os.sysconf("SC_CLK_TCK")
+
     def stop(self) -> None:
         if self.process and self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGTERM)

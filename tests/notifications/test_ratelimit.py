@@ -5,6 +5,7 @@ import pytest
 
 from notifications.ratelimit import ChannelRateLimiter, LimiterUnavailable
 from orderflow.configuration import Rate
+from tests.notifications.servers import RedisServer
 
 
 @pytest.fixture
@@ -64,7 +65,24 @@ def test_limit_holds_across_separate_limiters_like_separate_workers(make_limiter
     assert len(granted) >= 2 * rate.count  # it does hand tokens out, about 5 a second
 
 
-def test_unreachable_redis_is_reported_not_treated_as_a_token():
+def test_unreachable_redis_is_waited_for_then_reported_not_treated_as_a_token():
     limiter = ChannelRateLimiter(channel="x", rate=Rate(10, 1), redis_url="redis://127.0.0.1:1/0")
     with pytest.raises(LimiterUnavailable):
-        limiter.acquire(timeout=1)
+        limiter.acquire(timeout=0)
+    started = time.monotonic()
+    with pytest.raises(LimiterUnavailable):
+        limiter.acquire(timeout=1.5)
+    assert 1.5 <= time.monotonic() - started < 3
+
+
+def test_redis_back_within_the_wait_gives_the_token():
+    server = RedisServer().start()
+    try:
+        limiter = ChannelRateLimiter(channel="x", rate=Rate(10, 1), redis_url=server.url())
+        server.stop()
+        threading.Timer(1.5, server.start).start()
+        started = time.monotonic()
+        assert limiter.acquire(timeout=10)
+        assert time.monotonic() - started < 5  # tried again about every second, not at the deadline
+    finally:
+        server.remove()

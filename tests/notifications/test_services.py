@@ -1,12 +1,12 @@
 from datetime import timedelta
 
 import pytest
-from django.db import transaction
+from django.db import OperationalError, transaction
 from django.utils import timezone
 
 from notifications import services
 from notifications.errors import PermanentDeliveryError, TransientDeliveryError
-from notifications.models import DeadLetter, Notification
+from notifications.models import DeadLetter, Notification, NotificationAttempt
 from notifications.ratelimit import ChannelRateLimiter, LimiterUnavailable
 from orders import services as order_services
 from orders.models import ChangeSource
@@ -251,6 +251,24 @@ def test_unreachable_limiter_sends_nothing_and_waits(shop, published, scripted, 
     sms.refresh_from_db()
     assert (sms.status, sms.attempts) == ("queued", 0)
     assert scripted.sent == []
+
+
+@pytest.mark.django_db(transaction=True)  # the write is retried outside any test transaction, as in a worker
+def test_an_outcome_the_database_refuses_at_first_is_written_when_it_answers(shop, published, scripted, monkeypatch):
+    sms = sms_of(place_order(owner=shop))
+    create = NotificationAttempt.objects.create
+    refusals = [OperationalError("the database system is shutting down")]
+
+    def refuse_once(**fields):
+        if refusals:
+            raise refusals.pop()
+        return create(**fields)
+
+    monkeypatch.setattr(NotificationAttempt.objects, "create", refuse_once)
+    assert services.notification_send(notification_id=sms.pk).outcome == "sent"
+    sms.refresh_from_db()
+    assert (sms.status, sms.attempts, sms.attempt_log.count()) == ("sent", 1, 1)
+    assert len(scripted.sent) == 1  # recorded, not left claimed to be sent again after its lease
 
 
 def test_send_of_a_missing_notification_is_skipped(scripted):
