@@ -287,10 +287,19 @@ CLAIM_SQL = f"""
 """  # noqa: S608 - only the table name is formatted in, from the model
 
 
+def _db_datetime(value):
+    """A datetime as the ORM writes it (naive UTC text on SQLite), for the written-out statements."""
+    return connection.ops.adapt_datetimefield_value(value)
+
+
 def _claim(notification_id: int) -> Notification | SendResult:
     now = timezone.now()
     lease = now + timedelta(seconds=sending_lease_seconds())
-    claimed = list(Notification.objects.raw(CLAIM_SQL, {"id": notification_id, "now": now, "lease": lease}))
+    claimed = list(
+        Notification.objects.raw(
+            CLAIM_SQL, {"id": notification_id, "now": _db_datetime(now), "lease": _db_datetime(lease)}
+        )
+    )
     if claimed:
         return claimed[0]
     notification = Notification.objects.filter(pk=notification_id).first()
@@ -341,16 +350,19 @@ def _until_written(write) -> None:
 # way, for the message went out.
 MARK_SENT_SQL = f"""
     UPDATE {Notification._meta.db_table}
-       SET status = 'sent', attempts = attempts + 1, provider_message_id = %(provider_message_id)s,
+       SET status = %(sent)s, attempts = attempts + 1, provider_message_id = %(provider_message_id)s,
            sent_at = %(now)s, updated_at = %(now)s, stale_after = NULL, next_attempt_at = NULL
-     WHERE id = %(id)s AND status = 'sending'
+     WHERE id = %(id)s AND status = %(sending)s
 """  # noqa: S608 - only the table name is formatted in, from the model
+# Not twice for one attempt number: a commit whose reply was lost is written again (_until_written).
 ADD_SENT_ATTEMPT_SQL = f"""
     INSERT INTO {NotificationAttempt._meta.db_table}
            (notification_id, number, outcome, error_code, error_message, provider_message_id,
             worker, started_at, finished_at)
-    VALUES (%(id)s, %(number)s, 'sent', '', '', %(provider_message_id)s, %(worker)s, %(started_at)s, %(now)s)
-"""  # noqa: S608 - only the table name is formatted in, from the model
+    SELECT %(id)s, %(number)s, %(outcome)s, '', '', %(provider_message_id)s, %(worker)s, %(started_at)s, %(now)s
+     WHERE NOT EXISTS (SELECT 1 FROM {NotificationAttempt._meta.db_table}
+                        WHERE notification_id = %(id)s AND number = %(number)s)
+"""  # noqa: S608 - only the table names are formatted in, from the models
 ONE_STATEMENT_VENDORS = {"postgresql"}
 
 
@@ -363,8 +375,11 @@ def _record_sent(notification: Notification, provider_message_id: str, *, starte
         "number": notification.attempts + 1,
         "provider_message_id": provider_message_id,
         "worker": worker,
-        "started_at": started_at,
-        "now": now,
+        "started_at": _db_datetime(started_at),
+        "now": _db_datetime(now),
+        "sent": NotificationStatus.SENT,
+        "sending": NotificationStatus.SENDING,
+        "outcome": NotificationAttempt.Outcome.SENT,
     }
 
     def write():
@@ -406,17 +421,20 @@ def _record_failure(notification: Notification, error: DeliveryError, *, started
 
     @transaction.atomic
     def write():
-        NotificationAttempt.objects.create(
+        # get_or_create: a commit whose reply was lost is written again, the attempt only once.
+        NotificationAttempt.objects.get_or_create(
             notification=notification,
             number=attempt,
-            outcome=NotificationAttempt.Outcome.PERMANENT_ERROR
-            if error.permanent
-            else NotificationAttempt.Outcome.TRANSIENT_ERROR,
-            error_code=error.code,
-            error_message=error.message,
-            worker=worker,
-            started_at=started_at,
-            finished_at=now,
+            defaults={
+                "outcome": NotificationAttempt.Outcome.PERMANENT_ERROR
+                if error.permanent
+                else NotificationAttempt.Outcome.TRANSIENT_ERROR,
+                "error_code": error.code,
+                "error_message": error.message,
+                "worker": worker,
+                "started_at": started_at,
+                "finished_at": now,
+            },
         )
         fields = {
             "attempts": attempt,

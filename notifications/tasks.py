@@ -8,8 +8,9 @@ from notifications import dead_letters, services, sweeps
 from notifications.models import Channel, Event
 
 # The retry policy lives in notifications.services; a task only re-runs when the service
-# says so (SendResult.retry_in). Database outages are the one thing retried here, because
-# no service can record anything while the database is away.
+# says so (SendResult.retry_in). Database outages are handled in two places: the service
+# writes the outcome of a send already made again for a few seconds (services._until_written),
+# and a task that still meets a DatabaseError (a claim, or a longer outage) runs again here.
 SEND_TASK_OPTIONS = {
     "bind": True,
     "acks_late": True,

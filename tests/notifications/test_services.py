@@ -1,12 +1,12 @@
 from datetime import timedelta
 
 import pytest
-from django.db import OperationalError, transaction
+from django.db import OperationalError, connection, transaction
 from django.utils import timezone
 
 from notifications import services
 from notifications.errors import PermanentDeliveryError, TransientDeliveryError
-from notifications.models import DeadLetter, Notification, NotificationAttempt
+from notifications.models import DeadLetter, Notification
 from notifications.ratelimit import ChannelRateLimiter, LimiterUnavailable
 from orders import services as order_services
 from orders.models import ChangeSource
@@ -254,21 +254,42 @@ def test_unreachable_limiter_sends_nothing_and_waits(shop, published, scripted, 
 
 
 @pytest.mark.django_db(transaction=True)  # the write is retried outside any test transaction, as in a worker
-def test_an_outcome_the_database_refuses_at_first_is_written_when_it_answers(shop, published, scripted, monkeypatch):
+@pytest.mark.django_db(transaction=True)  # the write is retried outside any test transaction, as in a worker
+def test_an_outcome_the_database_refuses_at_first_is_written_when_it_answers(shop, published, scripted):
     sms = sms_of(place_order(owner=shop))
-    create = NotificationAttempt.objects.create
     refusals = [OperationalError("the database system is shutting down")]
 
-    def refuse_once(**fields):
-        if refusals:
+    def refuse_the_first_record(execute, sql, params, many, context):
+        if refusals and "notificationattempt" in sql:
             raise refusals.pop()
-        return create(**fields)
+        return execute(sql, params, many, context)
 
-    monkeypatch.setattr(NotificationAttempt.objects, "create", refuse_once)
-    assert services.notification_send(notification_id=sms.pk).outcome == "sent"
+    with connection.execute_wrapper(refuse_the_first_record):
+        assert services.notification_send(notification_id=sms.pk).outcome == "sent"
+    assert not refusals, "the record was never refused; nothing was tested"
     sms.refresh_from_db()
     assert (sms.status, sms.attempts, sms.attempt_log.count()) == ("sent", 1, 1)
     assert len(scripted.sent) == 1  # recorded, not left claimed to be sent again after its lease
+
+
+def test_a_record_written_twice_keeps_one_attempt(shop, published, scripted, record_path, monkeypatch):
+    """A commit whose reply was lost is written again; the attempt must not be logged twice."""
+    sms = sms_of(place_order(owner=shop))
+    until_written = services._until_written
+    monkeypatch.setattr(services, "_until_written", lambda write: (write(), until_written(write)))
+    services.notification_send(notification_id=sms.pk)
+    sms.refresh_from_db()
+    assert (sms.status, sms.attempts, sms.attempt_log.count()) == ("sent", 1, 1)
+
+
+def test_a_failure_written_twice_keeps_one_attempt(shop, published, scripted, monkeypatch):
+    sms = sms_of(place_order(owner=shop))
+    scripted.script.append(TransientDeliveryError("busy", code="http-503"))
+    until_written = services._until_written
+    monkeypatch.setattr(services, "_until_written", lambda write: (write(), until_written(write)))
+    assert services.notification_send(notification_id=sms.pk).outcome == "retry"
+    sms.refresh_from_db()
+    assert (sms.status, sms.attempts, sms.attempt_log.count()) == ("failed", 1, 1)
 
 
 def test_send_of_a_missing_notification_is_skipped(scripted):
