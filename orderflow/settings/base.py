@@ -125,6 +125,7 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 # When the broker connection drops, a running send finishes instead of being terminated: cut
 # off mid-send it would leave its row claimed until the lease ends, or send twice. The message
 # it can no longer acknowledge comes back and finds nothing to claim.
+# https://docs.celeryq.dev/en/stable/userguide/configuration.html#worker-cancel-long-running-tasks-on-connection-loss
 CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
 
 CELERY_TASK_DEFAULT_QUEUE = "default"

@@ -112,6 +112,8 @@ class Worker:
                 fields = stat.read_text().rpartition(")")[2].split()
                 if int(fields[2]) == self.process.pid:  # fields from the 3rd: state, ppid, pgrp, ...
                     ticks += int(fields[11]) + int(fields[12])  # utime, stime
+                    if stat.parent.name == str(self.process.pid):  # the main process also carries its
+                        ticks += int(fields[13]) + int(fields[14])  # exited children's: cutime, cstime
         return ticks / os.sysconf("SC_CLK_TCK")
 
     def stop(self) -> None:

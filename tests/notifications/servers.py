@@ -43,7 +43,11 @@ class RedisServer:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.STDOUT,
         )
-        wait_until(self._answers, timeout=20, what=f"redis-server on port {self.port}")
+        try:
+            wait_until(self._answers, timeout=20, what=f"redis-server on port {self.port}")
+        except BaseException:
+            self.stop()  # a server that never answered is not left running
+            raise
         return self
 
     def stop(self) -> None:

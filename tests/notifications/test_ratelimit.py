@@ -77,12 +77,17 @@ def test_unreachable_redis_is_waited_for_then_reported_not_treated_as_a_token():
 
 def test_redis_back_within_the_wait_gives_the_token():
     server = RedisServer().start()
+    comeback = None
     try:
         limiter = ChannelRateLimiter(channel="x", rate=Rate(10, 1), redis_url=server.url())
         server.stop()
-        threading.Timer(1.5, server.start).start()
+        comeback = threading.Timer(1.5, server.start)
+        comeback.start()
         started = time.monotonic()
         assert limiter.acquire(timeout=10)
         assert time.monotonic() - started < 5  # tried again about every second, not at the deadline
     finally:
+        if comeback is not None:
+            comeback.cancel()
+            comeback.join()  # never start the server again after it is removed
         server.remove()
