@@ -42,7 +42,7 @@ STEPS = (
     (services, "notifications_create", "outbox rows, in the transaction"),
     (services, "render_notification", "  of which rendering the texts"),
     (services, "_publish", "publish, after the commit"),
-    (broker, "publish", "  of which broker.publish (2 messages)"),
+    (broker, "publish_many", "  of which broker.publish_many (2 messages)"),
 )
 
 

@@ -5,8 +5,10 @@ within about two seconds and the caller leaves the row for the sweep.
 """
 
 import logging
+import time
+from dataclasses import dataclass
 
-from kombu.exceptions import OperationalError
+from kombu.exceptions import BatchPublishError, OperationalError
 
 from orderflow.celery import app
 
@@ -21,26 +23,55 @@ class BrokerUnavailable(Exception):
     pass
 
 
-def producer():
-    """One producer for several publishes in a row, instead of one from the pool each time."""
-    return app.producer_or_acquire()
+@dataclass(frozen=True)
+class Message:
+    task_name: str
+    args: list
+    kwargs: dict | None = None
+    queue: str | None = None  # None: the task's route (CELERY_TASK_ROUTES)
 
 
-def publish(task_name: str, *, args: list, kwargs: dict | None = None, queue: str | None = None, producer=None) -> str:
+def publish(task_name: str, *, args: list, kwargs: dict | None = None, queue: str | None = None) -> str:
     """Send one task message; raise BrokerUnavailable if the broker cannot take it."""
+    return publish_many([Message(task_name, args, kwargs, queue)])[0]
+
+
+def publish_many(messages: list[Message]) -> list[str]:
+    """Send the messages and return their task ids; raise BrokerUnavailable if any may not have
+    reached the broker, and then count none of them as sent.
+
+    On Redis they go out together, in one round trip (kombu's publish batch); on RabbitMQ one by
+    one. A batch that failed on its way may have partly arrived; it is sent once more after a
+    short pause, and a message that arrives twice finds its notification already claimed.
+    """
     try:
-        result = app.send_task(
-            task_name,
-            args=args,
-            kwargs=kwargs,
-            queue=queue,
-            producer=producer,
-            retry=True,
-            retry_policy=PUBLISH_RETRY_POLICY,
-        )
-    except BROKER_ERRORS as error:
+        return _publish_batch(messages)
+    except BatchPublishError as error:  # the batch's one round trip failed; kombu does not retry it
+        logger.warning("publishing %d message(s) failed, trying once more: %s", len(messages), error.__cause__)
+    except BROKER_ERRORS as error:  # already tried again by kombu (PUBLISH_RETRY_POLICY)
         raise BrokerUnavailable(f"{error.__class__.__name__}: {error}") from error
-    return result.id
+    time.sleep(PUBLISH_RETRY_POLICY["interval_start"])
+    try:
+        return _publish_batch(messages)
+    except (BatchPublishError, *BROKER_ERRORS) as error:
+        cause = error.__cause__ or error
+        raise BrokerUnavailable(f"{cause.__class__.__name__}: {cause}") from error
+
+
+def _publish_batch(messages: list[Message]) -> list[str]:
+    with app.producer_or_acquire() as producer, producer.batch():
+        return [
+            app.send_task(
+                message.task_name,
+                args=message.args,
+                kwargs=message.kwargs,
+                queue=message.queue,
+                producer=producer,
+                retry=True,
+                retry_policy=PUBLISH_RETRY_POLICY,
+            ).id
+            for message in messages
+        ]
 
 
 def queue_depth(queue: str) -> int:

@@ -156,6 +156,14 @@ class PublishJob:
     kwargs: dict | None = None
     queue: str | None = None
 
+    @property
+    def message(self) -> broker.Message:
+        return broker.Message(self.task_name, self.args, self.kwargs, self.queue)
+
+
+# Messages published together, in one round trip on Redis; each batch is confirmed before the next.
+PUBLISH_BATCH_SIZE = 500
+
 
 def _channel_job(notification_id: int, channel: str) -> PublishJob:
     return PublishJob(notification_id, CHANNEL_TASKS[channel], [notification_id])
@@ -173,14 +181,13 @@ def publish_jobs(jobs: list[PublishJob]) -> int:
 
 
 def _publish(jobs: list[PublishJob]) -> list[int | None]:
-    """Publish in order until the broker fails; what is left becomes pending, due for the sweep."""
+    """Publish batch by batch until the broker fails; what is left becomes pending, due for the sweep."""
     published = []
     try:
-        with broker.producer() as producer:
-            for job in jobs:
-                task_id = broker.publish(
-                    job.task_name, args=job.args, kwargs=job.kwargs, queue=job.queue, producer=producer
-                )
+        for start in range(0, len(jobs), PUBLISH_BATCH_SIZE):
+            batch = jobs[start : start + PUBLISH_BATCH_SIZE]
+            task_ids = broker.publish_many([job.message for job in batch])
+            for job, task_id in zip(batch, task_ids, strict=True):
                 published.append(job.notification_id)
                 logger.info(
                     "notification.published notification_id=%s task_id=%s task=%s",

@@ -54,8 +54,9 @@ def published(monkeypatch):
 
     calls = []
 
-    def record(task, *, args, kwargs=None, queue=None, producer=None):
-        calls.append((task, args, queue))
+    def record(messages):
+        calls.extend((message.task_name, message.args, message.queue) for message in messages)
+        return [f"recorded-{number}" for number in range(len(calls) - len(messages), len(calls))]
 
-    monkeypatch.setattr(broker, "publish", record)
+    monkeypatch.setattr(broker, "publish_many", record)
     return calls

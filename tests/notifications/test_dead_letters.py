@@ -104,10 +104,10 @@ def test_a_batch_freezes_its_rows_and_requeues_each_once(
 def test_batch_confirm_with_the_broker_down_can_be_retried(dead, staff, monkeypatch):
     batch = dead_letters.requeue_batch_freeze(dead_letters=DeadLetter.objects.all(), description="all", by=staff)
 
-    def down(task, *, args, **options):
+    def down(messages):
         raise services.broker.BrokerUnavailable("down")
 
-    monkeypatch.setattr(services.broker, "publish", down)
+    monkeypatch.setattr(services.broker, "publish_many", down)
     with pytest.raises(Conflict, match="broker is unavailable"):
         dead_letters.requeue_batch_confirm(batch_id=batch.pk, by=staff)
     assert RequeueBatch.objects.get(pk=batch.pk).status == "awaiting"

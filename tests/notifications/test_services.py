@@ -75,10 +75,10 @@ def test_status_change_writes_rows_for_the_new_status(shop, published):
 
 
 def test_broker_down_leaves_rows_pending_and_due_for_the_sweep(shop, monkeypatch):
-    def down(task, *, args, **options):
+    def down(messages):
         raise services.broker.BrokerUnavailable("connection refused")
 
-    monkeypatch.setattr(services.broker, "publish", down)
+    monkeypatch.setattr(services.broker, "publish_many", down)
     order = place_order(owner=shop)
     count = services.notifications_publish(notifications=[(row.pk, row.channel) for row in order.notifications.all()])
     assert count == 0

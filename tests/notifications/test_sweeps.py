@@ -41,10 +41,10 @@ def place_unpublished(owner, count, monkeypatch, capture):
     with capture(execute=False):
         orders = [place_order(owner=owner) for _ in range(count)]
 
-    def down(task, *, args, **options):
+    def down(messages):
         raise broker.BrokerUnavailable("down")
 
-    monkeypatch.setattr(services.broker, "publish", down)
+    monkeypatch.setattr(services.broker, "publish_many", down)
     for order in orders:
         services.notifications_publish(notifications=[(row.pk, row.channel) for row in order.notifications.all()])
     monkeypatch.undo()
