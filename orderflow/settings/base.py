@@ -116,9 +116,11 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {"socket_connect_timeout": 2, "socket_timeout"
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # One message reserved per process, also for a plain `celery worker`: a backlog waits in the broker.
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
-# Workers keep their database connection across tasks (Celery closes it after each by default);
-# a broken one is dropped before the next task (notifications.tasks).
-CELERY_DB_REUSE_MAX = 100
+# Workers keep their database connection across tasks (Celery closes it after each by default):
+# a broken one is dropped before the next task (notifications.tasks) and an old one after
+# CONN_MAX_AGE. Celery's own count would close it every N tasks; at 1000, a pool child's life
+# (--max-tasks-per-child), a busy worker no longer reconnects several times a second.
+CELERY_DB_REUSE_MAX = 1000
 # A message is acknowledged after its task ran, and given back if the worker dies mid-task.
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
