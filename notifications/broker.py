@@ -59,19 +59,28 @@ def publish_many(messages: list[Message]) -> list[str]:
 
 
 def _publish_batch(messages: list[Message]) -> list[str]:
-    with app.producer_or_acquire() as producer, producer.batch():
-        return [
-            app.send_task(
-                message.task_name,
-                args=message.args,
-                kwargs=message.kwargs,
-                queue=message.queue,
-                producer=producer,
-                retry=True,
-                retry_policy=PUBLISH_RETRY_POLICY,
-            ).id
-            for message in messages
-        ]
+    with app.producer_or_acquire() as producer:
+        batching = producer.supports_batch_publish
+        try:
+            with producer.batch():
+                return [
+                    app.send_task(
+                        message.task_name,
+                        args=message.args,
+                        kwargs=message.kwargs,
+                        queue=message.queue,
+                        producer=producer,
+                        # In a batch, kombu's reconnect-and-retry would swap the channel under
+                        # it; the whole batch is tried again instead (publish_many).
+                        retry=not batching,
+                        retry_policy=PUBLISH_RETRY_POLICY,
+                    ).id
+                    for message in messages
+                ]
+        except BROKER_ERRORS as error:
+            if batching:  # e.g. declaring a queue on a new connection
+                raise BatchPublishError(f"{error.__class__.__name__}: {error}") from error
+            raise
 
 
 def queue_depth(queue: str) -> int:
