@@ -142,27 +142,19 @@ def wait_until_drained(queue: str, *, timeout: float) -> float:
 
 
 class TimedTwilio(FakeTwilio):
-    """The suite's FakeTwilio, also noting when each request arrived (`arrivals`, time.time())."""
+    """The suite's FakeTwilio, with the bench's account and the arrival time of each request."""
 
     def __init__(self):
-        self.arrivals: list[float] = []
         super().__init__(account_sid=TWILIO_SID, auth_token=TWILIO_TOKEN)
 
-    def arrivals_since(self, mark: int) -> list[float]:
+    @property
+    def arrivals(self) -> list[float]:
+        """When each request arrived (time.time()), in the order they were answered."""
         with self._lock:
-            return sorted(self.arrivals[mark:])
+            return [request["at"] for request in self.requests]
 
-    def _handler_class(self):
-        fake, handler = self, super()._handler_class()
-
-        class TimedHandler(handler):
-            def do_POST(self):
-                arrived = time.time()
-                super().do_POST()
-                with fake._lock:
-                    fake.arrivals.append(arrived)
-
-        return TimedHandler
+    def arrivals_since(self, mark: int) -> list[float]:
+        return sorted(self.arrivals[mark:])
 
 
 @contextmanager
