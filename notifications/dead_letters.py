@@ -63,7 +63,9 @@ def dead_letters_requeue(*, ids: list[int], by) -> RequeueOutcome:
             notification_reset_for_sending([letter.notification_id for letter in eligible if letter.notification_id])
             _resolve(eligible, DeadLetterStatus.REQUEUED, by=by, message="Requeued")
             jobs = [
-                PublishJob(letter.notification_id, letter.task_name, letter.args, letter.kwargs, letter.queue)
+                PublishJob(
+                    letter.notification_id, broker.Message(letter.task_name, letter.args, letter.kwargs, letter.queue)
+                )
                 for letter in eligible
             ]
             transaction.on_commit(partial(publish_jobs, jobs), robust=True)

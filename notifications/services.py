@@ -150,15 +150,10 @@ def notifications_publish(*, notifications: list[tuple[int, str]]) -> int:
 
 @dataclass(frozen=True)
 class PublishJob:
-    notification_id: int | None
-    task_name: str
-    args: list
-    kwargs: dict | None = None
-    queue: str | None = None
+    """A message to publish, and the notification it is for (None: none, e.g. a sweep's task)."""
 
-    @property
-    def message(self) -> broker.Message:
-        return broker.Message(self.task_name, self.args, self.kwargs, self.queue)
+    notification_id: int | None
+    message: broker.Message
 
 
 # Messages published together, in one round trip on Redis; each batch is confirmed before the next.
@@ -166,7 +161,7 @@ PUBLISH_BATCH_SIZE = 500
 
 
 def _channel_job(notification_id: int, channel: str) -> PublishJob:
-    return PublishJob(notification_id, CHANNEL_TASKS[channel], [notification_id])
+    return PublishJob(notification_id, broker.Message(CHANNEL_TASKS[channel], [notification_id]))
 
 
 def publish_jobs(jobs: list[PublishJob]) -> int:
@@ -193,7 +188,7 @@ def _publish(jobs: list[PublishJob]) -> list[int | None]:
                     "notification.published notification_id=%s task_id=%s task=%s",
                     job.notification_id,
                     task_id,
-                    job.task_name,
+                    job.message.task_name,
                     extra={
                         "event": "notification.published",
                         "notification_id": job.notification_id,
