@@ -6,6 +6,7 @@ import time
 import pytest
 from django.conf import settings
 from kombu.exceptions import BatchPublishError
+from redis.connection import AbstractConnection
 
 from notifications import broker
 from orderflow.celery import app
@@ -60,6 +61,23 @@ def test_every_message_of_a_batch_reaches_its_queue_once_and_in_order(pointed_at
     assert len(set(task_ids)) == 5
     assert waiting(url, "sms") == [0, 2, 4]
     assert waiting(url, "email") == [1, 3]
+
+
+def test_a_batch_goes_to_redis_in_one_write(pointed_at, monkeypatch):
+    url = pointed_at(BROKERS["redis"])
+    broker.publish_many(messages(2))  # connects and declares the queues: not part of a batch's cost
+    writes = []
+    send = AbstractConnection.send_packed_command
+
+    def counted(connection, command, *args, **kwargs):
+        writes.append(command)
+        return send(connection, command, *args, **kwargs)
+
+    monkeypatch.setattr(AbstractConnection, "send_packed_command", counted)
+    broker.publish_many(messages(10))
+    assert len(writes) == 1
+    monkeypatch.undo()
+    assert len(waiting(url, "sms")) == 6 and len(waiting(url, "email")) == 6
 
 
 def test_a_batch_that_failed_on_its_way_is_sent_once_more(monkeypatch, caplog):

@@ -87,6 +87,28 @@ def test_broker_down_leaves_rows_pending_and_due_for_the_sweep(shop, monkeypatch
         assert row.stale_after <= timezone.now()
 
 
+def test_broker_failing_between_batches_leaves_only_the_unsent_batches_pending(shop, monkeypatch):
+    orders = [place_order(owner=shop, customer_email="") for _ in range(3)]
+    rows = [order.notifications.get() for order in orders]
+    for row in rows:
+        row.status = "pending"
+        row.save(update_fields=["status"])
+    sent = []
+
+    def fails_on_the_second_batch(messages):
+        if sent:
+            raise services.broker.BrokerUnavailable("connection refused")
+        sent.extend(message.args[0] for message in messages)
+        return ["task-1"]
+
+    monkeypatch.setattr(services, "PUBLISH_BATCH_SIZE", 1)
+    monkeypatch.setattr(services.broker, "publish_many", fails_on_the_second_batch)
+    count = services.notifications_publish(notifications=[(row.pk, row.channel) for row in rows])
+    assert count == 1 and sent == [rows[0].pk]
+    statuses = dict(Notification.objects.filter(pk__in=[row.pk for row in rows]).values_list("pk", "status"))
+    assert statuses == {rows[0].pk: "queued", rows[1].pk: "pending", rows[2].pk: "pending"}
+
+
 def test_sms_text_fits_one_segment_and_is_not_html_escaped(shop, published):
     order = place_order(owner=shop, customer_name="Zoë <O'Brien> & Sons of a very long name indeed")
     sms = sms_of(order)
