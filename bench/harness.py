@@ -14,7 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
 
@@ -57,6 +57,7 @@ from notifications.signals import queue_order_placed, queue_order_status_changed
 from orders.services import OrderLine, order_create  # noqa: E402
 from orders.signals import order_placed, order_status_changed  # noqa: E402
 from tests.fakes.twilio_server import FakeTwilio  # noqa: E402
+from tests.processes import reap_group, signal_group  # noqa: E402
 from tests.waiting import wait_until  # noqa: E402
 
 ORDER_LINE = OrderLine(sku="TEA-1", name="Green tea", quantity=2, unit_price=Decimal("4.50"))
@@ -218,20 +219,10 @@ class Worker:
         return " ready." in self.log_path.read_text()
 
     def terminate(self) -> None:
-        self._signal(signal.SIGTERM)
+        signal_group(self.process, signal.SIGTERM)
 
     def wait_or_kill(self, timeout: float) -> None:
-        try:
-            self.process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self._signal(signal.SIGKILL)
-            self.process.wait()
-        # The pool children are in the same group; make sure none outlived the main process.
-        self._signal(signal.SIGKILL)
-
-    def _signal(self, sig: int) -> None:
-        with suppress(ProcessLookupError):  # the whole group has already exited
-            os.killpg(self.process.pid, sig)
+        reap_group(self.process, timeout=timeout)
 
 
 @contextmanager

@@ -74,6 +74,7 @@ from rest_framework.authtoken.models import Token
 from notifications.models import Channel, Notification, NotificationStatus
 from orders.models import Order
 from tests.fakes.smtp_server import free_port
+from tests.processes import stop_group
 
 GOAL_RATIO = 1.3
 LIFTED_LIMIT = "100000/s"
@@ -236,13 +237,7 @@ class Gunicorn:
             connection.close()
 
     def stop(self) -> None:
-        with suppress(ProcessLookupError):
-            os.killpg(self.pid, signal.SIGTERM)
-        with suppress(subprocess.TimeoutExpired):
-            self.process.wait(timeout=30)
-        with suppress(ProcessLookupError):  # workers that outlived the arbiter
-            os.killpg(self.pid, signal.SIGKILL)
-        self.process.wait()
+        stop_group(self.process, timeout=30)
 
 
 @contextmanager

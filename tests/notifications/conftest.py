@@ -23,6 +23,7 @@ from tests.factories import UserFactory, place_order
 from tests.fakes.smtp_server import FakeSMTP
 from tests.fakes.twilio_server import FakeTwilio
 from tests.notifications.scripted_backend import ScriptedBackend
+from tests.processes import stop_group
 from tests.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -118,12 +119,7 @@ class Worker:
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
+            stop_group(self.process, timeout=20)
         self.log.close()
 
 
