@@ -23,7 +23,7 @@ from notifications.models import (
     RecipientCorrection,
     RequeueBatch,
 )
-from orderflow.admin import ReadOnlyInline
+from orderflow.admin import ReadOnlyInline, report_outcome
 from orderflow.errors import ApplicationError
 from orderflow.masking import mask_recipient
 
@@ -60,13 +60,8 @@ class PipelineRowAdmin(admin.ModelAdmin):
         return False
 
     def report(self, request, done: str, skipped: dict[int, str] | list[str]):
-        if done:
-            self.message_user(request, done, messages.SUCCESS)
         reasons = [f"{pk}: {why}" for pk, why in skipped.items()] if isinstance(skipped, dict) else skipped
-        for reason in reasons[:10]:
-            self.message_user(request, reason, messages.WARNING)
-        if len(reasons) > 10:
-            self.message_user(request, f"… and {len(reasons) - 10} more left alone.", messages.WARNING)
+        report_outcome(self, request, done=done, reasons=reasons)
 
 
 class CorrectRecipientForm(forms.Form):

@@ -1,7 +1,7 @@
-from django.contrib import admin, messages
+from django.contrib import admin
 from django.db.models import Count
 
-from orderflow.admin import ReadOnlyInline
+from orderflow.admin import ReadOnlyInline, report_outcome
 from orderflow.errors import ApplicationError
 from orders import services
 from orders.models import ChangeSource, Order, OrderItem, OrderStatus, OrderStatusChange
@@ -39,12 +39,8 @@ def _transition_action(to_status: str):
                 moved += 1
             except ApplicationError as error:
                 refused.append(error.message)
-        if moved:
-            modeladmin.message_user(request, f"{moved} order(s) marked {to_status}.", messages.SUCCESS)
-        for message in refused[:10]:
-            modeladmin.message_user(request, message, messages.WARNING)
-        if len(refused) > 10:
-            modeladmin.message_user(request, f"… and {len(refused) - 10} more refused.", messages.WARNING)
+        done = f"{moved} order(s) marked {to_status}." if moved else ""
+        report_outcome(modeladmin, request, done=done, reasons=refused, left="refused")
 
     move.__name__ = f"mark_{to_status}"
     return admin.action(description=f"Mark selected orders {to_status}", permissions=["change"])(move)

@@ -95,6 +95,16 @@ def test_refused_action_reports_a_message_not_a_500(client, operator, shop):
     assert pending.status == "pending"
 
 
+def test_a_bulk_action_names_ten_refusals_and_counts_the_rest(client, operator, shop, published):
+    orders = [place_order(owner=shop) for _ in range(13)]
+    response = client.post(
+        CHANGELIST, {"action": "mark_delivered", "_selected_action": [o.pk for o in orders]}, follow=True
+    )
+    shown = messages_of(response)
+    assert sum("cannot become delivered" in message for message in shown) == 10
+    assert shown[-1] == "… and 3 more refused."
+
+
 def test_staff_without_change_permission_cannot_run_actions(client, shop):
     viewer = UserFactory(username="viewer", is_staff=True)
     viewer.user_permissions.add(Permission.objects.get(codename="view_order"))
