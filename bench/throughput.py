@@ -12,8 +12,10 @@ double answering at once. Each round runs, in rotating order, one batch of each 
   notification `sent` (claim, global limiter, twilio library, record).
 
 Printed: the rate of every batch, the medians, and pipeline / noop (goal: at least 50%).
+With --without-provider the worker's SMS backend is the in-memory one: the same pipeline
+without the HTTP call to Twilio, to see what the call itself costs.
 
-    .venv/bin/python bench/throughput.py [--messages 500] [--rounds 3] [--concurrency 2]
+    .venv/bin/python bench/throughput.py [--messages 500] [--rounds 3] [--concurrency 2] [--without-provider]
 """
 
 import argparse
@@ -78,6 +80,9 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=500, help="messages per batch (default 500)")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of the three batches (default 3)")
     parser.add_argument("--concurrency", type=int, default=2, help="worker processes in the pool (default 2)")
+    parser.add_argument(
+        "--without-provider", action="store_true", help="send SMS to the in-memory backend instead of Twilio"
+    )
     args = parser.parse_args()
 
     harness.prepare()
@@ -87,6 +92,8 @@ def main() -> None:
         env = harness.worker_env(
             twilio, NOTIFICATIONS_SMS_RATE_LIMIT=LIFTED_LIMIT, NOTIFICATIONS_EMAIL_RATE_LIMIT=LIFTED_LIMIT
         )
+        if args.without_provider:
+            env["SMS_BACKEND"] = "notifications.backends.sms.InMemoryBackend"
         worker = harness.Worker(name="throughput", env=env, queue=Channel.SMS, concurrency=args.concurrency)
         with harness.running_workers([worker]):
             # Warm the pool (imports, connections, the Twilio client) outside the timed batches.
@@ -105,7 +112,7 @@ def main() -> None:
     ceiling = medians["noop"]
     harness.print_table(
         f"Throughput: {args.messages} messages per batch, 1 worker x concurrency {args.concurrency}, "
-        f"SMS limit {LIFTED_LIMIT}",
+        f"SMS limit {LIFTED_LIMIT}{', no provider (in-memory backend)' if args.without_provider else ''}",
         ["", *(f"round {number + 1}" for number in range(args.rounds)), "median", "/ noop"],
         [
             [
