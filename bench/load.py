@@ -45,7 +45,6 @@ import itertools
 import json
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -74,7 +73,7 @@ from rest_framework.authtoken.models import Token
 from notifications.models import Channel, Notification, NotificationStatus
 from orders.models import Order
 from tests.fakes.smtp_server import free_port
-from tests.processes import stop_group
+from tests.processes import reap_group, stop_group
 
 GOAL_RATIO = 1.3
 LIFTED_LIMIT = "100000/s"
@@ -285,8 +284,7 @@ class Provider:
         try:
             output, _ = self.process.communicate(timeout=60)  # closes its stdin: it reports and exits
         except subprocess.TimeoutExpired:
-            os.killpg(self.pid, signal.SIGKILL)
-            self.process.wait()
+            reap_group(self.process, timeout=0)
             raise
         self.received = json.loads(output.strip().splitlines()[-1])["orders"]
 
