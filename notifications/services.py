@@ -14,7 +14,7 @@ from functools import partial
 
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
-from django.core.exceptions import ValidationError
+from django.core.exceptions import ImproperlyConfigured, ValidationError
 from django.core.validators import validate_email
 from django.db import InterfaceError, OperationalError, close_old_connections, connection, transaction
 from django.db.models import F
@@ -53,6 +53,8 @@ SEND_TIME_LIMIT = 60
 TOKEN_WAIT_SECONDS = 30
 # How long to wait before trying again when Redis (the rate limiter) does not answer.
 LIMITER_DOWN_RETRY_SECONDS = 15
+# A channel backend that cannot be built (its configuration) is tried again this often, unsent.
+BACKEND_UNUSABLE_RETRY_SECONDS = 60
 # How long a worker keeps trying to write down what it already knows (the provider's answer, a
 # claim given back) while the database is away, e.g. restarting. It fits in the soft time limit
 # after the longest token wait and provider call.
@@ -223,7 +225,12 @@ def notification_send(*, notification_id: int, task_id: str = "", worker: str = 
     notification = claimed
     log_event("notification.claimed", notification, task_id=task_id, worker=worker)
 
-    backend = get_backend(notification.channel)  # built before the token, so the send follows it at once
+    try:
+        backend = get_backend(notification.channel)  # built before the token, so the send follows it at once
+    except ImproperlyConfigured as error:  # e.g. an unusable proxy: nothing can go until an operator fixes it
+        log_event("notification.deferred", notification, level=logging.WARNING, task_id=task_id, reason=str(error))
+        _release(notification)
+        return SendResult("deferred", retry_in=BACKEND_UNUSABLE_RETRY_SECONDS, detail=f"backend unusable: {error}")
     waited_from = time.monotonic()
     try:
         has_token = limiter_for(notification.channel).acquire(timeout=TOKEN_WAIT_SECONDS)

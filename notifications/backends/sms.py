@@ -7,7 +7,8 @@ from urllib.parse import unquote, urlencode, urlsplit
 import certifi
 import urllib3
 from django.conf import settings
-from requests.utils import get_environ_proxies
+from django.core.exceptions import ImproperlyConfigured
+from requests.utils import get_environ_proxies, prepend_scheme_if_needed, select_proxy
 from twilio.base.exceptions import TwilioRestException
 from twilio.http import HttpClient
 from twilio.http.response import Response
@@ -23,36 +24,40 @@ logger = logging.getLogger(__name__)
 TRANSIENT_TWILIO_CODES = {20003, 20429, 30001}
 TRANSIENT_HTTP_STATUSES = {401, 403, 429}
 TWILIO_TIMEOUT_SECONDS = 10
-# Connections kept open per host: one process sends one message at a time.
+# Connections kept open to the API's host by one worker process; it sends one message at a
+# time, the spare ones serve an SMS sent from a management command or a shell in the same process.
 TWILIO_POOL_SIZE = 4
 JSON_CONTENT_TYPES = {"application/json", "application/scim+json"}
+PROXY_SCHEMES = {"http", "https"}
 
 
 class Urllib3HttpClient(HttpClient):
-    """The twilio library's HTTP client on urllib3's connection pool, without requests' session.
+    """The twilio library's HTTP client on urllib3's connection pool, without a requests session
+    (docs/PERFORMANCE.md has what that saves a send).
 
-    The library's own client (TwilioHttpClient) goes through requests, whose per-call work
-    (merging session settings, hooks, cookies) took 0.58 ms of CPU per message against
-    0.33 ms here. What requests would read from the environment is read once: the proxy for
-    the API's host (HTTP(S)_PROXY, honouring NO_PROXY) and the CA bundle (REQUESTS_CA_BUNDLE,
-    CURL_CA_BUNDLE, else certifi's, as requests uses). A POST is never retried on its own: it
-    may have reached Twilio, and the task's retry policy decides.
+    It honours the environment as requests does, read once: the proxy for the API's host
+    (HTTPS_PROXY, HTTP_PROXY, ALL_PROXY, NO_PROXY; a proxy URL's credentials go to the proxy)
+    and the CA bundle (REQUESTS_CA_BUNDLE or CURL_CA_BUNDLE, a file or a directory; else
+    certifi's). A POST is never retried here: it may have reached Twilio, and the task's retry
+    policy decides.
     """
 
     def __init__(self, *, base_url: str, timeout: float):
         super().__init__(logging.getLogger("twilio.http_client"), False, timeout)
-        self.proxy = get_environ_proxies(base_url).get(urlsplit(base_url).scheme)
+        proxy = select_proxy(base_url, get_environ_proxies(base_url))
+        self.proxy = prepend_scheme_if_needed(proxy, "http") if proxy else None
         self.ca_certs = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or certifi.where()
-        options = {
-            "maxsize": TWILIO_POOL_SIZE,
-            "retries": False,
-            "cert_reqs": "CERT_REQUIRED",
-            "ca_certs": self.ca_certs,
-        }
+        options = {"maxsize": TWILIO_POOL_SIZE, "retries": False, "cert_reqs": "CERT_REQUIRED"}
+        options["ca_cert_dir" if os.path.isdir(self.ca_certs) else "ca_certs"] = self.ca_certs
         if not self.proxy:
             self.pool = urllib3.PoolManager(**options)
             return
         proxy = urlsplit(self.proxy)
+        if proxy.scheme not in PROXY_SCHEMES:
+            raise ImproperlyConfigured(
+                f"the proxy for {base_url} ({proxy.scheme}://{proxy.hostname}) is not an http:// or https:// proxy;"
+                " check HTTPS_PROXY, HTTP_PROXY and ALL_PROXY"
+            )
         if proxy.username:  # requests sends a proxy's credentials from its URL; urllib3 wants them as a header
             credentials = f"{unquote(proxy.username)}:{unquote(proxy.password or '')}"
             options["proxy_headers"] = urllib3.make_headers(proxy_basic_auth=credentials)
@@ -66,7 +71,7 @@ class Urllib3HttpClient(HttpClient):
         if auth is not None:
             headers.update(urllib3.make_headers(basic_auth=":".join(auth)))
         if params:
-            url = f"{url}?{urlencode(params, doseq=True)}"
+            url = f"{url}{'&' if '?' in url else '?'}{urlencode(params, doseq=True)}"
         body = None
         if data:
             # As the library's own client: JSON where the library asks for it, else a form.

@@ -1,8 +1,12 @@
+import contextlib
 import smtplib
+import socket
 import subprocess
+import threading
 from base64 import b64encode
 
 import pytest
+from django.core.exceptions import ImproperlyConfigured
 from twilio.base.exceptions import TwilioRestException
 
 from notifications.backends.email import EmailBackend, classify_smtp_reply
@@ -56,6 +60,7 @@ def test_twilio_backend_passes_status_callback_and_messaging_service(twilio, set
         ((400, 21610), PermanentDeliveryError, "twilio-21610"),
         ((400, 21408), PermanentDeliveryError, "twilio-21408"),
         ((404, 20404), PermanentDeliveryError, "twilio-20404"),
+        (499, PermanentDeliveryError, "http-499"),  # a status with no name still reaches the client
     ],
 )
 def test_twilio_answers_are_classified(twilio, answer, error, code):
@@ -96,11 +101,56 @@ def test_twilio_backend_goes_direct_to_hosts_the_environment_exempts(twilio, pro
     assert len(twilio.requests) == 1
 
 
-def test_twilio_backend_sends_the_proxys_credentials_from_its_url(twilio, proxy_environment):
-    proxy_environment.setenv("HTTP_PROXY", "http://shop%40example:s%3Acret@127.0.0.1:1")
-    client = TwilioBackend().client.http_client
-    assert client.proxy == "http://127.0.0.1:1"
-    assert client.pool.proxy_headers == {"proxy-authorization": "Basic " + b64encode(b"shop@example:s:cret").decode()}
+@pytest.fixture
+def recording_proxy():
+    """A proxy that notes the head of every request it is sent and answers 502 Bad Gateway."""
+    heads = []
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve():
+        with contextlib.suppress(OSError):  # the listener closed: the test is over
+            while True:
+                connection, _ = listener.accept()
+                with connection:
+                    data = b""
+                    while b"\r\n\r\n" not in data and (chunk := connection.recv(4096)):
+                        data += chunk
+                    heads.append(data.partition(b"\r\n\r\n")[0].decode("latin-1"))
+                    connection.sendall(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+
+    threading.Thread(target=serve, daemon=True).start()
+    yield f"127.0.0.1:{listener.getsockname()[1]}", heads
+    listener.close()
+
+
+@pytest.mark.parametrize(
+    ("variable", "url"),
+    [
+        ("HTTP_PROXY", "http://shop%40example:s%3Acret@{address}"),
+        ("ALL_PROXY", "http://shop%40example:s%3Acret@{address}"),
+        ("HTTP_PROXY", "shop%40example:s%3Acret@{address}"),  # no scheme: http, as requests reads it
+    ],
+)
+def test_twilio_backend_asks_the_environments_proxy_with_its_credentials(
+    twilio, proxy_environment, recording_proxy, variable, url
+):
+    address, heads = recording_proxy
+    proxy_environment.delenv("HTTP_PROXY")
+    proxy_environment.setenv(variable, url.format(address=address))
+    with pytest.raises(TransientDeliveryError, match="502"):
+        TwilioBackend().send(recipient="+14155552671", body="hello")
+    [head] = heads
+    request_line, *lines = head.split("\r\n")
+    headers = {name.lower(): value.strip() for name, _, value in (line.partition(":") for line in lines)}
+    assert request_line == f"POST {twilio.url}/2010-04-01/Accounts/{SID}/Messages.json HTTP/1.1"
+    assert headers["proxy-authorization"] == f"Basic {b64encode(b'shop@example:s:cret').decode()}"
+    assert twilio.requests == []
+
+
+def test_a_proxy_that_is_not_http_is_refused_with_the_variables_to_check(twilio, proxy_environment):
+    proxy_environment.setenv("HTTP_PROXY", "socks5://127.0.0.1:1080")
+    with pytest.raises(ImproperlyConfigured, match="HTTPS_PROXY, HTTP_PROXY and ALL_PROXY"):
+        TwilioBackend()
 
 
 @pytest.fixture

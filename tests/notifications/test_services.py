@@ -4,7 +4,7 @@ import pytest
 from django.db import OperationalError, connection, transaction
 from django.utils import timezone
 
-from notifications import services
+from notifications import backends, services
 from notifications.errors import PermanentDeliveryError, TransientDeliveryError
 from notifications.models import DeadLetter, Notification
 from notifications.ratelimit import ChannelRateLimiter, LimiterUnavailable
@@ -275,7 +275,24 @@ def test_unreachable_limiter_sends_nothing_and_waits(shop, published, scripted, 
     assert scripted.sent == []
 
 
-@pytest.mark.django_db(transaction=True)  # the write is retried outside any test transaction, as in a worker
+def test_a_backend_its_configuration_breaks_sends_nothing_and_gives_the_claim_back(
+    shop, published, settings, monkeypatch
+):
+    settings.SMS_BACKEND = "notifications.backends.sms.TwilioBackend"
+    settings.TWILIO_API_BASE_URL = "https://api.twilio.com"
+    monkeypatch.setenv("HTTPS_PROXY", "socks5://127.0.0.1:1080")
+    backends._backend.cache_clear()
+    try:
+        sms = sms_of(place_order(owner=shop))
+        result = services.notification_send(notification_id=sms.pk)
+    finally:
+        backends._backend.cache_clear()
+    assert (result.outcome, result.retry_in) == ("deferred", services.BACKEND_UNUSABLE_RETRY_SECONDS)
+    assert "HTTPS_PROXY" in result.detail
+    sms.refresh_from_db()
+    assert (sms.status, sms.attempts) == ("queued", 0)
+
+
 @pytest.mark.django_db(transaction=True)  # the write is retried outside any test transaction, as in a worker
 def test_an_outcome_the_database_refuses_at_first_is_written_when_it_answers(shop, published, scripted):
     sms = sms_of(place_order(owner=shop))
