@@ -44,15 +44,14 @@ class Urllib3HttpClient(HttpClient):
 
     def __init__(self, *, base_url: str, timeout: float):
         super().__init__(logging.getLogger("twilio.http_client"), False, timeout)
-        proxy = select_proxy(base_url, get_environ_proxies(base_url))
-        self.proxy = prepend_scheme_if_needed(proxy, "http") if proxy else None
-        self.ca_certs = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or certifi.where()
+        proxy_url = select_proxy(base_url, get_environ_proxies(base_url))
+        ca_certs = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or certifi.where()
         options = {"maxsize": TWILIO_POOL_SIZE, "retries": False, "cert_reqs": "CERT_REQUIRED"}
-        options["ca_cert_dir" if os.path.isdir(self.ca_certs) else "ca_certs"] = self.ca_certs
-        if not self.proxy:
+        options["ca_cert_dir" if os.path.isdir(ca_certs) else "ca_certs"] = ca_certs
+        if not proxy_url:
             self.pool = urllib3.PoolManager(**options)
             return
-        proxy = urlsplit(self.proxy)
+        proxy = urlsplit(prepend_scheme_if_needed(proxy_url, "http"))
         if proxy.scheme not in PROXY_SCHEMES:
             raise ImproperlyConfigured(
                 f"the proxy for {base_url} ({proxy.scheme}://{proxy.hostname}) is not an http:// or https:// proxy;"
@@ -61,8 +60,8 @@ class Urllib3HttpClient(HttpClient):
         if proxy.username:  # requests sends a proxy's credentials from its URL; urllib3 wants them as a header
             credentials = f"{unquote(proxy.username)}:{unquote(proxy.password or '')}"
             options["proxy_headers"] = urllib3.make_headers(proxy_basic_auth=credentials)
-            self.proxy = proxy._replace(netloc=proxy.netloc.rpartition("@")[2]).geturl()
-        self.pool = urllib3.ProxyManager(self.proxy, **options)
+            proxy = proxy._replace(netloc=proxy.netloc.rpartition("@")[2])
+        self.pool = urllib3.ProxyManager(proxy.geturl(), **options)
 
     def request(
         self, method, url, params=None, data=None, headers=None, auth=None, timeout=None, allow_redirects=False
@@ -90,7 +89,6 @@ class Urllib3HttpClient(HttpClient):
         response = Response(answer.status, answer.data.decode("utf-8", errors="replace"), answer.headers)
         if self.logger.isEnabledFor(logging.INFO):
             self.log_response(answer.status, response)
-        self._test_only_last_response = response
         return response
 
 
