@@ -10,7 +10,7 @@ import time
 import traceback
 from dataclasses import dataclass
 from datetime import timedelta
-from functools import partial
+from functools import cache, partial
 
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
@@ -37,6 +37,7 @@ from notifications.models import (
 )
 from notifications.ratelimit import LimiterUnavailable, limiter_for
 from notifications.rendering import render_notification
+from orderflow.database import prepared_cursor
 from orderflow.errors import ApplicationError, Conflict, NotFound
 from orders.phones import phone_to_e164
 
@@ -120,7 +121,7 @@ def _insert_outbox(rows: list[Notification]) -> None:
     fields = [field for field in Notification._meta.concrete_fields if not field.primary_key]
     row_sql = f"({', '.join(['%s'] * len(fields))})"
     params = [field.get_db_prep_save(field.pre_save(row, add=True), connection) for row in rows for field in fields]
-    with connection.cursor() as cursor:
+    with prepared_cursor() as cursor:
         cursor.execute(
             f"INSERT INTO {Notification._meta.db_table} ({', '.join(field.column for field in fields)})"  # noqa: S608
             f" VALUES {', '.join([row_sql] * len(rows))}"
@@ -284,7 +285,10 @@ def sending_lease_seconds() -> int:
 
 
 # One statement claims the row and returns it (an UPDATE, then a SELECT, cost a round trip per
-# send). Claimable: not yet sent, a retry that is due, or a send whose worker died mid-way.
+# send). Claimable: not yet sent, a retry that is due, or a send whose worker died mid-way. The
+# columns are named: a prepared statement returning `*` fails once a migration adds a column.
+CLAIM_COLUMNS = [field.column for field in Notification._meta.concrete_fields]
+CLAIM_ATTNAMES = [field.attname for field in Notification._meta.concrete_fields]
 CLAIM_SQL = f"""
     UPDATE {Notification._meta.db_table}
        SET status = 'sending', stale_after = %(lease)s, updated_at = %(now)s
@@ -292,8 +296,8 @@ CLAIM_SQL = f"""
        AND (status IN ('pending', 'queued')
             OR (status = 'failed' AND next_attempt_at <= %(now)s)
             OR (status = 'sending' AND stale_after <= %(now)s))
-    RETURNING *
-"""  # noqa: S608 - only the table name is formatted in, from the model
+    RETURNING {", ".join(CLAIM_COLUMNS)}
+"""  # noqa: S608 - only the table and column names are formatted in, from the model
 
 
 def _db_datetime(value):
@@ -301,16 +305,34 @@ def _db_datetime(value):
     return connection.ops.adapt_datetimefield_value(value)
 
 
+def _from_db_values(row: tuple) -> list:
+    """The claimed row's values as the ORM reads them (its converters: e.g. datetimes on SQLite)."""
+    values = list(row)
+    for index, (converters, column) in _claim_converters(connection.vendor).items():
+        for converter in converters:
+            values[index] = converter(values[index], column, connection)
+    return values
+
+
+@cache
+def _claim_converters(vendor: str) -> dict:
+    columns = [field.get_col(Notification._meta.db_table) for field in Notification._meta.concrete_fields]
+    found = {}
+    for index, column in enumerate(columns):
+        converters = connection.ops.get_db_converters(column) + column.get_db_converters(connection)
+        if converters:
+            found[index] = (converters, column)
+    return found
+
+
 def _claim(notification_id: int) -> Notification | SendResult:
     now = timezone.now()
     lease = now + timedelta(seconds=sending_lease_seconds())
-    claimed = list(
-        Notification.objects.raw(
-            CLAIM_SQL, {"id": notification_id, "now": _db_datetime(now), "lease": _db_datetime(lease)}
-        )
-    )
-    if claimed:
-        return claimed[0]
+    with prepared_cursor() as cursor:
+        cursor.execute(CLAIM_SQL, {"id": notification_id, "now": _db_datetime(now), "lease": _db_datetime(lease)})
+        claimed = cursor.fetchone()
+    if claimed is not None:
+        return Notification.from_db(connection.alias, CLAIM_ATTNAMES, _from_db_values(claimed))
     notification = Notification.objects.filter(pk=notification_id).first()
     if notification is None:
         return SendResult("skipped", detail="no such notification")
@@ -373,6 +395,7 @@ ADD_SENT_ATTEMPT_SQL = f"""
                         WHERE notification_id = %(id)s AND number = %(number)s)
 """  # noqa: S608 - only the table names are formatted in, from the models
 ONE_STATEMENT_VENDORS = {"postgresql"}
+RECORD_SENT_SQL = f"WITH sent AS ({MARK_SENT_SQL}) {ADD_SENT_ATTEMPT_SQL}"
 
 
 def _record_sent(notification: Notification, provider_message_id: str, *, started_at, task_id, worker) -> SendResult:
@@ -393,8 +416,8 @@ def _record_sent(notification: Notification, provider_message_id: str, *, starte
 
     def write():
         if connection.vendor in ONE_STATEMENT_VENDORS:
-            with connection.cursor() as cursor:
-                cursor.execute(f"WITH sent AS ({MARK_SENT_SQL}) {ADD_SENT_ATTEMPT_SQL}", params)
+            with prepared_cursor() as cursor:
+                cursor.execute(RECORD_SENT_SQL, params)
         else:
             with transaction.atomic(), connection.cursor() as cursor:
                 cursor.execute(MARK_SENT_SQL, params)
