@@ -16,7 +16,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured, ValidationError
 from django.core.validators import validate_email
-from django.db import InterfaceError, OperationalError, close_old_connections, connection, transaction
+from django.db import InterfaceError, OperationalError, close_old_connections, connection, connections, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -308,14 +308,15 @@ def _db_datetime(value):
 def _from_db_values(row: tuple) -> list:
     """The claimed row's values as the ORM reads them (its converters: e.g. datetimes on SQLite)."""
     values = list(row)
-    for index, (converters, column) in _claim_converters(connection.vendor).items():
+    for index, (converters, column) in _claim_converters(connection.alias).items():
         for converter in converters:
             values[index] = converter(values[index], column, connection)
     return values
 
 
 @cache
-def _claim_converters(vendor: str) -> dict:
+def _claim_converters(alias: str) -> dict:
+    connection = connections[alias]
     columns = [field.get_col(Notification._meta.db_table) for field in Notification._meta.concrete_fields]
     found = {}
     for index, column in enumerate(columns):

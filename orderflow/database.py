@@ -1,19 +1,16 @@
 """A cursor for the few statements every order and every send runs: planned once per connection.
 
 Django binds parameters on the client, so PostgreSQL parses and plans each of its statements
-anew. For the claim, with its three conditions over a table of eleven indexes, planning cost
-more than running. psycopg prepares a statement bound on the server once it has run
-`prepare_threshold` times on a connection (settings: DATABASES OPTIONS, 5 unless the
-DATABASE_URL says otherwise); this cursor binds on the server, and is otherwise Django's (error
-translation, execute wrappers).
+anew; for the claim, planning cost more than running it. This cursor binds on the server, so
+psycopg prepares a statement once it has run `prepare_threshold` times on the connection
+(settings: 5 unless DATABASE_URL says otherwise). It is otherwise Django's cursor (error
+translation, execute wrappers). A rollback on the connection drops what was prepared.
 https://www.psycopg.org/psycopg3/docs/advanced/prepare.html
 """
 
 from contextlib import contextmanager
 
 from django.db import DEFAULT_DB_ALIAS, NotSupportedError, connections
-
-STALE_PLAN = "cached plan must not change result type"
 
 
 @contextmanager
@@ -29,6 +26,7 @@ def prepared_cursor(using: str = DEFAULT_DB_ALIAS):
         return
     from django.db.backends.postgresql.base import TIMESTAMPTZ_OID, ServerBindingCursor
     from django.db.backends.postgresql.psycopg_any import register_tzloader
+    from psycopg.errors import FeatureNotSupported
     from psycopg.pq import Format
 
     connection.close_if_health_check_failed()
@@ -43,8 +41,10 @@ def prepared_cursor(using: str = DEFAULT_DB_ALIAS):
         try:
             yield cursor
         except NotSupportedError as error:
-            # Another process's migration changed what a prepared statement returns; psycopg
-            # would fail it on this connection for good. A new connection plans afresh.
-            if STALE_PLAN in str(error):
+            # "cached plan must not change result type": another process's migration changed what
+            # a prepared statement returns, and psycopg would fail it on this connection for good.
+            # Outside a transaction a new connection plans afresh; inside one, its rollback
+            # drops the plan.
+            if isinstance(error.__cause__, FeatureNotSupported) and not connection.in_atomic_block:
                 connection.close()
             raise

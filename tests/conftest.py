@@ -60,3 +60,24 @@ def published(monkeypatch):
 
     monkeypatch.setattr(broker, "publish_many", record)
     return calls
+
+
+@pytest.fixture
+def prepare_threshold(db) -> int:
+    """How often a statement runs on the test connection before psycopg prepares it (settings)."""
+    from django.db import connection
+
+    connection.ensure_connection()
+    return connection.connection.prepare_threshold
+
+
+@pytest.fixture
+def other_connection(db):
+    """A connection of its own to the test database, as another process (a deploy's migration) has."""
+    import psycopg
+    from django.db import connection
+
+    params = connection.get_connection_params()
+    login = {key: params[key] for key in ("dbname", "user", "host", "port", "password") if key in params}
+    with psycopg.connect(**login, autocommit=True) as other:
+        yield other

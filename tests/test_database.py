@@ -1,6 +1,5 @@
-import psycopg
 import pytest
-from django.db import IntegrityError, NotSupportedError, connection
+from django.db import IntegrityError, NotSupportedError, connection, transaction
 from django.test.utils import CaptureQueriesContext
 
 from notifications.models import Notification
@@ -13,12 +12,6 @@ pytestmark = [
 ]
 
 
-def prepare_threshold() -> int:
-    """How often a statement runs on this connection before psycopg prepares it (settings)."""
-    connection.ensure_connection()
-    return connection.connection.prepare_threshold
-
-
 PROBE_SQL = "SELECT count(*) FROM notifications_notification WHERE channel = %(channel)s"
 
 
@@ -28,10 +21,10 @@ def prepared_statements_like(text: str) -> list[str]:
         return [row[0] for row in cursor.fetchall()]
 
 
-def test_a_statement_is_prepared_once_it_repeats_and_answers_the_same(shop):
+def test_a_statement_is_prepared_once_it_repeats_and_answers_the_same(shop, prepare_threshold):
     place_order(owner=shop)
     answers = []
-    for _ in range(prepare_threshold() + 2):
+    for _ in range(prepare_threshold + 2):
         with prepared_cursor() as cursor:
             cursor.execute(PROBE_SQL, {"channel": "sms"})
             answers.append(cursor.fetchone()[0])
@@ -39,8 +32,9 @@ def test_a_statement_is_prepared_once_it_repeats_and_answers_the_same(shop):
     assert prepared_statements_like("FROM notifications_notification WHERE channel = $1")
 
 
-def test_the_orm_cursor_prepares_nothing(shop):
-    for _ in range(prepare_threshold() + 2):
+def test_the_orm_cursor_still_prepares_nothing(shop, prepare_threshold):
+    """Only prepared_cursor's statements are prepared, as the settings promise."""
+    for _ in range(prepare_threshold + 2):
         with connection.cursor() as cursor:
             cursor.execute(PROBE_SQL, {"channel": "email"})
     assert prepared_statements_like("WHERE channel = ") == []
@@ -62,26 +56,40 @@ def test_logged_queries_show_their_values(shop):
     assert captured.captured_queries[-1]["sql"].endswith("WHERE channel = 'sms'")
 
 
+@pytest.fixture
+def altered_table(other_connection):
+    """A table another process can alter; it goes at the end, with the test's connection."""
+    other_connection.execute("CREATE TABLE probe_altered (id integer PRIMARY KEY)")
+    other_connection.execute("INSERT INTO probe_altered VALUES (1)")
+    try:
+        yield other_connection
+    finally:
+        connection.close()  # a clean slate for the next test: no prepared plans of a dropped table
+        other_connection.execute("DROP TABLE probe_altered")
+
+
+def select_altered():
+    with prepared_cursor() as cursor:
+        cursor.execute("SELECT * FROM probe_altered WHERE id = %(id)s", {"id": 1})
+        return cursor.fetchone()
+
+
 @pytest.mark.django_db(transaction=True)  # the table changes on a connection of its own, as in a deploy
-def test_a_statement_whose_table_another_process_altered_fails_once_then_works():
-    params = connection.get_connection_params()
-    login = {key: params[key] for key in ("dbname", "user", "host", "port", "password") if key in params}
-    with psycopg.connect(**login, autocommit=True) as other:
-        other.execute("CREATE TABLE probe_altered (id integer PRIMARY KEY)")
-        try:
-            other.execute("INSERT INTO probe_altered VALUES (1)")
+def test_a_statement_whose_table_another_process_altered_fails_once_then_works(altered_table, prepare_threshold):
+    for _ in range(prepare_threshold + 2):
+        assert select_altered() == (1,)
+    altered_table.execute("ALTER TABLE probe_altered ADD COLUMN added integer")
+    with pytest.raises(NotSupportedError):
+        select_altered()
+    assert select_altered() == (1, None)
 
-            def select_all():
-                with prepared_cursor() as cursor:
-                    cursor.execute("SELECT * FROM probe_altered WHERE id = %(id)s", {"id": 1})
-                    return cursor.fetchone()
 
-            for _ in range(prepare_threshold() + 2):
-                assert select_all() == (1,)
-            other.execute("ALTER TABLE probe_altered ADD COLUMN added integer")
-            with pytest.raises(NotSupportedError):
-                select_all()
-            assert select_all() == (1, None)
-        finally:
-            connection.close()  # the table can only go once nothing holds a plan of it
-            other.execute("DROP TABLE probe_altered")
+@pytest.mark.django_db(transaction=True)
+def test_inside_a_transaction_the_stale_plan_goes_with_its_rollback(altered_table, prepare_threshold):
+    for _ in range(prepare_threshold + 2):
+        assert select_altered() == (1,)
+    altered_table.execute("ALTER TABLE probe_altered ADD COLUMN added integer")
+    with pytest.raises(NotSupportedError), transaction.atomic():
+        select_altered()
+    assert connection.connection is not None  # not closed under the transaction's feet
+    assert select_altered() == (1, None)

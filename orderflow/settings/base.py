@@ -90,10 +90,8 @@ DATABASES = {"default": read("DATABASE_URL", env.db_url, env, default=DATABASE_U
 DATABASES["default"]["ATOMIC_REQUESTS"] = False
 DATABASES["default"].setdefault("CONN_MAX_AGE", 60)
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
-    # Django turns psycopg's prepared statements off for connection poolers; they only affect
-    # orderflow.database.prepared_cursor (the claim, the record, the outbox insert), which
-    # PostgreSQL then plans once per connection. `?prepare_threshold=` in DATABASE_URL wins.
-    # https://www.psycopg.org/psycopg3/docs/advanced/prepare.html
+    # Django turns psycopg's prepared statements off for poolers; only orderflow.database's
+    # cursor uses them (see there). `?prepare_threshold=` in DATABASE_URL wins.
     DATABASES["default"].setdefault("OPTIONS", {}).setdefault("prepare_threshold", 5)
 
 # --- Redis (rate limiter, cache) -------------------------------------------------------

@@ -1,6 +1,5 @@
 from datetime import timedelta
 
-import psycopg
 import pytest
 from django.db import OperationalError, connection, transaction
 from django.utils import timezone
@@ -12,7 +11,6 @@ from notifications.ratelimit import ChannelRateLimiter, LimiterUnavailable
 from orders import services as order_services
 from orders.models import ChangeSource
 from tests.factories import place_order
-from tests.test_database import prepare_threshold
 
 pytestmark = pytest.mark.django_db
 
@@ -195,24 +193,23 @@ def test_an_abandoned_claim_is_taken_over_after_its_lease(shop, published, scrip
 
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="prepared statements are PostgreSQL's")
 @pytest.mark.django_db(transaction=True)  # the migration runs on a connection of its own, as in a deploy
-def test_claims_go_on_after_a_migration_adds_a_column_while_workers_run(shop, published, scripted):
+def test_claims_go_on_after_a_migration_adds_a_column_while_workers_run(
+    shop, published, scripted, prepare_threshold, other_connection
+):
     """The claim is a prepared statement in a running worker; one returning `*` would fail with
     "cached plan must not change result type" once another process's migration adds a column."""
-    orders = [place_order(owner=shop) for _ in range(prepare_threshold() + 3)]
+    orders = [place_order(owner=shop) for _ in range(prepare_threshold + 3)]
     for order in orders[:-1]:
         assert services.notification_send(notification_id=sms_of(order).pk).outcome == "sent"
     with connection.cursor() as cursor:
         cursor.execute("SELECT 1 FROM pg_prepared_statements WHERE statement LIKE %s", ["%SET status = 'sending'%"])
         assert cursor.fetchall(), "the claim should be a prepared statement by now"
     table = Notification._meta.db_table
-    params = connection.get_connection_params()
-    login = {key: params[key] for key in ("dbname", "user", "host", "port", "password") if key in params}
-    with psycopg.connect(**login, autocommit=True) as other:
-        other.execute(f"ALTER TABLE {table} ADD COLUMN added_by_a_migration integer")
-        try:
-            assert services.notification_send(notification_id=sms_of(orders[-1]).pk).outcome == "sent"
-        finally:
-            other.execute(f"ALTER TABLE {table} DROP COLUMN added_by_a_migration")
+    other_connection.execute(f"ALTER TABLE {table} ADD COLUMN added_by_a_migration integer")
+    try:
+        assert services.notification_send(notification_id=sms_of(orders[-1]).pk).outcome == "sent"
+    finally:
+        other_connection.execute(f"ALTER TABLE {table} DROP COLUMN added_by_a_migration")
     assert Notification.objects.filter(status="sent", channel="sms").count() == len(orders)
 
 
