@@ -16,8 +16,9 @@ from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured, ValidationError
 from django.core.validators import validate_email
-from django.db import InterfaceError, OperationalError, close_old_connections, connection, connections, transaction
+from django.db import InterfaceError, OperationalError, close_old_connections, connection, transaction
 from django.db.models import F
+from django.db.models.sql import Query
 from django.utils import timezone
 
 from notifications import broker, metrics
@@ -287,8 +288,7 @@ def sending_lease_seconds() -> int:
 # One statement claims the row and returns it (an UPDATE, then a SELECT, cost a round trip per
 # send). Claimable: not yet sent, a retry that is due, or a send whose worker died mid-way. The
 # columns are named: a prepared statement returning `*` fails once a migration adds a column.
-CLAIM_COLUMNS = [field.column for field in Notification._meta.concrete_fields]
-CLAIM_ATTNAMES = [field.attname for field in Notification._meta.concrete_fields]
+CLAIM_FIELDS = Notification._meta.concrete_fields
 CLAIM_SQL = f"""
     UPDATE {Notification._meta.db_table}
        SET status = 'sending', stale_after = %(lease)s, updated_at = %(now)s
@@ -296,7 +296,7 @@ CLAIM_SQL = f"""
        AND (status IN ('pending', 'queued')
             OR (status = 'failed' AND next_attempt_at <= %(now)s)
             OR (status = 'sending' AND stale_after <= %(now)s))
-    RETURNING {", ".join(CLAIM_COLUMNS)}
+    RETURNING {", ".join(field.column for field in CLAIM_FIELDS)}
 """  # noqa: S608 - only the table and column names are formatted in, from the model
 
 
@@ -305,25 +305,18 @@ def _db_datetime(value):
     return connection.ops.adapt_datetimefield_value(value)
 
 
-def _from_db_values(row: tuple) -> list:
-    """The claimed row's values as the ORM reads them (its converters: e.g. datetimes on SQLite)."""
-    values = list(row)
-    for index, (converters, column) in _claim_converters(connection.alias).items():
-        for converter in converters:
-            values[index] = converter(values[index], column, connection)
-    return values
+def _claimed(row: tuple) -> Notification:
+    """The claimed row as the ORM reads it, its converters applied (e.g. datetimes on SQLite)."""
+    converters = _claim_converters(connection.alias)
+    if converters:
+        row = next(Query(Notification).get_compiler(connection=connection).apply_converters([row], converters))
+    return Notification.from_db(connection.alias, [field.attname for field in CLAIM_FIELDS], row)
 
 
-@cache
+@cache  # per database: finding them costs more than the claim's own Python (none on PostgreSQL)
 def _claim_converters(alias: str) -> dict:
-    connection = connections[alias]
-    columns = [field.get_col(Notification._meta.db_table) for field in Notification._meta.concrete_fields]
-    found = {}
-    for index, column in enumerate(columns):
-        converters = connection.ops.get_db_converters(column) + column.get_db_converters(connection)
-        if converters:
-            found[index] = (converters, column)
-    return found
+    compiler = Query(Notification).get_compiler(using=alias)
+    return compiler.get_converters(field.get_col(Notification._meta.db_table) for field in CLAIM_FIELDS)
 
 
 def _claim(notification_id: int) -> Notification | SendResult:
@@ -333,7 +326,7 @@ def _claim(notification_id: int) -> Notification | SendResult:
         cursor.execute(CLAIM_SQL, {"id": notification_id, "now": _db_datetime(now), "lease": _db_datetime(lease)})
         claimed = cursor.fetchone()
     if claimed is not None:
-        return Notification.from_db(connection.alias, CLAIM_ATTNAMES, _from_db_values(claimed))
+        return _claimed(claimed)
     notification = Notification.objects.filter(pk=notification_id).first()
     if notification is None:
         return SendResult("skipped", detail="no such notification")

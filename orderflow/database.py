@@ -11,6 +11,10 @@ https://www.psycopg.org/psycopg3/docs/advanced/prepare.html
 from contextlib import contextmanager
 
 from django.db import DEFAULT_DB_ALIAS, NotSupportedError, connections
+from django.db.backends.postgresql.base import TIMESTAMPTZ_OID, ServerBindingCursor
+from django.db.backends.postgresql.psycopg_any import register_tzloader
+from psycopg.errors import FeatureNotSupported
+from psycopg.pq import Format
 
 
 @contextmanager
@@ -24,11 +28,6 @@ def prepared_cursor(using: str = DEFAULT_DB_ALIAS):
         with connection.cursor() as cursor:
             yield cursor
         return
-    from django.db.backends.postgresql.base import TIMESTAMPTZ_OID, ServerBindingCursor
-    from django.db.backends.postgresql.psycopg_any import register_tzloader
-    from psycopg.errors import FeatureNotSupported
-    from psycopg.pq import Format
-
     connection.close_if_health_check_failed()
     connection.ensure_connection()
     connection.validate_thread_sharing()
