@@ -1,4 +1,5 @@
 import pytest
+from celery.app.defaults import DEFAULTS
 from django.core.management import CommandError, call_command
 
 from notifications.management.commands.start_celery_worker import Command as StartWorker
@@ -25,6 +26,14 @@ def test_contract_tasks_route_to_their_queue(task, queue):
 def test_celery_reads_django_settings():
     assert app.conf.beat_scheduler == "django_celery_beat.schedulers:DatabaseScheduler"
     assert app.conf.result_backend == "django-db"
+
+
+@pytest.mark.parametrize(
+    "name", ["broker_pool_acquire_timeout", "task_always_eager", "task_send_sent_event", "task_repr_maxlevels"]
+)
+def test_settings_stated_for_speed_keep_celerys_defaults(settings, name):
+    """They are in settings only so that reading them is quick: stating them changed nothing."""
+    assert getattr(settings, f"CELERY_{name.upper()}") == DEFAULTS[name]
 
 
 def worker_argv(**options):

@@ -118,6 +118,12 @@ CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_BROKER_CONNECTION_TIMEOUT = 2
 CELERY_BROKER_TRANSPORT_OPTIONS = {"socket_connect_timeout": 2, "socket_timeout": 5, "max_retries": 1}
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Celery reads these on every publish. Stated here, at Celery's defaults, because a setting
+# Django does not have is first looked for there under four names (10 µs a read, 0.08 ms an order).
+CELERY_BROKER_POOL_ACQUIRE_TIMEOUT = None
+CELERY_TASK_ALWAYS_EAGER = False
+CELERY_TASK_SEND_SENT_EVENT = False
+CELERY_TASK_REPR_MAXLEVELS = 3
 # One message reserved per process, also for a plain `celery worker`: a backlog waits in the broker.
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 # Workers keep their database connection across tasks (Celery closes it after each by default):
