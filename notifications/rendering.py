@@ -1,7 +1,9 @@
 """Notification texts, rendered from templates/notifications/.
 
 Each event may have its own template (`sms/shipped.txt`); otherwise `default` is used with
-the event's headline below.
+the event's headline below. The templates render inside `{% localize off %}`: the texts are
+English, so a total never takes the separators of whatever language is active, and rendering
+skips Django's number formatting (a third of its time).
 """
 
 from dataclasses import dataclass

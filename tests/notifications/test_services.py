@@ -1,8 +1,9 @@
 from datetime import timedelta
+from decimal import Decimal
 
 import pytest
 from django.db import OperationalError, connection, transaction
-from django.utils import timezone
+from django.utils import timezone, translation
 
 from notifications import backends, services
 from notifications.errors import PermanentDeliveryError, TransientDeliveryError
@@ -10,7 +11,7 @@ from notifications.models import DeadLetter, Notification
 from notifications.ratelimit import ChannelRateLimiter, LimiterUnavailable
 from orders import services as order_services
 from orders.models import ChangeSource
-from tests.factories import place_order
+from tests.factories import order_line, place_order
 
 pytestmark = pytest.mark.django_db
 
@@ -117,6 +118,17 @@ def test_sms_text_fits_one_segment_and_is_not_html_escaped(shop, published):
     email = Notification.objects.get(order=order, channel="email")
     assert "&lt;O&#x27;Brien&gt;" in email.html_body
     assert "<O'Brien>" in email.body
+
+
+def test_texts_read_the_same_whatever_language_is_active(shop, published, settings):
+    """The texts are English: a total or a quantity never takes another locale's separators."""
+    settings.USE_THOUSAND_SEPARATOR = True
+    with translation.override("de"):
+        order = place_order(owner=shop, items=[order_line(quantity=1200, unit_price=Decimal("1234.50"))])
+    assert f"order #{order.pk}, total 1481400.00)" in sms_of(order).body
+    email = Notification.objects.get(order=order, channel="email")
+    assert "1200 x Green tea (TEA-1)  1481400.00" in email.body
+    assert "<td>1200 &times;</td>" in email.html_body and "<strong>1481400.00</strong>" in email.html_body
 
 
 # --- sending --------------------------------------------------------------------------------
