@@ -3,7 +3,7 @@
 Each event may have its own template (`sms/shipped.txt`); otherwise `default` is used with
 the event's headline below. The templates render inside `{% localize off %}`: the texts are
 English, so a total never takes the separators of whatever language is active, and rendering
-skips Django's number formatting (a third of its time).
+skips Django's number formatting (a third of the rendering time).
 """
 
 from dataclasses import dataclass

@@ -120,6 +120,7 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {"socket_connect_timeout": 2, "socket_timeout"
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Celery reads these on every publish. Stated here, at Celery's defaults, because a setting
 # Django does not have is first looked for there under four names (10 µs a read, 0.08 ms an order).
+# https://docs.celeryq.dev/en/stable/userguide/configuration.html
 CELERY_BROKER_POOL_ACQUIRE_TIMEOUT = None
 CELERY_TASK_ALWAYS_EAGER = False
 CELERY_TASK_SEND_SENT_EVENT = False
