@@ -6,4 +6,4 @@ class NotificationsConfig(AppConfig):
     name = "notifications"
 
     def ready(self):
-        from notifications import signals  # noqa: F401 - connects the receivers
+        from notifications import checks, signals  # noqa: F401 - registers the checks, connects the receivers

@@ -92,3 +92,11 @@ def test_celery_command_reports_a_bad_variable_in_one_line():
         "orderflow: configuration error: NOTIFICATIONS_SMS_RATE_LIMIT: 'lots' is not a rate; "
         "write a positive count per s, m or h, e.g. 10/m"
     ]
+
+
+def test_an_sms_backend_that_cannot_be_imported_stops_startup_naming_the_variable():
+    result = start(SMS_BACKEND="notifications.backends.sms.TwillioBackend")
+    assert result.returncode == 1
+    assert "(notifications.E001) SMS_BACKEND: cannot import 'notifications.backends.sms.TwillioBackend'" in (
+        result.stderr
+    )

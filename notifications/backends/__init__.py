@@ -6,17 +6,29 @@ Each `send` returns the provider's message id or raises a DeliveryError subclass
 from functools import cache
 
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
 from notifications.backends.email import EmailBackend
 
 
+def sms_backend_class() -> type:
+    """The class SMS_BACKEND names; ImproperlyConfigured, naming the variable, if it cannot be imported."""
+    try:
+        return import_string(settings.SMS_BACKEND)
+    except ImportError as error:
+        raise ImproperlyConfigured(f"SMS_BACKEND: cannot import {settings.SMS_BACKEND!r}: {error}") from error
+
+
 @cache
-def _backend(path: str):
-    return import_string(path)()
+def _sms_backend(path: str):  # keyed by the setting: a changed SMS_BACKEND builds a new backend
+    return sms_backend_class()()
+
+
+@cache
+def _email_backend():
+    return EmailBackend()
 
 
 def get_backend(channel: str):
-    if channel == "sms":
-        return _backend(settings.SMS_BACKEND)
-    return _backend(f"{EmailBackend.__module__}.{EmailBackend.__qualname__}")
+    return _sms_backend(settings.SMS_BACKEND) if channel == "sms" else _email_backend()

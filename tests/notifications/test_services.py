@@ -315,14 +315,24 @@ def test_a_backend_its_configuration_breaks_sends_nothing_and_gives_the_claim_ba
     settings.SMS_BACKEND = "notifications.backends.sms.TwilioBackend"
     settings.TWILIO_API_BASE_URL = "https://api.twilio.com"
     monkeypatch.setenv("HTTPS_PROXY", "socks5://127.0.0.1:1080")
-    backends._backend.cache_clear()
+    backends._sms_backend.cache_clear()
     try:
         sms = sms_of(place_order(owner=shop))
         result = services.notification_send(notification_id=sms.pk)
     finally:
-        backends._backend.cache_clear()
+        backends._sms_backend.cache_clear()
     assert (result.outcome, result.retry_in) == ("deferred", services.BACKEND_UNUSABLE_RETRY_SECONDS)
     assert "HTTPS_PROXY" in result.detail
+    sms.refresh_from_db()
+    assert (sms.status, sms.attempts) == ("queued", 0)
+
+
+def test_an_sms_backend_that_cannot_be_imported_sends_nothing_and_names_the_variable(shop, published, settings):
+    settings.SMS_BACKEND = "notifications.backends.sms.NoSuchBackend"
+    sms = sms_of(place_order(owner=shop))
+    result = services.notification_send(notification_id=sms.pk)
+    assert (result.outcome, result.retry_in) == ("deferred", services.BACKEND_UNUSABLE_RETRY_SECONDS)
+    assert "SMS_BACKEND: cannot import 'notifications.backends.sms.NoSuchBackend'" in result.detail
     sms.refresh_from_db()
     assert (sms.status, sms.attempts) == ("queued", 0)
 
