@@ -1,11 +1,17 @@
 """Celery tasks: each loads by id and calls a service; the services decide what happens."""
 
+import logging
+
 from celery import shared_task
-from celery.signals import task_prerun
+from celery.signals import task_prerun, worker_init
+from django.core.exceptions import ImproperlyConfigured
 from django.db import DatabaseError, close_old_connections
 
 from notifications import dead_letters, services, sweeps
+from notifications.backends import get_backend
 from notifications.models import Channel, Event
+
+logger = logging.getLogger(__name__)
 
 # The retry policy lives in notifications.services; a task only re-runs when the service
 # says so (SendResult.retry_in). Database outages are handled in two places: the service
@@ -102,3 +108,16 @@ def requeue_dead_letter_batch(batch_id: int) -> dict:
 def drop_unusable_connections(**kwargs):
     """Connections are reused across tasks; one the database dropped (a restart) is replaced here."""
     close_old_connections()
+
+
+@worker_init.connect
+def build_backends_before_the_pool_starts(**kwargs):
+    """Build each channel's backend in the worker's main process. The pool processes fork from it,
+    also those replacing a recycled process (--max-tasks-per-child), and start with the provider's
+    library loaded and shared instead of loading it for their first send."""
+    for channel in Channel.values:
+        try:
+            get_backend(channel)
+        except ImproperlyConfigured as error:
+            # Sends on this channel wait (deferred) until it is fixed; say so once, at start-up.
+            logger.error("configuration error: %s", error)

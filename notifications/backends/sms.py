@@ -100,6 +100,9 @@ class TwilioBackend:
         http_client = Urllib3HttpClient(base_url=base_url, timeout=TWILIO_TIMEOUT_SECONDS)
         self.client = Client(settings.TWILIO_ACCOUNT_SID, settings.TWILIO_AUTH_TOKEN, http_client=http_client)
         self.client.api.base_url = base_url
+        # The Messages API's modules load here, not at the first send: a worker builds its
+        # backends before its pool processes fork (notifications.tasks), and they share them.
+        self.messages = self.client.messages
 
     def send(self, *, recipient: str, body: str, **_) -> str:
         params = {"to": recipient, "body": body}
@@ -110,7 +113,7 @@ class TwilioBackend:
         if settings.TWILIO_STATUS_CALLBACK_URL:
             params["status_callback"] = settings.TWILIO_STATUS_CALLBACK_URL
         try:
-            return self.client.messages.create(**params).sid
+            return self.messages.create(**params).sid
         except TwilioRestException as error:
             raise classify_twilio_error(error) from error
         except urllib3.exceptions.HTTPError as error:
