@@ -45,6 +45,7 @@ bench: install
 	$(BIN)/python bench/ratelimit.py
 	$(BIN)/python bench/throughput.py
 	$(BIN)/python bench/order_cost.py
+	$(BIN)/python bench/pool_process_start.py
 
 # The admin, sweep and cleanup at 1,000,000 notifications and 100,000 dead letters (about 10 minutes).
 bench-scale: install

@@ -10,7 +10,7 @@ The same three SMS workers (concurrency 1 each) work through a backlog twice in 
 
 The Twilio double notes when each request arrives. Printed per mode: the most sends in any
 window of one period (the global limit must hold it to limit + 1), also leaving out the first
-period, in which every worker makes its first send (and builds its Twilio client), and the
+period, in which every worker makes its first send (and opens its connection to Twilio), and the
 steady rate after the first period as a share of the limit (goal: at least 95%).
 
     .venv/bin/python bench/ratelimit.py [--rate 5/s] [--messages 300] [--workers 3]

@@ -96,7 +96,7 @@ def main() -> None:
             env["SMS_BACKEND"] = "notifications.backends.sms.InMemoryBackend"
         worker = harness.Worker(name="throughput", env=env, queue=Channel.SMS, concurrency=args.concurrency)
         with harness.running_workers([worker]):
-            # Warm the pool (imports, connections, the Twilio client) outside the timed batches.
+            # Warm the pool (connections to PostgreSQL, Redis and the Twilio double) outside the timed batches.
             noop_rate(NOOP_TASKS["noop"], 50)
             pipeline_rate(owner, 20)
             for number in range(args.rounds):
