@@ -94,9 +94,16 @@ def test_celery_command_reports_a_bad_variable_in_one_line():
     ]
 
 
-def test_an_sms_backend_that_cannot_be_imported_stops_startup_naming_the_variable():
-    result = start(SMS_BACKEND="notifications.backends.sms.TwillioBackend")
+@pytest.mark.parametrize(
+    ("path", "said"),
+    [
+        ("notifications.backends.sms.TwillioBackend", "cannot import 'notifications.backends.sms.TwillioBackend'"),
+        ("notifications.backends.sms.TWILIO_TIMEOUT_SECONDS", "is not a backend class"),
+        ("notifications.backends.sms.Urllib3HttpClient", "is not a backend class"),
+    ],
+)
+def test_an_sms_backend_that_is_not_one_stops_startup_naming_the_variable(path, said):
+    result = start(SMS_BACKEND=path)
     assert result.returncode == 1
-    assert "(notifications.E001) SMS_BACKEND: cannot import 'notifications.backends.sms.TwillioBackend'" in (
-        result.stderr
-    )
+    assert "(notifications.E001) SMS_BACKEND: " in result.stderr
+    assert said in result.stderr

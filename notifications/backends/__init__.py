@@ -13,11 +13,15 @@ from notifications.backends.email import EmailBackend
 
 
 def sms_backend_class() -> type:
-    """The class SMS_BACKEND names; ImproperlyConfigured, naming the variable, if it cannot be imported."""
+    """The class SMS_BACKEND names; ImproperlyConfigured, naming the variable, if it is not one."""
+    path = settings.SMS_BACKEND
     try:
-        return import_string(settings.SMS_BACKEND)
+        backend_class = import_string(path)
     except ImportError as error:
-        raise ImproperlyConfigured(f"SMS_BACKEND: cannot import {settings.SMS_BACKEND!r}: {error}") from error
+        raise ImproperlyConfigured(f"SMS_BACKEND: cannot import {path!r}: {error}") from error
+    if not (isinstance(backend_class, type) and callable(getattr(backend_class, "send", None))):
+        raise ImproperlyConfigured(f"SMS_BACKEND: {path!r} is not a backend class (a class with a send method)")
+    return backend_class
 
 
 @cache
