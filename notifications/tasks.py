@@ -111,11 +111,13 @@ def drop_unusable_connections(**kwargs):
 
 
 @worker_init.connect
-def build_backends_before_the_pool_starts(**kwargs):
-    """Build each channel's backend in the worker's main process. The pool processes fork from it,
-    also those replacing a recycled process (--max-tasks-per-child), and start with the provider's
-    library loaded and shared instead of loading it for their first send."""
+def build_backends_before_the_pool_starts(sender, **kwargs):
+    """Build the backends of the channels this worker consumes in its main process, so that each
+    pool process forked from it, also after a recycle, has them ready instead of loading them."""
+    consumed = sender.app.amqp.queues.consume_from or {}  # the queues of -Q; empty: all of them
     for channel in Channel.values:
+        if consumed and channel not in consumed:
+            continue
         try:
             get_backend(channel)
         except ImproperlyConfigured as error:

@@ -1,10 +1,7 @@
 import contextlib
-import logging
-import os
 import smtplib
 import socket
 import subprocess
-import sys
 import threading
 from base64 import b64encode
 
@@ -12,11 +9,9 @@ import pytest
 from django.core.exceptions import ImproperlyConfigured
 from twilio.base.exceptions import TwilioRestException
 
-from notifications import backends
 from notifications.backends.email import EmailBackend, classify_smtp_reply
 from notifications.backends.sms import TwilioBackend, classify_twilio_error
 from notifications.errors import PermanentDeliveryError, TransientDeliveryError
-from notifications.tasks import build_backends_before_the_pool_starts
 from tests.fakes.smtp_server import FakeSMTP
 from tests.fakes.twilio_server import FakeTwilio
 
@@ -246,41 +241,3 @@ def test_smtp_server_down_is_transient(smtp):
     with pytest.raises(TransientDeliveryError) as raised:
         EmailBackend().send(recipient="a@example.com", subject="Hi", body="plain")
     assert raised.value.code == "network"
-
-
-@pytest.fixture
-def fresh_backends():
-    backends._sms_backend.cache_clear()
-    yield
-    backends._sms_backend.cache_clear()
-
-
-def test_pool_processes_forked_after_worker_start_build_and_load_nothing_for_their_first_sms(
-    twilio, settings, fresh_backends
-):
-    settings.SMS_BACKEND = "notifications.backends.sms.TwilioBackend"
-    build_backends_before_the_pool_starts()  # what worker_init does in the worker's main process
-    readable, writable = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # a pool process
-        modules, builds = set(sys.modules), backends._sms_backend.cache_info().misses
-        backends.get_backend("sms").send(recipient="+14155552671", body="hello")
-        report = f"{len(set(sys.modules) - modules)} {backends._sms_backend.cache_info().misses - builds}"
-        os.write(writable, report.encode())
-        os._exit(0)
-    os.close(writable)
-    with os.fdopen(readable) as pipe:
-        report = pipe.read()
-    os.waitpid(pid, 0)
-    assert report == "0 0", "new modules, backends built in the pool process"
-    assert len(twilio.requests) == 1
-
-
-def test_a_worker_with_an_sms_backend_it_cannot_import_says_so_once_at_start(settings, caplog, fresh_backends):
-    settings.SMS_BACKEND = "notifications.backends.sms.NoSuchBackend"
-    with caplog.at_level(logging.ERROR, logger="notifications.tasks"):
-        build_backends_before_the_pool_starts()
-    assert [record.getMessage() for record in caplog.records] == [
-        "configuration error: SMS_BACKEND: cannot import 'notifications.backends.sms.NoSuchBackend': "
-        'Module "notifications.backends.sms" does not define a "NoSuchBackend" attribute/class'
-    ]

@@ -1,0 +1,68 @@
+import logging
+import os
+import weakref
+from types import SimpleNamespace
+
+import pytest
+from celery.signals import worker_init
+
+from notifications import backends
+from notifications.tasks import build_backends_before_the_pool_starts
+from tests.notifications.conftest import TWILIO_FROM, TWILIO_SID, TWILIO_TOKEN
+
+RECIPIENT = "+14155550123"
+
+
+def worker_consuming(*queues):
+    """What the worker_init receiver reads of Celery's WorkController: the queues given with -Q."""
+    return SimpleNamespace(app=SimpleNamespace(amqp=SimpleNamespace(queues=SimpleNamespace(consume_from=queues))))
+
+
+@pytest.fixture
+def twilio_backend(settings, fake_twilio):
+    settings.SMS_BACKEND = "notifications.backends.sms.TwilioBackend"
+    settings.TWILIO_ACCOUNT_SID, settings.TWILIO_AUTH_TOKEN = TWILIO_SID, TWILIO_TOKEN
+    settings.TWILIO_API_BASE_URL, settings.TWILIO_FROM_NUMBER = fake_twilio.url, TWILIO_FROM
+    settings.TWILIO_MESSAGING_SERVICE_SID = settings.TWILIO_STATUS_CALLBACK_URL = ""
+    backends._sms_backend.cache_clear()
+    yield fake_twilio
+    backends._sms_backend.cache_clear()
+
+
+def test_backends_are_built_when_the_worker_starts():
+    receivers = [receiver() if isinstance(receiver, weakref.ref) else receiver for _, receiver in worker_init.receivers]
+    assert build_backends_before_the_pool_starts in receivers
+
+
+def test_pool_processes_forked_after_worker_start_use_the_sms_backend_built_before(twilio_backend):
+    build_backends_before_the_pool_starts(sender=worker_consuming("sms"))
+    readable, writable = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # a pool process
+        try:
+            builds = backends._sms_backend.cache_info().misses
+            backends.get_backend("sms").send(recipient=RECIPIENT, body="hello")
+            os.write(writable, str(backends._sms_backend.cache_info().misses - builds).encode())
+        finally:
+            os._exit(0)
+    os.close(writable)
+    with os.fdopen(readable) as pipe:
+        built_in_the_pool_process = pipe.read()
+    os.waitpid(pid, 0)
+    assert built_in_the_pool_process == "0"
+    assert len(twilio_backend.accepted(to=RECIPIENT)) == 1
+
+
+def test_a_worker_for_other_queues_builds_no_sms_backend(twilio_backend):
+    build_backends_before_the_pool_starts(sender=worker_consuming("email", "notifications"))
+    assert backends._sms_backend.cache_info().currsize == 0
+
+
+def test_a_worker_with_an_sms_backend_it_cannot_import_says_so_once_at_start(settings, caplog):
+    settings.SMS_BACKEND = "notifications.backends.sms.NoSuchBackend"
+    with caplog.at_level(logging.ERROR, logger="notifications.tasks"):
+        build_backends_before_the_pool_starts(sender=worker_consuming("sms"))
+    assert [record.getMessage() for record in caplog.records] == [
+        "configuration error: SMS_BACKEND: cannot import 'notifications.backends.sms.NoSuchBackend': "
+        'Module "notifications.backends.sms" does not define a "NoSuchBackend" attribute/class'
+    ]
