@@ -38,6 +38,9 @@ class FakeTwilio:
         self.auth_token = auth_token
         self.requests: list[dict] = []  # every POST that reached us, with the answer given and when (`at`)
         self.default_answer = 201
+        # Called with each accepted request's form before it is answered, in the server's thread:
+        # a test's way to change the world while a send waits for its answer.
+        self.before_accepting = None
         self._scripts: dict[str, deque] = defaultdict(deque)
         self._lock = threading.Lock()
         self._sids = itertools.count(1)
@@ -103,9 +106,11 @@ class FakeTwilio:
         with self._lock:
             to = form.get("To", "")
             answer = self._scripts[to].popleft() if self._scripts[to] else self.default_answer
-            self.requests.append({**form, "answer": answer, "at": arrived})
+            sid = f"SM{next(self._sids):032x}" if answer == 201 else None
+            self.requests.append({**form, "answer": answer, "at": arrived, "sid": sid})
         if answer == 201:
-            sid = f"SM{next(self._sids):032x}"
+            if self.before_accepting is not None:
+                self.before_accepting(form)
             return 201, {"sid": sid, "status": "queued", "to": form.get("To"), "body": form.get("Body")}
         status, code = answer if isinstance(answer, tuple) else (answer, None)
         if code is None and status == 429:

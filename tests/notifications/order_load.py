@@ -38,6 +38,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--orders", type=int, required=True)
     parser.add_argument("--pause", type=float, default=0.0, help="seconds between two orders")
+    parser.add_argument("--first", type=int, default=0, help="number of the first customer (default 0)")
     args = parser.parse_args()
 
     owner = None
@@ -46,8 +47,9 @@ def main() -> None:
     while placed < args.orders:
         try:
             owner = owner or get_user_model().objects.get_or_create(username="load-shop")[0]
+            number = args.first + placed
             order_create(
-                owner=owner, customer_name="Load", items=[ITEM], idempotency_key=f"load-{placed}", **customer(placed)
+                owner=owner, customer_name="Load", items=[ITEM], idempotency_key=f"load-{number}", **customer(number)
             )
             placed += 1
         except DatabaseError:

@@ -101,6 +101,10 @@ class PostgresCluster:
         self._pg_ctl("start")
         return self
 
+    def stop(self) -> None:
+        """What `pg_ctl stop -m fast` does: every connection is cut, none is accepted."""
+        self._pg_ctl("stop", "-m", "fast")
+
     def restart(self) -> None:
         """What an operator's `pg_ctl restart -m fast` does: every connection is cut."""
         self._pg_ctl("restart", "-m", "fast")
