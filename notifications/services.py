@@ -4,19 +4,20 @@ A send is claim (commit), send (no transaction held), record (commit). Whether a
 retried is decided here from the error's class, and nowhere else.
 """
 
+import contextlib
 import logging
 import random
 import time
 import traceback
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import cache, partial
 
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured, ValidationError
 from django.core.validators import validate_email
-from django.db import InterfaceError, OperationalError, close_old_connections, connection, transaction
+from django.db import DatabaseError, InterfaceError, OperationalError, close_old_connections, connection, transaction
 from django.db.models import F
 from django.db.models.sql import Query
 from django.utils import timezone
@@ -61,13 +62,44 @@ BACKEND_UNUSABLE_RETRY_SECONDS = 60
 # claim given back) while the database is away, e.g. restarting. It fits in the soft time limit
 # after the longest token wait and provider call.
 RECORD_RETRY_SECONDS = 8
+# A send made whose outcome could still not be written is carried by the task's next run this
+# much later, to be written then (SentMessage), not sent again.
+RECORD_LATER_SECONDS = 5
+
+
+@dataclass(frozen=True)
+class SentMessage:
+    """A message the provider accepted: all that recording it needs, also in a later task run."""
+
+    provider_message_id: str
+    attempt: int
+    started_at: datetime
+    finished_at: datetime
+
+    def as_task_argument(self) -> dict:
+        return {
+            "provider_message_id": self.provider_message_id,
+            "attempt": self.attempt,
+            "started_at": self.started_at.isoformat(),
+            "finished_at": self.finished_at.isoformat(),
+        }
+
+    @classmethod
+    def from_task_argument(cls, value: dict) -> "SentMessage":
+        return cls(
+            provider_message_id=value["provider_message_id"],
+            attempt=value["attempt"],
+            started_at=datetime.fromisoformat(value["started_at"]),
+            finished_at=datetime.fromisoformat(value["finished_at"]),
+        )
 
 
 @dataclass(frozen=True)
 class SendResult:
-    outcome: str  # sent | retry | dead | deferred | skipped
+    outcome: str  # sent | retry | dead | deferred | skipped | unrecorded
     retry_in: float | None = None  # set when the task should run again after this many seconds
     detail: str = ""
+    sent: dict | None = None  # unrecorded: the send made (SentMessage), for the next run to write down
 
 
 # --- outbox ---------------------------------------------------------------------------------
@@ -211,8 +243,15 @@ def _publish(jobs: list[PublishJob]) -> list[int | None]:
 # --- sending --------------------------------------------------------------------------------
 
 
-def notification_send(*, notification_id: int, task_id: str = "", worker: str = "") -> SendResult:
-    """Claim a notification, wait for a rate-limit token, send it and record what happened."""
+def notification_send(
+    *, notification_id: int, task_id: str = "", worker: str = "", sent: dict | None = None
+) -> SendResult:
+    """Claim a notification, wait for a rate-limit token, send it and record what happened.
+
+    With `sent` (a SentMessage an earlier run could not write down) only record that send.
+    """
+    if sent is not None:
+        return _record_carried(notification_id, SentMessage.from_task_argument(sent), task_id=task_id, worker=worker)
     claimed = _claim(notification_id)
     if isinstance(claimed, SendResult):
         logger.info(
@@ -271,7 +310,11 @@ def notification_send(*, notification_id: int, task_id: str = "", worker: str = 
         failure = PermanentDeliveryError(f"unexpected {error.__class__.__name__}: {error}", code="unexpected")
         failure.__cause__ = error
         return _record_failure(notification, failure, started_at=started_at, task_id=task_id, worker=worker)
-    return _record_sent(notification, provider_message_id, started_at=started_at, task_id=task_id, worker=worker)
+    finished_at = timezone.now()
+    metrics.SENDS.labels(notification.channel).inc()
+    metrics.SEND_SECONDS.labels(notification.channel).observe((finished_at - started_at).total_seconds())
+    sent = SentMessage(provider_message_id, notification.attempts + 1, started_at, finished_at)
+    return _record_sent(notification, sent, task_id=task_id, worker=worker)
 
 
 def retry_delay(attempt: int) -> float:
@@ -392,17 +435,18 @@ ONE_STATEMENT_VENDORS = {"postgresql"}
 RECORD_SENT_SQL = f"WITH sent AS ({MARK_SENT_SQL}) {ADD_SENT_ATTEMPT_SQL}"
 
 
-def _record_sent(notification: Notification, provider_message_id: str, *, started_at, task_id, worker) -> SendResult:
-    now = timezone.now()
-    metrics.SENDS.labels(notification.channel).inc()
-    metrics.SEND_SECONDS.labels(notification.channel).observe((now - started_at).total_seconds())
+def _record_sent(notification: Notification, sent: SentMessage, *, task_id, worker) -> SendResult:
+    """Write down a send the provider accepted. Should the database stay away past
+    RECORD_RETRY_SECONDS, or the soft time limit come first, the send travels on with the task's
+    next run (`unrecorded`), which writes it down: a row left claimed would be sent again once
+    its lease ends."""
     params = {
         "id": notification.pk,
-        "number": notification.attempts + 1,
-        "provider_message_id": provider_message_id,
+        "number": sent.attempt,
+        "provider_message_id": sent.provider_message_id,
         "worker": worker,
-        "started_at": _db_datetime(started_at),
-        "now": _db_datetime(now),
+        "started_at": _db_datetime(sent.started_at),
+        "now": _db_datetime(sent.finished_at),
         "sent": NotificationStatus.SENT,
         "sending": NotificationStatus.SENDING,
         "outcome": NotificationAttempt.Outcome.SENT,
@@ -417,16 +461,41 @@ def _record_sent(notification: Notification, provider_message_id: str, *, starte
                 cursor.execute(MARK_SENT_SQL, params)
                 cursor.execute(ADD_SENT_ATTEMPT_SQL, params)
 
-    _until_written(write)
+    try:
+        _until_written(write)
+    except (DatabaseError, SoftTimeLimitExceeded) as error:
+        if isinstance(error, SoftTimeLimitExceeded):
+            # It may have struck mid-statement: the connection's state is unknown, start afresh.
+            with contextlib.suppress(DatabaseError):
+                connection.close()
+        reason = "soft time limit reached" if isinstance(error, SoftTimeLimitExceeded) else str(error)
+        log_event(
+            "notification.unrecorded",
+            notification,
+            level=logging.WARNING,
+            task_id=task_id,
+            attempt=sent.attempt,
+            provider_message_id=sent.provider_message_id,
+            retry_in=RECORD_LATER_SECONDS,
+            reason=reason,
+        )
+        return SendResult("unrecorded", retry_in=RECORD_LATER_SECONDS, detail=reason, sent=sent.as_task_argument())
     log_event(
         "notification.sent",
         notification,
         task_id=task_id,
-        attempt=notification.attempts + 1,
-        provider_message_id=provider_message_id,
-        seconds=round((now - started_at).total_seconds(), 3),
+        attempt=sent.attempt,
+        provider_message_id=sent.provider_message_id,
+        seconds=round((sent.finished_at - sent.started_at).total_seconds(), 3),
     )
     return SendResult("sent")
+
+
+def _record_carried(notification_id: int, sent: SentMessage, *, task_id, worker) -> SendResult:
+    notification = Notification.objects.filter(pk=notification_id).first()
+    if notification is None:
+        return SendResult("skipped", detail="no such notification")
+    return _record_sent(notification, sent, task_id=task_id, worker=worker)
 
 
 def _record_failure(notification: Notification, error: DeliveryError, *, started_at, task_id, worker) -> SendResult:

@@ -32,25 +32,33 @@ SEND_TASK_OPTIONS = {
 }
 
 
-def _send(task, notification_id: int) -> str:
+def _send(task, notification_id: int, sent: dict | None) -> str:
     result = services.notification_send(
-        notification_id=notification_id, task_id=task.request.id or "", worker=task.request.hostname or ""
+        notification_id=notification_id, task_id=task.request.id or "", worker=task.request.hostname or "", sent=sent
     )
     if result.retry_in is not None:
-        raise task.retry(countdown=max(0.0, result.retry_in), max_retries=None)
+        # A send made but not written down travels in the retry's message: it is written, not made again.
+        kwargs = {"sent": result.sent} if result.sent else {}
+        raise task.retry(countdown=max(0.0, result.retry_in), max_retries=None, kwargs=kwargs)
     return result.outcome
 
 
 @shared_task(name="notifications.tasks.send_sms_notification", **SEND_TASK_OPTIONS)
-def send_sms_notification(self, notification_id: int) -> str:
-    """Send one SMS notification through the SMS backend, under the global SMS rate limit."""
-    return _send(self, notification_id)
+def send_sms_notification(self, notification_id: int, sent: dict | None = None) -> str:
+    """Send one SMS notification through the SMS backend, under the global SMS rate limit.
+
+    `sent` is set only by the task's own retry, for a send made whose outcome is still to be written.
+    """
+    return _send(self, notification_id, sent)
 
 
 @shared_task(name="notifications.tasks.send_email_notification", **SEND_TASK_OPTIONS)
-def send_email_notification(self, notification_id: int) -> str:
-    """Send one email notification through the email backend, under the global email rate limit."""
-    return _send(self, notification_id)
+def send_email_notification(self, notification_id: int, sent: dict | None = None) -> str:
+    """Send one email notification through the email backend, under the global email rate limit.
+
+    `sent` is set only by the task's own retry, for a send made whose outcome is still to be written.
+    """
+    return _send(self, notification_id, sent)
 
 
 def _queue_for_event(order_id: int, event: str, channels: list[str]) -> int:

@@ -13,7 +13,7 @@ import pytest
 import redis
 from django.conf import settings as django_settings
 
-from notifications import dead_letters, sweeps
+from notifications import dead_letters, services, sweeps
 from notifications.broker import publish
 from notifications.models import DeadLetter, Notification
 from orders import services as order_services
@@ -425,3 +425,72 @@ def test_workers_recover_by_themselves_when_postgresql_restarts_under_load(
     assert sorted(set(sms)) == phones
     assert min(mails) == 1
     assert duplicates == 0
+
+
+# --- PostgreSQL away longer than a worker writes an outcome -------------------------------------
+
+AWAY_CUSTOMER = 900  # order_load's customer number: its own phone on the session's Twilio double
+AWAY_PHONE = f"+1971555{AWAY_CUSTOMER:04d}"
+
+
+def notification_row(url: str, phone: str) -> dict:
+    with psycopg.connect(url, connect_timeout=5) as conn:
+        cursor = conn.execute(
+            f"SELECT status, attempts, provider_message_id FROM {Notification._meta.db_table}"  # noqa: S608
+            " WHERE recipient = %s",
+            [phone],
+        )
+        columns = [column.name for column in cursor.description]
+        return dict(zip(columns, cursor.fetchone(), strict=True))
+
+
+def test_a_send_whose_outcome_cannot_be_written_is_written_later_not_sent_again(
+    fault_env, own_postgres, fake_twilio, capsys
+):
+    """PostgreSQL stops while Twilio takes the SMS and stays away past services.RECORD_RETRY_SECONDS:
+    the send travels on with the task's retry and is written down when the database is back,
+    long before the claim's lease (70 s here) would have it sent again."""
+    url = own_postgres.url(DATABASE)
+    worker = Worker(name="record-later", env={**fault_env, "DATABASE_URL": url}, queues="sms").start()
+    stopped_at = []
+
+    def stop_postgres_while_accepting(form):
+        if form["To"] == AWAY_PHONE and not stopped_at:
+            stopped_at.append(time.monotonic())
+            own_postgres.stop()
+
+    fake_twilio.before_accepting = stop_postgres_while_accepting
+    try:
+        subprocess.run(
+            [sys.executable, "-m", "tests.notifications.order_load", "--orders", "1", "--first", str(AWAY_CUSTOMER)],
+            cwd=ROOT,
+            env={**fault_env, "DATABASE_URL": url},
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+        wait_until(lambda: stopped_at, timeout=30, what="the SMS to reach Twilio")
+        # Away past the time a worker keeps writing an outcome (services.RECORD_RETRY_SECONDS).
+        time.sleep(max(0.0, stopped_at[0] + services.RECORD_RETRY_SECONDS + 2 - time.monotonic()))
+        away_for = time.monotonic() - stopped_at[0]
+        own_postgres.start()
+        wait_until(lambda: notification_row(url, AWAY_PHONE)["status"] == "sent", timeout=40, what="the SMS recorded")
+        recorded_after = time.monotonic() - stopped_at[0]
+        worker_alive = worker.alive()
+    finally:
+        fake_twilio.before_accepting = None
+        worker.stop()
+
+    requests = fake_twilio.received(AWAY_PHONE)
+    row = notification_row(url, AWAY_PHONE)
+    unrecorded = worker.log_path.read_text().count("notification.unrecorded")
+    with capsys.disabled():
+        print(
+            f"\nPostgreSQL away {away_for:.1f} s from the moment Twilio took the SMS: recorded "
+            f"{recorded_after:.1f} s after it stopped, carried by {unrecorded} task retry(ies); "
+            f"{len(requests)} request(s) to Twilio"
+        )
+    assert len(requests) == 1
+    assert row == {"status": "sent", "attempts": 1, "provider_message_id": requests[0]["sid"]}
+    assert unrecorded >= 1  # written down by a later run of the task, not by the first one's own retries
+    assert worker_alive

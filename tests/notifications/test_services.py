@@ -2,6 +2,7 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
+from celery.exceptions import SoftTimeLimitExceeded
 from django.db import OperationalError, connection, transaction
 from django.utils import timezone, translation
 
@@ -353,6 +354,67 @@ def test_an_outcome_the_database_refuses_at_first_is_written_when_it_answers(sho
     sms.refresh_from_db()
     assert (sms.status, sms.attempts, sms.attempt_log.count()) == ("sent", 1, 1)
     assert len(scripted.sent) == 1  # recorded, not left claimed to be sent again after its lease
+
+
+def test_an_outcome_the_database_refuses_past_the_retry_time_is_carried_to_the_next_run(
+    shop, published, scripted, record_path, monkeypatch
+):
+    sms = sms_of(place_order(owner=shop))
+    monkeypatch.setattr(services, "RECORD_RETRY_SECONDS", 0)  # give up at the first refusal
+
+    def refuse_every_record(execute, sql, params, many, context):
+        if "notificationattempt" in sql:
+            raise OperationalError("connection to server failed: Connection refused")
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(refuse_every_record):
+        first = services.notification_send(notification_id=sms.pk, worker="sms@host")
+    assert (first.outcome, first.retry_in) == ("unrecorded", services.RECORD_LATER_SECONDS)
+    assert Notification.objects.get(pk=sms.pk).status == "sending"  # claimed, not yet written down
+
+    second = services.notification_send(notification_id=sms.pk, worker="sms@host", sent=first.sent)
+    assert second.outcome == "sent"
+    sms.refresh_from_db()
+    attempt = sms.attempt_log.get()
+    assert (sms.status, sms.attempts, sms.provider_message_id) == ("sent", 1, first.sent["provider_message_id"])
+    assert (attempt.number, attempt.outcome, attempt.provider_message_id) == (1, "sent", sms.provider_message_id)
+    assert attempt.finished_at == sms.sent_at  # when the provider answered, not when it was written down
+    assert len(scripted.sent) == 1  # written down, never sent again
+
+
+@pytest.mark.django_db(transaction=True)  # the connection is closed, as a worker's would be
+def test_an_outcome_the_soft_time_limit_interrupts_is_carried_to_the_next_run(shop, published, scripted):
+    sms = sms_of(place_order(owner=shop))
+    strikes = [SoftTimeLimitExceeded()]
+
+    def soft_limit_while_recording(execute, sql, params, many, context):
+        if strikes and "notificationattempt" in sql:
+            raise strikes.pop()
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(soft_limit_while_recording):
+        first = services.notification_send(notification_id=sms.pk)
+    assert not strikes, "the soft time limit never struck; nothing was tested"
+    assert first.outcome == "unrecorded"
+    assert connection.connection is None  # closed: its state was unknown
+
+    assert services.notification_send(notification_id=sms.pk, sent=first.sent).outcome == "sent"
+    sms.refresh_from_db()
+    assert (sms.status, sms.attempts, sms.attempt_log.count()) == ("sent", 1, 1)
+    assert len(scripted.sent) == 1
+
+
+def test_a_carried_send_written_twice_keeps_one_attempt(shop, published, scripted, record_path):
+    """A retry's message delivered twice: the second finds it written and writes nothing more."""
+    sms = sms_of(place_order(owner=shop))
+    services._claim(sms.pk)
+    now = timezone.now()
+    sent = services.SentMessage("SM1", 1, now, now).as_task_argument()
+    assert services.notification_send(notification_id=sms.pk, sent=sent).outcome == "sent"
+    assert services.notification_send(notification_id=sms.pk, sent=sent).outcome == "sent"
+    sms.refresh_from_db()
+    assert (sms.status, sms.attempts, sms.provider_message_id, sms.attempt_log.count()) == ("sent", 1, "SM1", 1)
+    assert scripted.sent == []  # nothing goes to the provider from a carried send
 
 
 def test_a_record_written_twice_keeps_one_attempt(shop, published, scripted, record_path, monkeypatch):
