@@ -27,6 +27,8 @@ run: install
 
 test: install lint
 	DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} $(BIN)/pytest
+	@echo "Again on SQLite, the default database of a quick local start (the tests that need no worker):"
+	DATABASE_URL=sqlite:///db.sqlite3 $(BIN)/pytest -q -m "not integration"
 
 # Only the fault tests (a few minutes): each stops or kills something of its own and prints what it measured.
 faults: install
