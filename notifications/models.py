@@ -41,6 +41,11 @@ FINISHED_STATUSES = (
 )
 
 
+# Twilio's SIDs are 34 characters; an email's Message-ID is <time.pid.random@domain>, about 45
+# plus the sending domain's own length (up to 253).
+PROVIDER_MESSAGE_ID_LENGTH = 300
+
+
 class NotificationQuerySet(models.QuerySet):
     def update(self, **fields):
         # Status changes are conditional UPDATEs; updated_at must move with them, as auto_now
@@ -69,7 +74,7 @@ class Notification(models.Model):
     )
     last_error_code = models.CharField(max_length=50, blank=True)
     last_error_message = models.TextField(blank=True)
-    provider_message_id = models.CharField(max_length=64, blank=True)
+    provider_message_id = models.CharField(max_length=PROVIDER_MESSAGE_ID_LENGTH, blank=True)
 
     next_attempt_at = models.DateTimeField(null=True, blank=True, help_text="When a failed send is retried")
     stale_after = models.DateTimeField(
@@ -137,7 +142,7 @@ class NotificationAttempt(models.Model):
     outcome = models.CharField(max_length=10, choices=Outcome)
     error_code = models.CharField(max_length=50, blank=True)
     error_message = models.TextField(blank=True)
-    provider_message_id = models.CharField(max_length=64, blank=True)
+    provider_message_id = models.CharField(max_length=PROVIDER_MESSAGE_ID_LENGTH, blank=True)
     worker = models.CharField(max_length=200, blank=True)
     started_at = models.DateTimeField()
     finished_at = models.DateTimeField()

@@ -9,9 +9,12 @@ import pytest
 from django.core.exceptions import ImproperlyConfigured
 from twilio.base.exceptions import TwilioRestException
 
+from notifications import services
 from notifications.backends.email import EmailBackend, classify_smtp_reply
 from notifications.backends.sms import TwilioBackend, classify_twilio_error
 from notifications.errors import PermanentDeliveryError, TransientDeliveryError
+from orderflow.configuration import Rate
+from tests.factories import place_order
 from tests.fakes.smtp_server import FakeSMTP
 from tests.fakes.twilio_server import FakeTwilio
 
@@ -219,6 +222,23 @@ def test_email_backend_sends_text_and_html_over_smtp(smtp):
     assert mail["Message-ID"] == message_id
     assert mail.get_body(("plain",)).get_content().strip() == "plain"
     assert mail.get_body(("html",)).get_content().strip() == "<b>html</b>"
+
+
+@pytest.mark.django_db
+def test_an_email_from_a_long_domain_is_recorded_with_its_message_id(smtp, settings, shop, published):
+    """The Message-ID grows with the sending domain; the row must hold it, or the send is never
+    recorded and goes out again after its lease."""
+    settings.DEFAULT_FROM_EMAIL = "orders@notifications.a-rather-long-shop-name.example.com"
+    settings.NOTIFICATIONS_EMAIL_RATE_LIMIT = Rate(count=100, period_seconds=1)
+    services.limiter_for.cache_clear()
+    email = place_order(owner=shop).notifications.get(channel="email")
+    assert services.notification_send(notification_id=email.pk).outcome == "sent"
+    email.refresh_from_db()
+    [mail] = smtp.delivered(email.recipient)
+    message_id = mail["Message-ID"].strip()  # folded onto its own line, being long
+    assert len(message_id) > 64
+    assert (email.status, email.provider_message_id) == ("sent", message_id)
+    assert email.attempt_log.get().provider_message_id == message_id
 
 
 @pytest.mark.parametrize(
