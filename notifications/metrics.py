@@ -15,6 +15,11 @@ from notifications import broker
 from notifications.models import DeadLetter, Notification
 
 SENDS = Counter("orderflow_notification_sends", "Notifications accepted by their provider", ["channel"])
+RECORDS_DEFERRED = Counter(
+    "orderflow_notification_records_deferred",
+    "Accepted sends the database could not record yet; their task writes them on its next run",
+    ["channel"],
+)
 FAILURES = Counter(
     "orderflow_notification_failures",
     "Sends that failed, by error class (transient, permanent)",

@@ -71,6 +71,7 @@ RECORD_LATER_SECONDS = 5
 class SentMessage:
     """A message the provider accepted: all that recording it needs, also in a later task run."""
 
+    channel: str
     provider_message_id: str
     attempt: int
     started_at: datetime
@@ -78,6 +79,7 @@ class SentMessage:
 
     def as_task_argument(self) -> dict:
         return {
+            "channel": self.channel,
             "provider_message_id": self.provider_message_id,
             "attempt": self.attempt,
             "started_at": self.started_at.isoformat(),
@@ -87,6 +89,7 @@ class SentMessage:
     @classmethod
     def from_task_argument(cls, value: dict) -> "SentMessage":
         return cls(
+            channel=value["channel"],
             provider_message_id=value["provider_message_id"],
             attempt=value["attempt"],
             started_at=datetime.fromisoformat(value["started_at"]),
@@ -99,7 +102,7 @@ class SendResult:
     outcome: str  # sent | retry | dead | deferred | skipped | unrecorded
     retry_in: float | None = None  # set when the task should run again after this many seconds
     detail: str = ""
-    sent: dict | None = None  # unrecorded: the send made (SentMessage), for the next run to write down
+    sent: SentMessage | None = None  # unrecorded: the send made, for the task's next run to write down
 
 
 # --- outbox ---------------------------------------------------------------------------------
@@ -243,15 +246,8 @@ def _publish(jobs: list[PublishJob]) -> list[int | None]:
 # --- sending --------------------------------------------------------------------------------
 
 
-def notification_send(
-    *, notification_id: int, task_id: str = "", worker: str = "", sent: dict | None = None
-) -> SendResult:
-    """Claim a notification, wait for a rate-limit token, send it and record what happened.
-
-    With `sent` (a SentMessage an earlier run could not write down) only record that send.
-    """
-    if sent is not None:
-        return _record_carried(notification_id, SentMessage.from_task_argument(sent), task_id=task_id, worker=worker)
+def notification_send(*, notification_id: int, task_id: str = "", worker: str = "") -> SendResult:
+    """Claim a notification, wait for a rate-limit token, send it and record what happened."""
     claimed = _claim(notification_id)
     if isinstance(claimed, SendResult):
         logger.info(
@@ -313,7 +309,7 @@ def notification_send(
     finished_at = timezone.now()
     metrics.SENDS.labels(notification.channel).inc()
     metrics.SEND_SECONDS.labels(notification.channel).observe((finished_at - started_at).total_seconds())
-    sent = SentMessage(provider_message_id, notification.attempts + 1, started_at, finished_at)
+    sent = SentMessage(notification.channel, provider_message_id, notification.attempts + 1, started_at, finished_at)
     return _record_sent(notification, sent, task_id=task_id, worker=worker)
 
 
@@ -436,10 +432,8 @@ RECORD_SENT_SQL = f"WITH sent AS ({MARK_SENT_SQL}) {ADD_SENT_ATTEMPT_SQL}"
 
 
 def _record_sent(notification: Notification, sent: SentMessage, *, task_id, worker) -> SendResult:
-    """Write down a send the provider accepted. Should the database stay away past
-    RECORD_RETRY_SECONDS, or the soft time limit come first, the send travels on with the task's
-    next run (`unrecorded`), which writes it down: a row left claimed would be sent again once
-    its lease ends."""
+    """Write down a send the provider accepted; if the database cannot take it yet, hand it
+    to the task's next run (a row left claimed would be sent again once its lease ends)."""
     params = {
         "id": notification.pk,
         "number": sent.attempt,
@@ -463,12 +457,7 @@ def _record_sent(notification: Notification, sent: SentMessage, *, task_id, work
 
     try:
         _until_written(write)
-    except (DatabaseError, SoftTimeLimitExceeded) as error:
-        if isinstance(error, SoftTimeLimitExceeded):
-            # It may have struck mid-statement: the connection's state is unknown, start afresh.
-            with contextlib.suppress(DatabaseError):
-                connection.close()
-        reason = "soft time limit reached" if isinstance(error, SoftTimeLimitExceeded) else str(error)
+    except RECORD_LATER_ERRORS as error:
         log_event(
             "notification.unrecorded",
             notification,
@@ -477,9 +466,9 @@ def _record_sent(notification: Notification, sent: SentMessage, *, task_id, work
             attempt=sent.attempt,
             provider_message_id=sent.provider_message_id,
             retry_in=RECORD_LATER_SECONDS,
-            reason=reason,
+            reason=_unrecorded_reason(error),
         )
-        return SendResult("unrecorded", retry_in=RECORD_LATER_SECONDS, detail=reason, sent=sent.as_task_argument())
+        return _unrecorded(sent, error)
     log_event(
         "notification.sent",
         notification,
@@ -491,8 +480,41 @@ def _record_sent(notification: Notification, sent: SentMessage, *, task_id, work
     return SendResult("sent")
 
 
-def _record_carried(notification_id: int, sent: SentMessage, *, task_id, worker) -> SendResult:
-    notification = Notification.objects.filter(pk=notification_id).first()
+# The database away (past RECORD_RETRY_SECONDS), or the soft time limit while writing. Any
+# other error is a defect and goes up: its task retries from the claim.
+RECORD_LATER_ERRORS = (OperationalError, InterfaceError, SoftTimeLimitExceeded)
+
+
+def _unrecorded_reason(error: BaseException) -> str:
+    return "soft time limit reached" if isinstance(error, SoftTimeLimitExceeded) else str(error)
+
+
+def _unrecorded(sent: SentMessage, error: BaseException) -> SendResult:
+    if isinstance(error, SoftTimeLimitExceeded):
+        # It may have struck mid-statement: the connection's state is unknown, start afresh.
+        with contextlib.suppress(DatabaseError):
+            connection.close()
+    metrics.RECORDS_DEFERRED.labels(sent.channel).inc()
+    return SendResult("unrecorded", retry_in=RECORD_LATER_SECONDS, detail=_unrecorded_reason(error), sent=sent)
+
+
+def notification_record_sent(
+    *, notification_id: int, sent: SentMessage, task_id: str = "", worker: str = ""
+) -> SendResult:
+    """Write down a send an earlier run of the task made but could not record; send nothing."""
+    try:
+        notification = Notification.objects.filter(pk=notification_id).first()
+    except RECORD_LATER_ERRORS as error:
+        logger.warning(
+            "notification.unrecorded notification_id=%s task_id=%s provider_message_id=%s retry_in=%s reason=%s",
+            notification_id,
+            task_id,
+            sent.provider_message_id,
+            RECORD_LATER_SECONDS,
+            _unrecorded_reason(error),
+            extra={"event": "notification.unrecorded", "notification_id": notification_id, "task_id": task_id},
+        )
+        return _unrecorded(sent, error)
     if notification is None:
         return SendResult("skipped", detail="no such notification")
     return _record_sent(notification, sent, task_id=task_id, worker=worker)

@@ -14,9 +14,10 @@ from notifications.models import Channel, Event
 logger = logging.getLogger(__name__)
 
 # The retry policy lives in notifications.services; a task only re-runs when the service
-# says so (SendResult.retry_in). Database outages are handled in two places: the service
-# writes the outcome of a send already made again for a few seconds (services._until_written),
-# and a task that still meets a DatabaseError (a claim, or a longer outage) runs again here.
+# says so (SendResult.retry_in). Database outages: the service writes the outcome of a send
+# already made again for a few seconds (services._until_written), then hands it to the task's
+# retry (`sent`), which only writes it; a task that meets a DatabaseError before it sends (the
+# claim) runs again here.
 SEND_TASK_OPTIONS = {
     "bind": True,
     "acks_late": True,
@@ -33,12 +34,14 @@ SEND_TASK_OPTIONS = {
 
 
 def _send(task, notification_id: int, sent: dict | None) -> str:
-    result = services.notification_send(
-        notification_id=notification_id, task_id=task.request.id or "", worker=task.request.hostname or "", sent=sent
-    )
+    who = {"notification_id": notification_id, "task_id": task.request.id or "", "worker": task.request.hostname or ""}
+    if sent is None:
+        result = services.notification_send(**who)
+    else:
+        result = services.notification_record_sent(sent=services.SentMessage.from_task_argument(sent), **who)
     if result.retry_in is not None:
         # A send made but not written down travels in the retry's message: it is written, not made again.
-        kwargs = {"sent": result.sent} if result.sent else {}
+        kwargs = {**task.request.kwargs, "sent": result.sent.as_task_argument()} if result.sent else None
         raise task.retry(countdown=max(0.0, result.retry_in), max_retries=None, kwargs=kwargs)
     return result.outcome
 

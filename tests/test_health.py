@@ -42,11 +42,14 @@ def test_readyz_names_the_broker_when_it_is_down(client, settings):
 
 @pytest.mark.django_db(transaction=True)
 def test_readyz_names_the_database_when_it_is_down(client):
-    if connection.vendor == "sqlite" and connection.is_in_memory_db():  # closing it would lose it
-        pytest.skip("an in-memory SQLite database cannot be made unreachable")
+    if connection.vendor == "sqlite" and connection.is_in_memory_db():
+        pytest.skip("Django keeps an in-memory SQLite database open through close(): it cannot be taken away")
     connection.close()
     saved = dict(connection.settings_dict)
-    connection.settings_dict["PORT"] = "1"
+    if connection.vendor == "sqlite":
+        connection.settings_dict["NAME"] = "/nonexistent/dir/db.sqlite3"
+    else:
+        connection.settings_dict["PORT"] = "1"
     try:
         response = client.get("/readyz")
     finally:

@@ -3,8 +3,9 @@ from decimal import Decimal
 
 import pytest
 from celery.exceptions import SoftTimeLimitExceeded
-from django.db import OperationalError, connection, transaction
+from django.db import DataError, OperationalError, connection, transaction
 from django.utils import timezone, translation
+from prometheus_client import REGISTRY
 
 from notifications import backends, services
 from notifications.errors import PermanentDeliveryError, TransientDeliveryError
@@ -356,30 +357,53 @@ def test_an_outcome_the_database_refuses_at_first_is_written_when_it_answers(sho
     assert len(scripted.sent) == 1  # recorded, not left claimed to be sent again after its lease
 
 
+def records_deferred(channel: str) -> float:
+    return REGISTRY.get_sample_value("orderflow_notification_records_deferred_total", {"channel": channel}) or 0.0
+
+
+def refusing_every_record(execute, sql, params, many, context):
+    if "notificationattempt" in sql:
+        raise OperationalError("connection to server failed: Connection refused")
+    return execute(sql, params, many, context)
+
+
 def test_an_outcome_the_database_refuses_past_the_retry_time_is_carried_to_the_next_run(
     shop, published, scripted, record_path, monkeypatch
 ):
     sms = sms_of(place_order(owner=shop))
     monkeypatch.setattr(services, "RECORD_RETRY_SECONDS", 0)  # give up at the first refusal
-
-    def refuse_every_record(execute, sql, params, many, context):
-        if "notificationattempt" in sql:
-            raise OperationalError("connection to server failed: Connection refused")
-        return execute(sql, params, many, context)
-
-    with connection.execute_wrapper(refuse_every_record):
+    deferred_before = records_deferred("sms")
+    with connection.execute_wrapper(refusing_every_record):
         first = services.notification_send(notification_id=sms.pk, worker="sms@host")
     assert (first.outcome, first.retry_in) == ("unrecorded", services.RECORD_LATER_SECONDS)
+    assert records_deferred("sms") == deferred_before + 1
+    assert (first.sent.channel, first.sent.attempt) == ("sms", 1)
     assert Notification.objects.get(pk=sms.pk).status == "sending"  # claimed, not yet written down
 
-    second = services.notification_send(notification_id=sms.pk, worker="sms@host", sent=first.sent)
+    second = services.notification_record_sent(notification_id=sms.pk, sent=first.sent, worker="sms@host")
     assert second.outcome == "sent"
     sms.refresh_from_db()
     attempt = sms.attempt_log.get()
-    assert (sms.status, sms.attempts, sms.provider_message_id) == ("sent", 1, first.sent["provider_message_id"])
+    assert (sms.status, sms.attempts, sms.provider_message_id) == ("sent", 1, first.sent.provider_message_id)
     assert (attempt.number, attempt.outcome, attempt.provider_message_id) == (1, "sent", sms.provider_message_id)
-    assert attempt.finished_at == sms.sent_at  # when the provider answered, not when it was written down
+    assert sms.sent_at == attempt.finished_at == first.sent.finished_at  # when the provider answered
     assert len(scripted.sent) == 1  # written down, never sent again
+
+
+def test_a_carried_send_is_carried_again_while_the_database_is_away(shop, published, scripted, monkeypatch):
+    sms = sms_of(place_order(owner=shop))
+    monkeypatch.setattr(services, "RECORD_RETRY_SECONDS", 0)
+    with connection.execute_wrapper(refusing_every_record):
+        first = services.notification_send(notification_id=sms.pk)
+
+    def database_away(execute, sql, params, many, context):
+        raise OperationalError("connection to server failed: Connection refused")
+
+    with connection.execute_wrapper(database_away):
+        again = services.notification_record_sent(notification_id=sms.pk, sent=first.sent)
+    assert (again.outcome, again.retry_in, again.sent) == ("unrecorded", services.RECORD_LATER_SECONDS, first.sent)
+    assert services.notification_record_sent(notification_id=sms.pk, sent=again.sent).outcome == "sent"
+    assert len(scripted.sent) == 1
 
 
 @pytest.mark.django_db(transaction=True)  # the connection is closed and opened again, as a worker's
@@ -397,10 +421,23 @@ def test_an_outcome_the_soft_time_limit_interrupts_is_carried_to_the_next_run(sh
     assert not strikes, "the soft time limit never struck; nothing was tested"
     assert first.outcome == "unrecorded"
 
-    assert services.notification_send(notification_id=sms.pk, sent=first.sent).outcome == "sent"
+    assert services.notification_record_sent(notification_id=sms.pk, sent=first.sent).outcome == "sent"
     sms.refresh_from_db()
     assert (sms.status, sms.attempts, sms.attempt_log.count()) == ("sent", 1, 1)
     assert len(scripted.sent) == 1
+
+
+def test_an_error_other_than_the_database_away_is_not_carried(shop, published, scripted):
+    """A defect (here a value the column refuses) goes up: carrying it would retry for ever."""
+    sms = sms_of(place_order(owner=shop))
+
+    def refuse_as_too_long(execute, sql, params, many, context):
+        if "notificationattempt" in sql:
+            raise DataError("value too long for type character varying(300)")
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(refuse_as_too_long), pytest.raises(DataError):
+        services.notification_send(notification_id=sms.pk)
 
 
 def test_a_carried_send_written_twice_keeps_one_attempt(shop, published, scripted, record_path):
@@ -408,9 +445,9 @@ def test_a_carried_send_written_twice_keeps_one_attempt(shop, published, scripte
     sms = sms_of(place_order(owner=shop))
     services._claim(sms.pk)
     now = timezone.now()
-    sent = services.SentMessage("SM1", 1, now, now).as_task_argument()
-    assert services.notification_send(notification_id=sms.pk, sent=sent).outcome == "sent"
-    assert services.notification_send(notification_id=sms.pk, sent=sent).outcome == "sent"
+    sent = services.SentMessage("sms", "SM1", 1, now, now)
+    assert services.notification_record_sent(notification_id=sms.pk, sent=sent).outcome == "sent"
+    assert services.notification_record_sent(notification_id=sms.pk, sent=sent).outcome == "sent"
     sms.refresh_from_db()
     assert (sms.status, sms.attempts, sms.provider_message_id, sms.attempt_log.count()) == ("sent", 1, "SM1", 1)
     assert scripted.sent == []  # nothing goes to the provider from a carried send

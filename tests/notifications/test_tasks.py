@@ -5,9 +5,11 @@ from types import SimpleNamespace
 
 import pytest
 from celery.signals import worker_init
+from django.db import OperationalError, connection
 
-from notifications import backends
-from notifications.tasks import build_backends_before_the_pool_starts
+from notifications import backends, services
+from notifications.tasks import build_backends_before_the_pool_starts, send_sms_notification
+from tests.factories import place_order
 from tests.notifications.conftest import TWILIO_FROM, TWILIO_SID, TWILIO_TOKEN
 
 RECIPIENT = "+14155550177"  # the Twilio double serves the whole session: count from before
@@ -67,3 +69,27 @@ def test_a_worker_with_an_sms_backend_it_cannot_import_says_so_once_at_start(set
         "configuration error: SMS_BACKEND: cannot import 'notifications.backends.sms.NoSuchBackend': "
         'Module "notifications.backends.sms" does not define a "NoSuchBackend" attribute/class'
     ]
+
+
+@pytest.mark.django_db(transaction=True)  # a task closes a connection left outside autocommit, as in a worker
+def test_a_send_the_database_could_not_record_is_written_by_the_retry_not_sent_again(
+    shop, published, scripted, monkeypatch
+):
+    """The retry keeps what the task was called with (here the id as a keyword) and adds the send."""
+    sms = place_order(owner=shop).notifications.get(channel="sms")
+    monkeypatch.setattr(services, "RECORD_RETRY_SECONDS", 0)
+    refusals = [OperationalError("connection to server failed: Connection refused")]
+
+    def refuse_the_first_record(execute, sql, params, many, context):
+        if refusals and "notificationattempt" in sql:
+            raise refusals.pop()
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(refuse_the_first_record):
+        # apply() runs the task and then its retry here, at once (what a worker does after the countdown).
+        result = send_sms_notification.apply(kwargs={"notification_id": sms.pk})
+    assert not refusals, "the record was never refused; nothing was tested"
+    assert (result.state, result.result) == ("SUCCESS", "sent")
+    sms.refresh_from_db()
+    assert (sms.status, sms.attempts, sms.attempt_log.count()) == ("sent", 1, 1)
+    assert len(scripted.sent) == 1
