@@ -491,6 +491,8 @@ def test_a_send_whose_outcome_cannot_be_written_is_written_later_not_sent_again(
             f"{len(requests)} request(s) to Twilio"
         )
     assert len(requests) == 1
+    # Written down as sent: neither the sweep nor a redelivery will send it again. Left claimed,
+    # it would have gone out again once its lease ran out.
     assert row == {"status": "sent", "attempts": 1, "provider_message_id": requests[0]["sid"]}
     assert unrecorded >= 1  # written down by a later run of the task, not by the first one's own retries
     assert worker_alive
