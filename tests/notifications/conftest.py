@@ -211,6 +211,19 @@ def scripted(settings):
     services.limiter_for.cache_clear()
 
 
+class RefusedRecords:
+    """A connection.execute_wrapper: the statements writing a send's attempt raise `errors`, one
+    each, in turn; every other statement runs. `errors` left over: never reached."""
+
+    def __init__(self, *errors: BaseException):
+        self.errors = list(errors)
+
+    def __call__(self, execute, sql, params, many, context):
+        if self.errors and "notificationattempt" in sql:
+            raise self.errors.pop(0)
+        return execute(sql, params, many, context)
+
+
 def send_into_dead_letter(order, error=None) -> DeadLetter:
     """Send the order's SMS into a permanent failure through the real send path (needs `scripted`)."""
     ScriptedBackend.script.append(error or PermanentDeliveryError("Twilio 21211: invalid number", code="twilio-21211"))

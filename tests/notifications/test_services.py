@@ -14,6 +14,7 @@ from notifications.ratelimit import ChannelRateLimiter, LimiterUnavailable
 from orders import services as order_services
 from orders.models import ChangeSource
 from tests.factories import order_line, place_order
+from tests.notifications.conftest import RefusedRecords
 
 pytestmark = pytest.mark.django_db
 
@@ -342,16 +343,10 @@ def test_an_sms_backend_that_cannot_be_imported_sends_nothing_and_names_the_vari
 @pytest.mark.django_db(transaction=True)  # the write is retried outside any test transaction, as in a worker
 def test_an_outcome_the_database_refuses_at_first_is_written_when_it_answers(shop, published, scripted):
     sms = sms_of(place_order(owner=shop))
-    refusals = [OperationalError("the database system is shutting down")]
-
-    def refuse_the_first_record(execute, sql, params, many, context):
-        if refusals and "notificationattempt" in sql:
-            raise refusals.pop()
-        return execute(sql, params, many, context)
-
-    with connection.execute_wrapper(refuse_the_first_record):
+    refusals = RefusedRecords(OperationalError("the database system is shutting down"))
+    with connection.execute_wrapper(refusals):
         assert services.notification_send(notification_id=sms.pk).outcome == "sent"
-    assert not refusals, "the record was never refused; nothing was tested"
+    assert not refusals.errors, "the record was never refused; nothing was tested"
     sms.refresh_from_db()
     assert (sms.status, sms.attempts, sms.attempt_log.count()) == ("sent", 1, 1)
     assert len(scripted.sent) == 1  # recorded, not left claimed to be sent again after its lease
@@ -361,10 +356,8 @@ def records_deferred(channel: str) -> float:
     return REGISTRY.get_sample_value("orderflow_notification_records_deferred_total", {"channel": channel}) or 0.0
 
 
-def refusing_every_record(execute, sql, params, many, context):
-    if "notificationattempt" in sql:
-        raise OperationalError("connection to server failed: Connection refused")
-    return execute(sql, params, many, context)
+def refused_once() -> RefusedRecords:
+    return RefusedRecords(OperationalError("connection to server failed: Connection refused"))
 
 
 def test_an_outcome_the_database_refuses_past_the_retry_time_is_carried_to_the_next_run(
@@ -373,7 +366,7 @@ def test_an_outcome_the_database_refuses_past_the_retry_time_is_carried_to_the_n
     sms = sms_of(place_order(owner=shop))
     monkeypatch.setattr(services, "RECORD_RETRY_SECONDS", 0)  # give up at the first refusal
     deferred_before = records_deferred("sms")
-    with connection.execute_wrapper(refusing_every_record):
+    with connection.execute_wrapper(refused_once()):
         first = services.notification_send(notification_id=sms.pk, worker="sms@host")
     assert (first.outcome, first.retry_in) == ("unrecorded", services.RECORD_LATER_SECONDS)
     assert records_deferred("sms") == deferred_before + 1
@@ -393,7 +386,7 @@ def test_an_outcome_the_database_refuses_past_the_retry_time_is_carried_to_the_n
 def test_a_carried_send_is_carried_again_while_the_database_is_away(shop, published, scripted, monkeypatch):
     sms = sms_of(place_order(owner=shop))
     monkeypatch.setattr(services, "RECORD_RETRY_SECONDS", 0)
-    with connection.execute_wrapper(refusing_every_record):
+    with connection.execute_wrapper(refused_once()):
         first = services.notification_send(notification_id=sms.pk)
 
     def database_away(execute, sql, params, many, context):
@@ -409,16 +402,10 @@ def test_a_carried_send_is_carried_again_while_the_database_is_away(shop, publis
 @pytest.mark.django_db(transaction=True)  # the connection is closed and opened again, as a worker's
 def test_an_outcome_the_soft_time_limit_interrupts_is_carried_to_the_next_run(shop, published, scripted):
     sms = sms_of(place_order(owner=shop))
-    strikes = [SoftTimeLimitExceeded()]
-
-    def soft_limit_while_recording(execute, sql, params, many, context):
-        if strikes and "notificationattempt" in sql:
-            raise strikes.pop()
-        return execute(sql, params, many, context)
-
-    with connection.execute_wrapper(soft_limit_while_recording):
+    strikes = RefusedRecords(SoftTimeLimitExceeded())
+    with connection.execute_wrapper(strikes):
         first = services.notification_send(notification_id=sms.pk)
-    assert not strikes, "the soft time limit never struck; nothing was tested"
+    assert not strikes.errors, "the soft time limit never struck; nothing was tested"
     assert first.outcome == "unrecorded"
 
     assert services.notification_record_sent(notification_id=sms.pk, sent=first.sent).outcome == "sent"
@@ -430,13 +417,8 @@ def test_an_outcome_the_soft_time_limit_interrupts_is_carried_to_the_next_run(sh
 def test_an_error_other_than_the_database_away_is_not_carried(shop, published, scripted):
     """A defect (here a value the column refuses) goes up: carrying it would retry for ever."""
     sms = sms_of(place_order(owner=shop))
-
-    def refuse_as_too_long(execute, sql, params, many, context):
-        if "notificationattempt" in sql:
-            raise DataError("value too long for type character varying(300)")
-        return execute(sql, params, many, context)
-
-    with connection.execute_wrapper(refuse_as_too_long), pytest.raises(DataError):
+    too_long = RefusedRecords(DataError("value too long for type character varying(300)"))
+    with connection.execute_wrapper(too_long), pytest.raises(DataError):
         services.notification_send(notification_id=sms.pk)
 
 

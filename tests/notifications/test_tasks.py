@@ -10,7 +10,7 @@ from django.db import OperationalError, connection
 from notifications import backends, services
 from notifications.tasks import build_backends_before_the_pool_starts, send_sms_notification
 from tests.factories import place_order
-from tests.notifications.conftest import TWILIO_FROM, TWILIO_SID, TWILIO_TOKEN
+from tests.notifications.conftest import TWILIO_FROM, TWILIO_SID, TWILIO_TOKEN, RefusedRecords
 
 RECIPIENT = "+14155550177"  # the Twilio double serves the whole session: count from before
 
@@ -78,17 +78,11 @@ def test_a_send_the_database_could_not_record_is_written_by_the_retry_not_sent_a
     """The retry keeps what the task was called with (here the id as a keyword) and adds the send."""
     sms = place_order(owner=shop).notifications.get(channel="sms")
     monkeypatch.setattr(services, "RECORD_RETRY_SECONDS", 0)
-    refusals = [OperationalError("connection to server failed: Connection refused")]
-
-    def refuse_the_first_record(execute, sql, params, many, context):
-        if refusals and "notificationattempt" in sql:
-            raise refusals.pop()
-        return execute(sql, params, many, context)
-
-    with connection.execute_wrapper(refuse_the_first_record):
+    refusals = RefusedRecords(OperationalError("connection to server failed: Connection refused"))
+    with connection.execute_wrapper(refusals):
         # apply() runs the task and then its retry here, at once (what a worker does after the countdown).
         result = send_sms_notification.apply(kwargs={"notification_id": sms.pk})
-    assert not refusals, "the record was never refused; nothing was tested"
+    assert not refusals.errors, "the record was never refused; nothing was tested"
     assert (result.state, result.result) == ("SUCCESS", "sent")
     sms.refresh_from_db()
     assert (sms.status, sms.attempts, sms.attempt_log.count()) == ("sent", 1, 1)
