@@ -19,6 +19,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import django
+import kombu
 import psycopg
 import redis
 
@@ -49,6 +50,7 @@ os.environ.update(
 django.setup()
 
 from django.apps import apps  # noqa: E402 - needs the settings above
+from django.conf import settings  # noqa: E402
 from django.contrib.auth import get_user_model  # noqa: E402
 from django.db import connection  # noqa: E402
 
@@ -86,13 +88,28 @@ def prepare() -> None:
     tables = [model._meta.db_table for label in RESET_APPS for model in apps.get_app_config(label).get_models()]
     with connection.cursor() as cursor:
         cursor.execute(f"TRUNCATE {', '.join(map(connection.ops.quote_name, tables))} RESTART IDENTITY CASCADE")
-    flush_redis()
+    empty_broker_and_limiter()
 
 
-def flush_redis() -> None:
-    """Empty the bench broker and the bench limiter (databases of their own); only with no worker running."""
-    for url in (BROKER_URL, LIMITER_URL):
-        redis.Redis.from_url(url).flushdb()
+def broker_is_redis() -> bool:
+    return BROKER_URL.startswith(("redis://", "rediss://"))
+
+
+def empty_broker_and_limiter() -> None:
+    """Empty the bench broker and the bench limiter; only with no worker running.
+
+    A Redis broker and the limiter are databases of their own, emptied whole; on RabbitMQ the
+    product's queues are purged.
+    """
+    redis.Redis.from_url(LIMITER_URL).flushdb()
+    if broker_is_redis():
+        redis.Redis.from_url(BROKER_URL).flushdb()
+        return
+    with kombu.Connection(BROKER_URL) as broker:
+        channel = broker.channel()
+        for queue in settings.CELERY_TASK_QUEUES:
+            queue.bind(channel).declare()
+            queue.bind(channel).purge()
 
 
 def bench_owner():
@@ -123,7 +140,12 @@ def wait_until_drained(queue: str, *, timeout: float) -> float:
     transport keeps those in `unacked`); return time.monotonic() when that was first seen.
 
     Seen twice in a row, because a message popped by a worker is briefly in neither place.
+    RabbitMQ tells a client only how many messages are ready, not how many are delivered and
+    unacknowledged: there the time is when none is ready, and at most one message per pool
+    process (prefetch 1) is still running.
     """
+    if not broker_is_redis():
+        return _wait_until_none_ready(queue, timeout=timeout)
     client = redis.Redis.from_url(BROKER_URL)
     deadline = time.monotonic() + timeout
     drained_since = None
@@ -136,6 +158,18 @@ def wait_until_drained(queue: str, *, timeout: float) -> float:
         else:
             drained_since = None
         time.sleep(0.002)
+    raise TimeoutError(f"timed out after {timeout:.0f}s waiting for the {queue} queue to drain")
+
+
+def _wait_until_none_ready(queue: str, *, timeout: float) -> float:
+    deadline = time.monotonic() + timeout
+    with kombu.Connection(BROKER_URL) as broker:
+        channel = broker.channel()
+        while time.monotonic() < deadline:
+            now = time.monotonic()
+            if channel.queue_declare(queue=queue, passive=True).message_count == 0:
+                return now
+            time.sleep(0.002)
     raise TimeoutError(f"timed out after {timeout:.0f}s waiting for the {queue} queue to drain")
 
 

@@ -149,7 +149,7 @@ def main() -> None:
     seconds = measure(placer, rounds=args.rounds, orders=args.orders)
     queries = {mode: queries_of_one_order(placer, mode) for mode in MODES}
     steps = step_profile(placer, args.orders * 2)
-    harness.flush_redis()
+    harness.empty_broker_and_limiter()
 
     print_ratios(seconds, title=f"Order cost: {args.rounds} rounds x {args.orders} orders per mode and path")
     print_breakdown(steps, queries, title=f"Where the extra time goes: {args.orders * 2} orders per mode, via service")

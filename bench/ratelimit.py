@@ -141,7 +141,7 @@ def main() -> None:
                 twilio=twilio, messages=args.messages, rate=rate, workers=args.workers
             )
             celery_seconds = time.monotonic() - started
-    harness.flush_redis()
+    harness.empty_broker_and_limiter()
 
     figures = {mode: Figures.of(times, rate) for mode, times in (("global", global_times), ("celery", celery_times))}
     glob, celery = figures["global"], figures["celery"]

@@ -6,7 +6,8 @@ Procfile: prefork, prefetch 1, acks_late), NOTIFICATIONS_SMS_RATE_LIMIT=1000/s a
 double answering at once. Each round runs, in rotating order, one batch of each on the sms queue:
 
 - noop: bench.noop, which does nothing and keeps no result: Celery's ceiling here;
-- noop+result: bench.noop_with_result, which stores its result as a send task does;
+- noop+result: bench.noop_with_result, which stores its result (CELERY_RESULT_BACKEND): what
+  a send task would cost if it kept one (they keep none; the attempt log is their record);
 - pipeline: the outbox rows of SMS-only orders placed beforehand (untimed), handed to
   notifications.services.notifications_publish; timed from the first publish to the last
   notification `sent` (claim, global limiter, twilio library, record).
@@ -14,6 +15,11 @@ double answering at once. Each round runs, in rotating order, one batch of each 
 Printed: the rate of every batch, the medians, and pipeline / noop (goal: at least 50%).
 With --without-provider the worker's SMS backend is the in-memory one: the same pipeline
 without the HTTP call to Twilio, to see what the call itself costs.
+
+The broker is Redis (database 10); ORDERFLOW_BENCH_BROKER_URL=amqp://guest:guest@127.0.0.1:5672//
+runs the same on RabbitMQ (its default vhost, which the tests use too: not while they run).
+There a no-op batch ends when no message is ready, up to one running no-op per pool process
+early (RabbitMQ does not tell a client how many are unacknowledged).
 
     .venv/bin/python bench/throughput.py [--messages 500] [--rounds 3] [--concurrency 2] [--without-provider]
 """
@@ -106,13 +112,14 @@ def main() -> None:
                     else:
                         rates[mode].append(noop_rate(NOOP_TASKS[mode], args.messages))
         requests = len(twilio.requests)
-    harness.flush_redis()
+    harness.empty_broker_and_limiter()
 
     medians = {mode: statistics.median(values) for mode, values in rates.items()}
     ceiling = medians["noop"]
     harness.print_table(
         f"Throughput: {args.messages} messages per batch, 1 worker x concurrency {args.concurrency}, "
-        f"SMS limit {LIFTED_LIMIT}{', no provider (in-memory backend)' if args.without_provider else ''}",
+        f"broker {harness.BROKER_URL.partition(':')[0]}, SMS limit {LIFTED_LIMIT}"
+        f"{', no provider (in-memory backend)' if args.without_provider else ''}",
         ["", *(f"round {number + 1}" for number in range(args.rounds)), "median", "/ noop"],
         [
             [
