@@ -26,6 +26,7 @@ from notifications.models import (
 from orderflow.admin import ReadOnlyInline, report_outcome
 from orderflow.errors import ApplicationError
 from orderflow.masking import mask_recipient
+from orderflow.parsers import whole_number
 
 # Above this many selected rows, requeue goes through a frozen batch and a background task.
 INLINE_REQUEUE_LIMIT = 500
@@ -102,8 +103,9 @@ class NotificationAdmin(PipelineRowAdmin):
         term = search_term.strip()
         if not term:
             return queryset, False
-        if term.isdigit():
-            return queryset.filter(Q(pk=int(term)) | Q(order_id=int(term))), False
+        number = whole_number(term)
+        if number is not None:
+            return queryset.filter(Q(pk=number) | Q(order_id=number)), False
         return queryset.filter(Q(recipient=term) | Q(provider_message_id=term)), False
 
     def get_urls(self):
@@ -251,8 +253,9 @@ class DeadLetterAdmin(PipelineRowAdmin):
         if not term:
             return queryset, False
         matches = Q(message__icontains=term)
-        if term.isdigit():
-            matches |= Q(notification__in=Notification.objects.filter(order_id=int(term)).values("pk"))
+        number = whole_number(term)
+        if number is not None:
+            matches |= Q(notification__in=Notification.objects.filter(order_id=number).values("pk"))
         else:
             matches |= Q(notification__in=Notification.objects.filter(recipient=term).values("pk"))
         return queryset.filter(matches), False

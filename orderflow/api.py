@@ -15,6 +15,7 @@ from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from orderflow.errors import ApplicationError
+from orderflow.parsers import whole_number
 
 logger = logging.getLogger(__name__)
 
@@ -28,7 +29,8 @@ class Pagination(PageNumberPagination):
         limits = {self.page_query_param: None, self.page_size_query_param: self.max_page_size}
         for name, most in limits.items():
             value = request.query_params.get(name)
-            if value is not None and not (value.isdigit() and 1 <= int(value) <= (most or int(value))):
+            number = whole_number(value) if value is not None else None
+            if value is not None and not (number is not None and 1 <= number <= (most or number)):
                 span = f"from 1 to {most}" if most else "from 1"
                 raise exceptions.ValidationError({name: [f"{name} must be a whole number {span}, not {value!r}."]})
         return super().paginate_queryset(queryset, request, view)

@@ -1,4 +1,7 @@
-"""Request parsers. Kept apart from orderflow.api: DRF imports these while it loads its views."""
+"""Reading what a request carries: its body (DRF parsers) and numbers in its URL or query.
+
+Kept apart from orderflow.api: DRF imports the parsers while it loads its views.
+"""
 
 from rest_framework import exceptions, parsers
 
@@ -11,3 +14,14 @@ class JSONParser(parsers.JSONParser):
             return super().parse(stream, media_type, parser_context)
         except RecursionError:
             raise exceptions.ParseError("JSON parse error - the body is nested too deeply.") from None
+
+
+def whole_number(text: str) -> int | None:
+    """`text` as a whole number if it is written in ASCII digits, else None.
+
+    str.isdigit() also holds for "²" and "①", which int() refuses, and int() reads other
+    scripts' digits (Arabic-Indic one is 1): neither is what a person means in a URL.
+    """
+    if text.isascii() and text.isdigit():
+        return int(text)
+    return None

@@ -124,7 +124,7 @@ TRANSITION_REFUSED = inline_serializer(
 class OrderViewSet(mixins.CreateModelMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     serializer_class = OrderSerializer
     filterset_class = OrderFilter
-    lookup_value_regex = r"\d+"
+    lookup_value_regex = "[0-9]+"  # ASCII digits: a regex's \d also matches other scripts' digits
 
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):  # drf-spectacular describing the API

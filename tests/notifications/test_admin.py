@@ -67,3 +67,11 @@ def test_dead_letters_are_listed(client, operator, orders, django_assert_max_num
     assert response.status_code == 200
     assert len(response.context["cl"].result_list) == 10
     assert client.get("/admin/notifications/deadletter/", {"q": "invalid"}).status_code == 200
+
+
+@pytest.mark.parametrize("term", ["\u00b2", "\u2460", "\u0661"])
+def test_a_search_for_digits_int_cannot_read_lists_nothing_instead_of_failing(client, operator, orders, term):
+    for url in ("/admin/notifications/notification/", "/admin/notifications/deadletter/"):
+        response = client.get(url, {"q": term})
+        assert response.status_code == 200
+        assert len(response.context["cl"].result_list) == 0

@@ -39,3 +39,10 @@ def test_notifications_need_a_token(anonymous_api, order):
 def test_notifications_are_in_the_schema(api):
     schema = api.get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json").json()
     assert "/api/orders/{order_id}/notifications/" in schema["paths"]
+
+
+def test_a_page_number_in_other_digits_is_a_clear_400(api, shop):
+    order = place_order(owner=shop)
+    response = api.get(f"/api/orders/{order.pk}/notifications/", {"page": "\u00b9"})
+    assert response.status_code == 400
+    assert "page must be a whole number from 1" in response.json()["detail"]

@@ -405,12 +405,27 @@ def test_unknown_api_url_is_json_even_in_debug(api, settings):
         ({"page": "abc"}, "page must be a whole number from 1"),
         ({"page_size": "201"}, "page_size must be a whole number from 1 to 200"),
         ({"page_size": "-1"}, "page_size must be a whole number from 1 to 200"),
+        # Digits str.isdigit() accepts but int() refuses, or reads as another number.
+        ({"page": "\u00b2"}, "page must be a whole number from 1"),
+        ({"page": "\u2460"}, "page must be a whole number from 1"),
+        ({"page_size": "\u00b2"}, "page_size must be a whole number from 1 to 200"),
+        ({"page_size": "\u0661"}, "page_size must be a whole number from 1 to 200"),
     ],
 )
 def test_bad_paging_is_a_clear_400(api, query, says):
     response = api.get(ORDERS, query)
     assert response.status_code == 400
     assert says in response.json()["detail"]
+
+
+def test_an_order_url_takes_ascii_digits_only(api, shop):
+    order = place_order(owner=shop)
+    assert api.get(f"{ORDERS}{order.pk}/").status_code == 200
+    for zero in (0x0660, 0xFF10, 0x1D7CE):  # the order's number in Arabic-Indic, fullwidth and bold digits
+        number = "".join(chr(zero + int(digit)) for digit in str(order.pk))
+        response = api.get(f"{ORDERS}{number}/")
+        assert response.status_code == 404
+        assert response.json()["code"] == "not_found"
 
 
 def test_a_page_past_the_end_is_404_saying_so(api, shop):
