@@ -28,6 +28,7 @@ from notifications.errors import DeliveryError, PermanentDeliveryError, Transien
 from notifications.events import log_event
 from notifications.fingerprints import fingerprint
 from notifications.models import (
+    PROVIDER_MESSAGE_ID_LENGTH,
     Channel,
     DeadLetter,
     DeadLetterStatus,
@@ -603,9 +604,26 @@ CARRIER_REASONS = {
 UNDELIVERED_STATUSES = {"undelivered", "failed"}
 
 
+# Twilio's error codes are five digits; a compatible provider's may differ, but must fit
+# last_error_code (50 characters) behind "twilio-".
+RECEIPT_ERROR_CODE_LENGTH = 40
+
+
 def notification_record_receipt(*, provider_message_id: str, provider_status: str, error_code: str = "") -> str:
-    """Apply a provider's delivery receipt; replays and receipts for unknown messages change nothing."""
-    notification = Notification.objects.filter(provider_message_id=provider_message_id).first()
+    """Apply an SMS provider's delivery receipt; replays and receipts for unknown messages change nothing."""
+    if "\x00" in provider_message_id or len(provider_message_id) > PROVIDER_MESSAGE_ID_LENGTH:
+        raise ApplicationError(
+            f"MessageSid is not a message id: at most {PROVIDER_MESSAGE_ID_LENGTH} characters, no NUL.",
+            fields={"MessageSid": ["not a message id"]},
+        )
+    if len(error_code) > RECEIPT_ERROR_CODE_LENGTH or not error_code.isprintable():
+        raise ApplicationError(
+            f"ErrorCode {error_code[:20]!r} is not an error code: "
+            f"up to {RECEIPT_ERROR_CODE_LENGTH} printable characters.",
+            fields={"ErrorCode": ["not an error code"]},
+        )
+    # An email's Message-ID is also a provider message id: a receipt from the SMS provider never touches one.
+    notification = Notification.objects.filter(provider_message_id=provider_message_id, channel=Channel.SMS).first()
     if notification is None:
         logger.info("receipt for unknown message %s (%s) acknowledged", provider_message_id, provider_status)
         return "unknown message"

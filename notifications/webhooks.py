@@ -9,6 +9,7 @@ from django.views.decorators.http import require_POST
 from twilio.request_validator import RequestValidator
 
 from notifications import services
+from orderflow.errors import ApplicationError
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +34,10 @@ def twilio_status(request):
     sid, status = params.get("MessageSid", ""), params.get("MessageStatus", "")
     if not sid or not status:
         return JsonResponse({"detail": "MessageSid and MessageStatus are required.", "code": "invalid"}, status=400)
-    outcome = services.notification_record_receipt(
-        provider_message_id=sid, provider_status=status, error_code=params.get("ErrorCode", "")
-    )
+    try:
+        outcome = services.notification_record_receipt(
+            provider_message_id=sid, provider_status=status, error_code=params.get("ErrorCode", "")
+        )
+    except ApplicationError as error:
+        return JsonResponse({"detail": error.message, "code": error.code, "errors": error.fields}, status=400)
     return JsonResponse({"received": True, "outcome": outcome})

@@ -119,3 +119,40 @@ def test_the_public_callback_url_is_what_is_checked(client, sent_sms, settings):
 
 def test_get_is_not_allowed(client):
     assert client.get(URL).status_code == 405
+
+
+def test_a_receipt_never_touches_an_email_with_the_same_message_id(client, sent_sms):
+    email = Notification.objects.create(
+        order=sent_sms.order,
+        channel="email",
+        event="shipped",
+        recipient="ada@example.com",
+        dedup_key="email-under-test",
+        status="sent",
+        attempts=1,
+        provider_message_id="<176.42.1@shop.example>",
+    )
+    response = receipt(client, {"MessageSid": email.provider_message_id, "MessageStatus": "failed", "ErrorCode": "1"})
+    assert (response.status_code, response.json()["outcome"]) == (200, "unknown message")
+    email.refresh_from_db()
+    assert email.status == "sent"
+    assert not DeadLetter.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"MessageStatus": "failed", "ErrorCode": "3" * 60}, "ErrorCode"),
+        ({"MessageStatus": "failed", "ErrorCode": "30003\x00"}, "ErrorCode"),
+        ({"MessageStatus": "failed", "ErrorCode": "30003\n<b>"}, "ErrorCode"),
+        ({"MessageStatus": "delivered", "MessageSid": "SM\x00"}, "MessageSid"),
+        ({"MessageStatus": "delivered", "MessageSid": "SM" + "a" * 400}, "MessageSid"),
+    ],
+)
+def test_a_signed_receipt_with_impossible_values_is_a_clear_400_and_changes_nothing(client, sent_sms, params, field):
+    response = receipt(client, {"MessageSid": sent_sms.provider_message_id, **params})
+    assert response.status_code == 400
+    assert response.json()["detail"].startswith(field)
+    assert field in response.json()["errors"]
+    sent_sms.refresh_from_db()
+    assert sent_sms.status == "sent"
