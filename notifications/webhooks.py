@@ -4,11 +4,10 @@ import logging
 
 from django.conf import settings
 from django.http import JsonResponse
-from django.views.decorators.csrf import csrf_exempt
-from django.views.decorators.http import require_POST
 from twilio.request_validator import RequestValidator
 
 from notifications import services
+from orderflow.api import allow_methods
 from orderflow.errors import ApplicationError
 
 logger = logging.getLogger(__name__)
@@ -19,8 +18,7 @@ def _signed_url(request) -> str:
     return settings.TWILIO_STATUS_CALLBACK_URL or request.build_absolute_uri()
 
 
-@csrf_exempt
-@require_POST
+@allow_methods("POST")
 def twilio_status(request):
     signature = request.headers.get("X-Twilio-Signature", "")
     params = request.POST.dict()

@@ -5,6 +5,7 @@ are listed under `errors`, keyed by field path.
 """
 
 import logging
+from functools import wraps
 
 from django.core.exceptions import PermissionDenied, RequestDataTooBig
 from django.http import Http404, JsonResponse
@@ -100,6 +101,32 @@ def exception_handler(exc, context):
         code = getattr(response.data["detail"], "code", "error")
         response.data = _error_body(str(response.data["detail"]), code)
     return response
+
+
+def allow_methods(*methods: str):
+    """Answer only `methods`; any other gets a JSON 405 that names them.
+
+    Django's own 405 has an empty body, and a POST to a GET-only view met the CSRF check's
+    HTML page before it. CSRF-exempt: a view that only reads, or that checks a signature of
+    its own (a webhook), has no session a forged form could use.
+    """
+
+    def decorate(view):
+        @csrf_exempt
+        @wraps(view)
+        def checked(request, *args, **kwargs):
+            if request.method in methods:
+                return view(request, *args, **kwargs)
+            response = JsonResponse(
+                _error_body(f"{request.method} is not allowed here; use {' or '.join(methods)}.", "method_not_allowed"),
+                status=status.HTTP_405_METHOD_NOT_ALLOWED,
+            )
+            response["Allow"] = ", ".join(methods)
+            return response
+
+        return checked
+
+    return decorate
 
 
 @csrf_exempt  # also the catch-all for unknown /api/ URLs, which may be POSTed to

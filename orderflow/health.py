@@ -4,9 +4,9 @@ import redis
 from django.conf import settings
 from django.db import connection
 from django.http import JsonResponse
-from django.views.decorators.http import require_GET
 
 from notifications import broker
+from orderflow.api import allow_methods
 
 
 def _database() -> None:
@@ -25,12 +25,12 @@ def _redis() -> None:
 CHECKS = {"database": _database, "broker": _broker, "redis": _redis}
 
 
-@require_GET
+@allow_methods("GET")
 def healthz(request):
     return JsonResponse({"status": "ok"})
 
 
-@require_GET
+@allow_methods("GET")
 def readyz(request):
     results, down = {}, []
     for name, check in CHECKS.items():

@@ -16,6 +16,8 @@ urlpatterns = [
     path("readyz", health.readyz, name="readyz"),
     path("metrics", metrics, name="metrics"),
     path("webhooks/twilio/status/", twilio_status, name="twilio-status"),
+    # Without its slash too: APPEND_SLASH would answer a POST with a redirect, and lose it.
+    path("webhooks/twilio/status", twilio_status),
     path("api/", include("orders.urls")),
     path("api/orders/<int:order_id>/notifications/", OrderNotificationList.as_view(), name="order-notifications"),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
@@ -23,7 +25,7 @@ urlpatterns = [
     re_path(r"^api/", api.json_not_found),
 ]
 
-JSON_PREFIXES = ("/api/", "/webhooks/")
+JSON_PREFIXES = ("/api/", "/webhooks/", "/healthz", "/readyz", "/metrics")
 
 
 def handler404(request, exception=None):

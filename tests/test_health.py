@@ -57,3 +57,11 @@ def test_readyz_names_the_database_when_it_is_down(client):
         connection.settings_dict.update(saved)
     assert response.status_code == 503
     assert response.json()["down"] == ["database"]
+
+
+@pytest.mark.parametrize("url", ["/healthz", "/readyz"])
+def test_a_post_is_a_json_405_naming_get(client, url):
+    client.handler.enforce_csrf_checks = True
+    response = client.post(url)
+    assert (response.status_code, response["Allow"]) == (405, "GET")
+    assert "use GET" in response.json()["detail"]

@@ -31,6 +31,20 @@ def test_a_scraper_with_the_token_reads_them(client, settings):
     assert client.get("/metrics", HTTP_AUTHORIZATION="Bearer wrong").status_code == 403
 
 
+def test_a_token_with_letters_beyond_ascii_is_refused_not_an_error(client, settings):
+    settings.METRICS_TOKEN = "scrape-secret"
+    response = client.get("/metrics", HTTP_AUTHORIZATION="Bearer caf\u00e9")
+    assert response.status_code == 403
+    assert "METRICS_TOKEN" in response.json()["detail"]
+
+
+def test_a_post_is_a_json_405_not_a_csrf_page(client):
+    client.handler.enforce_csrf_checks = True
+    response = client.post("/metrics")
+    assert (response.status_code, response["Allow"]) == (405, "GET")
+    assert response.json()["code"] == "method_not_allowed"
+
+
 def test_metrics_show_notifications_dead_letters_and_queue_depths(client, shop, published):
     client.force_login(UserFactory(username="ops", is_staff=True))
     place_order(owner=shop)

@@ -117,8 +117,18 @@ def test_the_public_callback_url_is_what_is_checked(client, sent_sms, settings):
     assert receipt(client, params).status_code == 403  # signed for the URL we see, not the public one
 
 
-def test_get_is_not_allowed(client):
-    assert client.get(URL).status_code == 405
+def test_get_is_a_json_405_naming_post(client):
+    response = client.get(URL)
+    assert (response.status_code, response["Allow"]) == (405, "POST")
+    assert response.json()["code"] == "method_not_allowed"
+
+
+def test_a_receipt_posted_without_the_trailing_slash_is_applied_not_redirected(client, sent_sms):
+    url = URL.rstrip("/")
+    params = {"MessageSid": sent_sms.provider_message_id, "MessageStatus": "delivered"}
+    signature = RequestValidator(TOKEN).compute_signature(f"http://testserver{url}", params)
+    response = client.post(url, params, HTTP_X_TWILIO_SIGNATURE=signature)
+    assert (response.status_code, response.json()["outcome"]) == (200, "delivered")
 
 
 def test_a_receipt_never_touches_an_email_with_the_same_message_id(client, sent_sms):
