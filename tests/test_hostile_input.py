@@ -70,3 +70,21 @@ def test_a_very_long_name_is_refused_with_its_limit(api):
 def test_an_emoji_name_keeps_the_sms_short(api, published):
     api.post("/api/orders/", order_body("🍵" * 100, "Tea"), format="json")
     assert len(Notification.objects.get(channel="sms").body) <= 100
+
+
+# A cookie's quoted \000 is read as a NUL, which PostgreSQL refuses in a query.
+BROKEN_SESSION_COOKIE = 'sessionid="abcdefghijk\\000lmn"'
+
+
+def test_a_session_cookie_holding_a_nul_is_no_session_not_an_error(client, anonymous_api):
+    assert client.get("/admin/", HTTP_COOKIE=BROKEN_SESSION_COOKIE).status_code == 302  # to the login page
+    assert client.get("/metrics", HTTP_COOKIE=BROKEN_SESSION_COOKIE).status_code == 403
+    response = anonymous_api.get("/api/orders/", HTTP_COOKIE=BROKEN_SESSION_COOKIE)
+    assert response.status_code == 401
+    assert response.json()["code"] == "not_authenticated"
+
+
+def test_a_token_holding_a_nul_is_an_invalid_token(anonymous_api):
+    response = anonymous_api.get("/api/orders/", HTTP_AUTHORIZATION="Token abc\x00def")
+    assert response.status_code == 401
+    assert response.json()["detail"] == "Invalid token."

@@ -43,6 +43,9 @@ INSTALLED_APPS = [
     "notifications",
 ]
 
+# Database sessions, as Django's default, refusing a cookie no session key can look like.
+SESSION_ENGINE = "orderflow.sessions"
+
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -218,7 +221,7 @@ METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
 # --- API -------------------------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "orderflow.authentication.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
