@@ -5,8 +5,9 @@ import json
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.options import IncorrectLookupParameters
-from django.contrib.admin.views.main import ChangeList
-from django.core.exceptions import PermissionDenied
+from django.contrib.admin.views.main import ChangeList, ChangeListSearchForm
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import DataError, transaction
 from django.db.models import Q
 from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
@@ -388,21 +389,33 @@ class DeadLetterAdmin(PipelineRowAdmin):
         return TemplateResponse(request, "admin/notifications/deadletter/groups.html", context)
 
     def requeue_matching_view(self, request):
-        """Freeze what the changelist's current filters match, then show it for confirmation."""
+        """Freeze what the changelist's current filters match (a POST: it writes the batch), then
+        show it for confirmation. Filters it cannot apply freeze nothing: never "all" instead."""
         if not self.has_requeue_permission(request):
             raise PermissionDenied
+        changelist_url = reverse("admin:notifications_deadletter_changelist")
+        if request.method != "POST":
+            return redirect(f"{changelist_url}?{request.GET.urlencode()}" if request.GET else changelist_url)
         filters = request.GET.urlencode() or "no filter"
+        search = ChangeListSearchForm(request.GET)
+        if not search.is_valid():  # the changelist would drop the search and match every row
+            reasons = "; ".join(error for errors in search.errors.values() for error in errors)
+            self.message_user(request, f"Nothing was frozen: the search is not usable ({reasons}).", messages.ERROR)
+            return redirect(changelist_url)
         try:
-            changelist: ChangeList = self.get_changelist_instance(request)
-            batch = dead_letters.requeue_batch_freeze(
-                dead_letters=changelist.get_queryset(request), description=f"matching {filters}", by=request.user
+            with transaction.atomic():  # a filter the database refuses leaves any outer transaction usable
+                changelist: ChangeList = self.get_changelist_instance(request)
+                batch = dead_letters.requeue_batch_freeze(
+                    dead_letters=changelist.get_queryset(request), description=f"matching {filters}", by=request.user
+                )
+        except (IncorrectLookupParameters, DataError, OverflowError, ValidationError) as error:
+            self.message_user(
+                request, f"Nothing was frozen: these filters cannot be applied ({filters}): {error}", messages.ERROR
             )
-        except IncorrectLookupParameters:
-            self.message_user(request, f"These filters are not understood: {filters}", messages.ERROR)
-            return redirect("admin:notifications_deadletter_changelist")
+            return redirect(changelist_url)
         except ApplicationError as error:
             self.message_user(request, error.message, messages.ERROR)
-            return redirect("admin:notifications_deadletter_changelist")
+            return redirect(f"{changelist_url}?{request.GET.urlencode()}" if request.GET else changelist_url)
         return redirect("admin:notifications_deadletter_batch", batch.pk)
 
     def batch_view(self, request, batch_id):

@@ -18,7 +18,7 @@ from notifications import broker
 from notifications.events import log_event
 from notifications.models import DeadLetter, DeadLetterStatus, Notification, NotificationStatus, RequeueBatch
 from notifications.services import PublishJob, notification_reset_for_sending, publish_jobs
-from orderflow.errors import Conflict, NotFound
+from orderflow.errors import ApplicationError, Conflict, NotFound
 
 # Dead letters handled per transaction: short locks, and a batch's progress shows as it goes.
 CHUNK = 200
@@ -96,6 +96,8 @@ def requeue_batch_freeze(*, dead_letters: QuerySet, description: str, by) -> Req
     )
     if len(ids) > MAX_BATCH:
         raise Conflict(f"More than {MAX_BATCH} dead letters match; narrow the filter and requeue in parts.")
+    if not ids:
+        raise ApplicationError("No dead letter waiting for an operator matches these filters; nothing to requeue.")
     return RequeueBatch.objects.create(description=description[:500], dead_letter_ids=ids, created_by=by)
 
 

@@ -94,6 +94,8 @@ def test_staff_without_permissions_see_no_actions_and_a_forged_post_changes_noth
     assert set(DeadLetter.objects.values_list("status", flat=True)) == {"dead"}
     assert published == []
     assert client.get(f"{LIST}requeue-matching/").status_code == 403
+    assert client.post(f"{LIST}requeue-matching/").status_code == 403
+    assert not RequeueBatch.objects.exists()
 
 
 def test_requeue_permission_allows_requeue_but_not_discard(
@@ -137,7 +139,9 @@ def test_requeue_all_matching_freezes_the_set_then_hands_it_to_a_task(
     django_capture_on_commit_callbacks,
 ):
     operator_with(client, "view_deadletter", "requeue_deadletter")
-    response = client.get(f"{LIST}requeue-matching/", {"queue__exact": "sms", "status__exact": "dead"})
+    page = client.get(LIST, {"queue__exact": "sms", "status__exact": "dead"}).content.decode()
+    assert f'<form method="post" action="{LIST}requeue-matching/?queue__exact=sms&amp;status__exact=dead">' in page
+    response = client.post(f"{LIST}requeue-matching/?queue__exact=sms&status__exact=dead")
     batch = RequeueBatch.objects.get()
     assert response.url == f"{LIST}requeue-batch/{batch.pk}/"
     assert sorted(batch.dead_letter_ids) == sorted(letter.pk for letter in letters)
@@ -223,3 +227,29 @@ def test_task_results_and_schedules_are_in_the_admin(client):
     assert client.get("/admin/django_celery_results/taskresult/").status_code == 200
     page = client.get("/admin/django_celery_beat/periodictask/").content.decode()
     assert "retry-failed-notifications" in page and "cleanup-old-notifications" in page
+
+
+def test_opening_the_requeue_matching_address_freezes_nothing(client, letters):
+    operator_with(client, "view_deadletter", "requeue_deadletter")
+    response = client.get(f"{LIST}requeue-matching/", {"queue__exact": "sms"})
+    assert response.url == f"{LIST}?queue__exact=sms"
+    assert not RequeueBatch.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("query", "says"),
+    [
+        ("q=%00", "the search is not usable"),  # the list would drop the search and match everything
+        ("status__exact=%00", "these filters cannot be applied"),
+        ("message__regex=(", "these filters cannot be applied"),
+        ("last_failed_at__year=99999999999999", "these filters cannot be applied"),
+        ("last_failed_at__gte=x", "these filters cannot be applied"),
+        ("queue__exact=nowhere", "nothing to requeue"),
+    ],
+)
+def test_requeue_matching_freezes_nothing_for_filters_it_cannot_apply(client, letters, query, says):
+    operator_with(client, "view_deadletter", "requeue_deadletter")
+    response = client.post(f"{LIST}requeue-matching/?{query}")
+    assert response.status_code == 302
+    assert not RequeueBatch.objects.exists()
+    assert any(says in message for message in messages_of(response)), messages_of(response)
