@@ -1,6 +1,7 @@
 """The order API: thin views over orders.services and orders.selectors."""
 
 import re
+import unicodedata
 
 import django_filters
 from django import forms
@@ -17,13 +18,22 @@ from orders.models import ChangeSource, Order, OrderItem, OrderStatus, OrderStat
 
 MAX_ITEMS_PER_ORDER = 500
 IDEMPOTENCY_HEADER = "Idempotency-Key"
-CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
+# C0 and C1 controls, and the marks that override or isolate the direction of the text after
+# them (they make a name read differently from what it holds, in the admin and in an SMS).
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+# Spaces and marks without a glyph: a name of nothing else shows as blank.
+INVISIBLE_CATEGORIES = {"Zs", "Zl", "Zp", "Cf"}
 
 
 def no_control_characters(value: str) -> None:
-    """Names end up in SMS, email and logs: line breaks or escape codes there are never meant."""
+    """Names end up in SMS, email and logs: line breaks, escape codes or a text-direction
+    override there are never meant, nor a name no one can see."""
     if CONTROL_CHARACTERS.search(value):
-        raise serializers.ValidationError("Must not contain control characters (line breaks, tabs, escapes).")
+        raise serializers.ValidationError(
+            "Must not contain control characters (line breaks, tabs, escapes) or text-direction overrides."
+        )
+    if value and all(unicodedata.category(character) in INVISIBLE_CATEGORIES for character in value):
+        raise serializers.ValidationError("Must contain a visible character.")
 
 
 class OrderItemSerializer(serializers.ModelSerializer):
@@ -194,7 +204,8 @@ def _idempotency_key(request) -> str | None:
     if key is None:
         return None
     key = key.strip()
-    if not key or len(key) > 255 or not key.isprintable():
-        message = f"{IDEMPOTENCY_HEADER} must be 1 to 255 printable characters."
+    # HTTP carries header values as Latin-1 bytes: a key beyond ASCII would arrive garbled.
+    if not key or len(key) > 255 or not (key.isascii() and key.isprintable()):
+        message = f"{IDEMPOTENCY_HEADER} must be 1 to 255 printable ASCII characters, e.g. a UUID."
         raise ApplicationError(message, fields={IDEMPOTENCY_HEADER: [message]})
     return key

@@ -53,7 +53,19 @@ def test_hostile_text_is_stored_as_is_and_rendered_as_text(api, client, text, pu
         assert "<script>alert" not in page and "<img src=x" not in page
 
 
-@pytest.mark.parametrize("text", ["Ada\nLovelace", "tab\there", "esc\x1b[31m", "bell\x07"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Ada\nLovelace",
+        "tab\there",
+        "esc\x1b[31m",
+        "bell\x07",
+        "next\x85line",  # C1 controls
+        "csi\x9b31m",
+        "Ada \u202eecalevoL",  # a right-to-left override: shows as "Ada Lovelace"
+        "isolate \u2067x\u2069",
+    ],
+)
 def test_control_characters_are_refused(api, text):
     for body in (order_body(text, "Tea"), order_body("Ada", text)):
         response = api.post("/api/orders/", body, format="json")
@@ -88,3 +100,10 @@ def test_a_token_holding_a_nul_is_an_invalid_token(anonymous_api):
     response = anonymous_api.get("/api/orders/", HTTP_AUTHORIZATION="Token abc\x00def")
     assert response.status_code == 401
     assert response.json()["detail"] == "Invalid token."
+
+
+def test_a_name_with_a_joiner_between_visible_characters_is_kept(api, published):
+    name = "Ada \U0001f469\u200d\U0001f4bb Lovelace"  # the woman technologist emoji is joined with U+200D
+    response = api.post("/api/orders/", order_body(name, "Tea"), format="json")
+    assert response.status_code == 201
+    assert response.json()["customer_name"] == name
