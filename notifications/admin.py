@@ -5,9 +5,9 @@ import json
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.options import IncorrectLookupParameters
-from django.contrib.admin.views.main import ChangeList, ChangeListSearchForm
-from django.core.exceptions import PermissionDenied, ValidationError
-from django.db import DataError, transaction
+from django.contrib.admin.views.main import ChangeList
+from django.core.exceptions import PermissionDenied
+from django.db import transaction
 from django.db.models import Q
 from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
@@ -27,6 +27,7 @@ from notifications.models import (
 from orderflow.admin import ReadOnlyInline, report_outcome
 from orderflow.errors import ApplicationError
 from orderflow.masking import mask_recipient
+from orderflow.middleware import BAD_FILTER_ERRORS, first_line
 from orderflow.parsers import whole_number
 
 # Above this many selected rows, requeue goes through a frozen batch and a background task.
@@ -394,10 +395,11 @@ class DeadLetterAdmin(PipelineRowAdmin):
         if not self.has_requeue_permission(request):
             raise PermissionDenied
         changelist_url = reverse("admin:notifications_deadletter_changelist")
+        filtered_url = f"{changelist_url}?{request.GET.urlencode()}" if request.GET else changelist_url
         if request.method != "POST":
-            return redirect(f"{changelist_url}?{request.GET.urlencode()}" if request.GET else changelist_url)
+            return redirect(filtered_url)
         filters = request.GET.urlencode() or "no filter"
-        search = ChangeListSearchForm(request.GET)
+        search = self.get_changelist(request).search_form_class(request.GET)
         if not search.is_valid():  # the changelist would drop the search and match every row
             reasons = "; ".join(error for errors in search.errors.values() for error in errors)
             self.message_user(request, f"Nothing was frozen: the search is not usable ({reasons}).", messages.ERROR)
@@ -408,14 +410,16 @@ class DeadLetterAdmin(PipelineRowAdmin):
                 batch = dead_letters.requeue_batch_freeze(
                     dead_letters=changelist.get_queryset(request), description=f"matching {filters}", by=request.user
                 )
-        except (IncorrectLookupParameters, DataError, OverflowError, ValidationError) as error:
+        except (IncorrectLookupParameters, *BAD_FILTER_ERRORS) as error:
             self.message_user(
-                request, f"Nothing was frozen: these filters cannot be applied ({filters}): {error}", messages.ERROR
+                request,
+                f"Nothing was frozen: these filters cannot be applied ({filters}): {first_line(error)}",
+                messages.ERROR,
             )
             return redirect(changelist_url)
         except ApplicationError as error:
             self.message_user(request, error.message, messages.ERROR)
-            return redirect(f"{changelist_url}?{request.GET.urlencode()}" if request.GET else changelist_url)
+            return redirect(filtered_url)
         return redirect("admin:notifications_deadletter_batch", batch.pk)
 
     def batch_view(self, request, batch_id):

@@ -1,56 +1,78 @@
 """An admin list asked for with filters its database cannot apply shows a message, not a 500.
 
 The admin checks a filter's name, not its value: a NUL, an invalid regular expression or a
-year past 9999 in the query string reaches the database or `datetime` and fails there, for
-every list, ours and the installed apps' alike. A hand-made action request whose selected
-rows are not ids fails the same way.
+year outside 1 to 9999 in the query string reaches the database or `datetime` and fails
+there, for every list, ours and the installed apps' alike. A hand-made action request whose
+selected rows are not ids fails the same way.
 """
 
 import logging
 
 from django.contrib import messages
+from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
+from django.contrib.admin.options import IS_POPUP_VAR, TO_FIELD_VAR
 from django.core.exceptions import ValidationError
 from django.db import DataError
 from django.shortcuts import redirect
-from django.urls import reverse
+from django.utils.http import urlencode
 
 logger = logging.getLogger(__name__)
 
-BAD_VALUE_ERRORS = (DataError, OverflowError, ValueError, ValidationError)
+# What a value in a list's query string can make the ORM, `datetime` or the database raise.
+BAD_FILTER_ERRORS = (DataError, OverflowError, ValueError, ValidationError)
 SHOWN_QUERY_CHARACTERS = 200
+# Kept on the way back to the list: they make it the picker of a related-object popup.
+POPUP_PARAMETERS = (IS_POPUP_VAR, TO_FIELD_VAR)
+
+
+def first_line(error: BaseException) -> str:
+    """An error as an operator reads it: the database's first line, without its context."""
+    text = str(error)
+    return text.splitlines()[0] if text else error.__class__.__name__
 
 
 class AdminBadInputMiddleware:
     def __init__(self, get_response):
         self.get_response = get_response
-        self.admin_prefix = None
 
     def __call__(self, request):
         return self.get_response(request)
 
     def process_exception(self, request, exception):
-        if not isinstance(exception, BAD_VALUE_ERRORS) or not self._is_admin(request):
+        model_admin = self._changelist_admin(request)
+        if model_admin is None or not isinstance(exception, BAD_FILTER_ERRORS):
             return None
-        reason = str(exception).splitlines()[0] if str(exception) else exception.__class__.__name__
         if request.method == "GET" and request.GET:
-            # Only where the filters are the likely cause; without any, the error is ours and stays a 500.
-            if isinstance(exception, ValueError):
-                return None
             query = request.GET.urlencode()
-            logger.warning("admin list %s refused its filters %s", request.path, query, exc_info=exception)
+            # An error: the filter may be fine and the fault ours, and the log must show it either way.
+            logger.error("admin list %s refused its filters %s", request.path, query, exc_info=exception)
             messages.error(
                 request,
-                f"This list cannot be shown with the filters {query[:SHOWN_QUERY_CHARACTERS]!r} ({reason}); "
-                "here it is without them.",
+                f"This list cannot be shown with the filters {query[:SHOWN_QUERY_CHARACTERS]!r} "
+                f"({first_line(exception)}); here it is without them.",
             )
-            return redirect(request.path)
-        if request.method == "POST" and "action" in request.POST:
-            logger.error("admin action on %s failed on its input", request.path, exc_info=exception)
-            messages.error(request, f"The action could not run on the rows sent: {reason}.")
+            kept = {name: request.GET[name] for name in POPUP_PARAMETERS if name in request.GET}
+            return redirect(f"{request.path}?{urlencode(kept)}" if kept else request.path)
+        if request.method == "POST" and self._selected_rows_are_not_ids(request, model_admin):
+            logger.warning("admin action on %s sent rows that are not ids", request.path, exc_info=exception)
+            messages.error(request, "The action did not run: the rows sent are not ids of this list.")
             return redirect(request.get_full_path())
         return None
 
-    def _is_admin(self, request) -> bool:
-        if self.admin_prefix is None:
-            self.admin_prefix = reverse("admin:index")
-        return request.path.startswith(self.admin_prefix)
+    @staticmethod
+    def _changelist_admin(request):
+        """The ModelAdmin whose list this request is for, or None for any other page."""
+        match = request.resolver_match
+        if match is None or match.namespace != "admin" or not (match.url_name or "").endswith("_changelist"):
+            return None
+        return getattr(match.func, "model_admin", None)
+
+    @staticmethod
+    def _selected_rows_are_not_ids(request, model_admin) -> bool:
+        primary_key = model_admin.model._meta.pk
+        for value in request.POST.getlist(ACTION_CHECKBOX_NAME):
+            try:
+                primary_key.to_python(value)
+            except ValidationError:
+                return True
+        return False

@@ -165,6 +165,9 @@ def test_failures_are_grouped_by_cause(client, letters):
     assert "<strong>5</strong>" in page
     assert "twilio-21211" in page
     assert f"fingerprint={letters[0].fingerprint}" in page
+    requeue_group = f"{LIST}requeue-matching/?status__exact=dead&amp;fingerprint={letters[0].fingerprint}"
+    assert f'<form method="post" action="{requeue_group}"' in page
+    assert 'name="csrfmiddlewaretoken"' in page
     filtered = client.get(LIST, {"fingerprint": letters[0].fingerprint, "status__exact": "dead"})
     assert len(filtered.context["cl"].result_list) == 5
 
@@ -243,6 +246,7 @@ def test_opening_the_requeue_matching_address_freezes_nothing(client, letters):
         ("status__exact=%00", "these filters cannot be applied"),
         ("message__regex=(", "these filters cannot be applied"),
         ("last_failed_at__year=99999999999999", "these filters cannot be applied"),
+        ("last_failed_at__year=10000", "these filters cannot be applied"),
         ("last_failed_at__gte=x", "these filters cannot be applied"),
         ("queue__exact=nowhere", "nothing to requeue"),
     ],
