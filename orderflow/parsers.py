@@ -16,12 +16,16 @@ class JSONParser(parsers.JSONParser):
             raise exceptions.ParseError("JSON parse error - the body is nested too deeply.") from None
 
 
+# The digits of the largest bigint, an id's column; int() refuses more than 4,300 of them.
+MOST_DIGITS = 19
+
+
 def whole_number(text: str) -> int | None:
-    """`text` as a whole number if it is written in ASCII digits, else None.
+    """`text` as a whole number if it is written in ASCII digits, at most MOST_DIGITS, else None.
 
     str.isdigit() also holds for "²" and "①", which int() refuses, and int() reads other
     scripts' digits (Arabic-Indic one is 1): neither is what a person means in a URL.
     """
-    if text.isascii() and text.isdigit():
+    if text.isascii() and text.isdigit() and len(text) <= MOST_DIGITS:
         return int(text)
     return None

@@ -100,6 +100,7 @@ def test_wrong_token_is_refused(anonymous_api):
         (order_body(customer_phone="+1 415 555 2671 ext 1234"), "customer_phone", "has an extension"),
         (order_body(customer_name="\u200b"), "customer_name", "Must contain a visible character"),
         (order_body(customer_name="\u2060\u200b"), "customer_name", "Must contain a visible character"),
+        (order_body(customer_name="\u3164\u2800"), "customer_name", "Must contain a visible character"),
         (order_body(customer_email="ada@"), "customer_email", "valid email"),
         (order_body(customer_email="", customer_phone=""), "non_field_errors", "email or phone"),
         (order_body(customer_name=""), "customer_name", "may not be blank"),
@@ -415,6 +416,7 @@ def test_unknown_api_url_is_json_even_in_debug(api, settings):
         ({"page": "\u2460"}, "page must be a whole number from 1"),
         ({"page_size": "\u00b2"}, "page_size must be a whole number from 1 to 200"),
         ({"page_size": "\u0661"}, "page_size must be a whole number from 1 to 200"),
+        ({"page": "9" * 4301}, "page must be a whole number from 1"),  # more digits than int() reads
     ],
 )
 def test_bad_paging_is_a_clear_400(api, query, says):
