@@ -4,6 +4,7 @@ import logging
 
 from django.conf import settings
 from django.http import JsonResponse
+from django.views.decorators.csrf import csrf_exempt
 from twilio.request_validator import RequestValidator
 
 from notifications import services
@@ -18,6 +19,7 @@ def _signed_url(request) -> str:
     return settings.TWILIO_STATUS_CALLBACK_URL or request.build_absolute_uri()
 
 
+@csrf_exempt  # Twilio signs its requests; it holds no session a forged form could use
 @allow_methods("POST")
 def twilio_status(request):
     signature = request.headers.get("X-Twilio-Signature", "")
@@ -37,5 +39,7 @@ def twilio_status(request):
             provider_message_id=sid, provider_status=status, error_code=params.get("ErrorCode", "")
         )
     except ApplicationError as error:
-        return JsonResponse({"detail": error.message, "code": error.code, "errors": error.fields}, status=400)
+        return JsonResponse(
+            {"detail": error.message, "code": error.code, "errors": error.fields}, status=error.status_code
+        )
     return JsonResponse({"received": True, "outcome": outcome})

@@ -20,6 +20,8 @@ from orderflow.parsers import whole_number
 
 logger = logging.getLogger(__name__)
 
+SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
+
 
 class Pagination(PageNumberPagination):
     page_size_query_param = "page_size"
@@ -107,12 +109,11 @@ def allow_methods(*methods: str):
     """Answer only `methods`; any other gets a JSON 405 that names them.
 
     Django's own 405 has an empty body, and a POST to a GET-only view met the CSRF check's
-    HTML page before it. CSRF-exempt: a view that only reads, or that checks a signature of
-    its own (a webhook), has no session a forged form could use.
+    HTML page before it. A view allowing only safe methods is CSRF-exempt (it changes
+    nothing), so that an unsafe one gets this 405; any other keeps the CSRF check.
     """
 
     def decorate(view):
-        @csrf_exempt
         @wraps(view)
         def checked(request, *args, **kwargs):
             if request.method in methods:
@@ -124,7 +125,7 @@ def allow_methods(*methods: str):
             response["Allow"] = ", ".join(methods)
             return response
 
-        return checked
+        return csrf_exempt(checked) if set(methods) <= SAFE_METHODS else checked
 
     return decorate
 

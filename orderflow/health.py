@@ -25,12 +25,12 @@ def _redis() -> None:
 CHECKS = {"database": _database, "broker": _broker, "redis": _redis}
 
 
-@allow_methods("GET")
+@allow_methods("GET", "HEAD")
 def healthz(request):
     return JsonResponse({"status": "ok"})
 
 
-@allow_methods("GET")
+@allow_methods("GET", "HEAD")
 def readyz(request):
     results, down = {}, []
     for name, check in CHECKS.items():

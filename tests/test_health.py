@@ -63,5 +63,5 @@ def test_readyz_names_the_database_when_it_is_down(client):
 def test_a_post_is_a_json_405_naming_get(client, url):
     client.handler.enforce_csrf_checks = True
     response = client.post(url)
-    assert (response.status_code, response["Allow"]) == (405, "GET")
-    assert "use GET" in response.json()["detail"]
+    assert (response.status_code, response["Allow"]) == (405, "GET, HEAD")
+    assert "use GET or HEAD" in response.json()["detail"]
