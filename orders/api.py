@@ -18,11 +18,18 @@ from orders.models import ChangeSource, Order, OrderItem, OrderStatus, OrderStat
 
 MAX_ITEMS_PER_ORDER = 500
 IDEMPOTENCY_HEADER = "Idempotency-Key"
-# C0 and C1 controls, and the marks that override or isolate the direction of the text after
-# them (they make a name read differently from what it holds, in the admin and in an SMS).
-CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
-# Spaces and marks without a glyph: a name of nothing else shows as blank.
+# C0 and C1 controls, the line and paragraph separators, and the marks that override or
+# isolate the direction of the text after them (they make a name read differently from what
+# it holds, in the admin and in an SMS).
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+# Spaces and marks without a glyph, and the letters drawn as nothing (Hangul fillers, the blank
+# braille pattern): a name of nothing else shows as blank.
 INVISIBLE_CATEGORIES = {"Zs", "Zl", "Zp", "Cf"}
+BLANK_LETTERS = set("\u115f\u1160\u2800\u3164\uffa0")
+
+
+def _invisible(character: str) -> bool:
+    return character in BLANK_LETTERS or unicodedata.category(character) in INVISIBLE_CATEGORIES
 
 
 def no_control_characters(value: str) -> None:
@@ -32,7 +39,7 @@ def no_control_characters(value: str) -> None:
         raise serializers.ValidationError(
             "Must not contain control characters (line breaks, tabs, escapes) or text-direction overrides."
         )
-    if value and all(unicodedata.category(character) in INVISIBLE_CATEGORIES for character in value):
+    if value and all(_invisible(character) for character in value):
         raise serializers.ValidationError("Must contain a visible character.")
 
 

@@ -2,8 +2,11 @@
 as text everywhere (SMS, email, admin), never as markup."""
 
 import pytest
+from rest_framework.exceptions import AuthenticationFailed
 
 from notifications.models import Notification
+from orderflow.authentication import TokenAuthentication
+from orderflow.sessions import SessionStore
 from tests.factories import UserFactory
 
 pytestmark = pytest.mark.django_db
@@ -64,6 +67,7 @@ def test_hostile_text_is_stored_as_is_and_rendered_as_text(api, client, text, pu
         "csi\x9b31m",
         "Ada \u202eecalevoL",  # a right-to-left override: shows as "Ada Lovelace"
         "isolate \u2067x\u2069",
+        "Ada\u2028Lovelace",  # a line separator
     ],
 )
 def test_control_characters_are_refused(api, text):
@@ -86,6 +90,17 @@ def test_an_emoji_name_keeps_the_sms_short(api, published):
 
 # A cookie's quoted \000 is read as a NUL, which PostgreSQL refuses in a query.
 BROKEN_SESSION_COOKIE = 'sessionid="abcdefghijk\\000lmn"'
+
+
+def test_a_session_key_django_cannot_have_is_no_session():
+    assert SessionStore("abcdefghijk\x00lmn").session_key is None
+    assert SessionStore("abcdefghijk-lmn").session_key is None
+    assert SessionStore("abcdefghijklmn0123").session_key == "abcdefghijklmn0123"
+
+
+def test_a_token_key_drf_cannot_have_is_refused_before_any_query(django_assert_num_queries):
+    with django_assert_num_queries(0), pytest.raises(AuthenticationFailed, match="Invalid token"):
+        TokenAuthentication().authenticate_credentials("ab\x00cd")
 
 
 def test_a_session_cookie_holding_a_nul_is_no_session_not_an_error(client, anonymous_api):
