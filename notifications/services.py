@@ -605,8 +605,9 @@ UNDELIVERED_STATUSES = {"undelivered", "failed"}
 
 
 # Twilio's error codes are five digits; a compatible provider's may differ, but must fit
-# last_error_code (50 characters) behind "twilio-".
-RECEIPT_ERROR_CODE_LENGTH = 40
+# last_error_code behind the prefix.
+RECEIPT_CODE_PREFIX = "twilio-"
+RECEIPT_ERROR_CODE_LENGTH = Notification._meta.get_field("last_error_code").max_length - len(RECEIPT_CODE_PREFIX)
 
 
 def notification_record_receipt(*, provider_message_id: str, provider_status: str, error_code: str = "") -> str:
@@ -639,7 +640,7 @@ def notification_record_receipt(*, provider_message_id: str, provider_status: st
     reason = CARRIER_REASONS.get(error_code, "no reason given")
     error = PermanentDeliveryError(
         f"carrier reports {provider_status}: {error_code or '-'} {reason}",
-        code=f"twilio-{error_code or provider_status}",
+        code=f"{RECEIPT_CODE_PREFIX}{error_code or provider_status}",
     )
     with transaction.atomic():
         moved = just_sent.update(
