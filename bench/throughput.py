@@ -49,7 +49,7 @@ NOOP_TASKS = {"noop": "bench.noop", "noop+result": "bench.noop_with_result"}
 
 
 def noop_rate(task_name: str, messages: int) -> float:
-    """Publish `messages` no-ops and time them until the broker holds none, ready or unacknowledged."""
+    """Publish `messages` no-ops and time them until the broker holds none (harness.wait_until_drained)."""
     started = time.monotonic()
     for number in range(messages):
         publish(task_name, args=[number], queue=Channel.SMS)
