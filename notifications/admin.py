@@ -27,7 +27,7 @@ from notifications.models import (
 from orderflow.admin import ReadOnlyInline, report_outcome
 from orderflow.errors import ApplicationError
 from orderflow.masking import mask_recipient
-from orderflow.middleware import BAD_FILTER_ERRORS, first_line
+from orderflow.middleware import first_line, is_bad_filter_error
 from orderflow.parsers import whole_number
 
 # Above this many selected rows, requeue goes through a frozen batch and a background task.
@@ -410,16 +410,18 @@ class DeadLetterAdmin(PipelineRowAdmin):
                 batch = dead_letters.requeue_batch_freeze(
                     dead_letters=changelist.get_queryset(request), description=f"matching {filters}", by=request.user
                 )
-        except (IncorrectLookupParameters, *BAD_FILTER_ERRORS) as error:
+        except ApplicationError as error:
+            self.message_user(request, error.message, messages.ERROR)
+            return redirect(filtered_url)
+        except Exception as error:
+            if not (isinstance(error, IncorrectLookupParameters) or is_bad_filter_error(error)):
+                raise
             self.message_user(
                 request,
                 f"Nothing was frozen: these filters cannot be applied ({filters}): {first_line(error)}",
                 messages.ERROR,
             )
             return redirect(changelist_url)
-        except ApplicationError as error:
-            self.message_user(request, error.message, messages.ERROR)
-            return redirect(filtered_url)
         return redirect("admin:notifications_deadletter_batch", batch.pk)
 
     def batch_view(self, request, batch_id):

@@ -12,7 +12,7 @@ from django.contrib import messages
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.contrib.admin.options import IS_POPUP_VAR, TO_FIELD_VAR
 from django.core.exceptions import ValidationError
-from django.db import DataError
+from django.db import DataError, OperationalError
 from django.shortcuts import redirect
 from django.utils.http import urlencode
 
@@ -20,6 +20,17 @@ logger = logging.getLogger(__name__)
 
 # What a value in a list's query string can make the ORM, `datetime` or the database raise.
 BAD_FILTER_ERRORS = (DataError, OverflowError, ValueError, ValidationError)
+# SQLite's answer when a function Django gives it fails on a value, e.g. REGEXP on "(".
+SQLITE_FUNCTION_FAILED = "user-defined function raised exception"
+
+
+def is_bad_filter_error(error: BaseException) -> bool:
+    """Whether `error` is what a filter's value can cause, not a fault of the database or ours."""
+    if isinstance(error, BAD_FILTER_ERRORS):
+        return True
+    return isinstance(error, OperationalError) and str(error) == SQLITE_FUNCTION_FAILED
+
+
 SHOWN_QUERY_CHARACTERS = 200
 # Kept on the way back to the list: they make it the picker of a related-object popup.
 POPUP_PARAMETERS = (IS_POPUP_VAR, TO_FIELD_VAR)
@@ -40,7 +51,7 @@ class AdminBadInputMiddleware:
 
     def process_exception(self, request, exception):
         model_admin = self._changelist_admin(request)
-        if model_admin is None or not isinstance(exception, BAD_FILTER_ERRORS):
+        if model_admin is None or not is_bad_filter_error(exception):
             return None
         if request.method == "GET" and request.GET:
             query = request.GET.urlencode()

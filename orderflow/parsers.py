@@ -16,16 +16,18 @@ class JSONParser(parsers.JSONParser):
             raise exceptions.ParseError("JSON parse error - the body is nested too deeply.") from None
 
 
-# The digits of the largest bigint, an id's column; int() refuses more than 4,300 of them.
-MOST_DIGITS = 19
+# The largest bigint, an id's column: SQLite cannot even take a larger number as a parameter.
+LARGEST = 2**63 - 1
+# Its digits; int() refuses a string of more than 4,300.
+MOST_DIGITS = len(str(LARGEST))
 
 
 def whole_number(text: str) -> int | None:
-    """`text` as a whole number if it is written in ASCII digits, at most MOST_DIGITS, else None.
+    """`text` as a whole number if it is written in ASCII digits and fits a bigint, else None.
 
     str.isdigit() also holds for "²" and "①", which int() refuses, and int() reads other
     scripts' digits (Arabic-Indic one is 1): neither is what a person means in a URL.
     """
-    if text.isascii() and text.isdigit() and len(text) <= MOST_DIGITS:
+    if text.isascii() and text.isdigit() and len(text) <= MOST_DIGITS and int(text) <= LARGEST:
         return int(text)
     return None

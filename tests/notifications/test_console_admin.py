@@ -3,6 +3,7 @@
 import pytest
 from django.contrib.auth.models import Permission
 from django.contrib.messages import get_messages
+from django.db import connection
 
 from notifications.models import DeadLetter, Notification, RequeueBatch
 from notifications.tasks import requeue_dead_letter_batch
@@ -243,7 +244,8 @@ def test_opening_the_requeue_matching_address_freezes_nothing(client, letters):
     ("query", "says"),
     [
         ("q=%00", "the search is not usable"),  # the list would drop the search and match everything
-        ("status__exact=%00", "these filters cannot be applied"),
+        # PostgreSQL refuses a NUL in text; SQLite takes it, and it matches nothing.
+        ("status__exact=%00", "these filters cannot be applied" if connection.vendor == "postgresql" else "nothing to"),
         ("message__regex=(", "these filters cannot be applied"),
         ("last_failed_at__year=99999999999999", "these filters cannot be applied"),
         ("last_failed_at__year=10000", "these filters cannot be applied"),
