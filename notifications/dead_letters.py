@@ -6,7 +6,6 @@ and never when its notification has been sent (or is on its way) since.
 """
 
 from dataclasses import dataclass, field
-from functools import partial
 from itertools import islice
 
 from django.contrib.admin.models import CHANGE, LogEntry
@@ -17,7 +16,7 @@ from django.utils import timezone
 from notifications import broker
 from notifications.events import log_event
 from notifications.models import DeadLetter, DeadLetterStatus, Notification, NotificationStatus, RequeueBatch
-from notifications.services import PublishJob, notification_reset_for_sending, publish_jobs
+from notifications.services import PublishJob, notification_reset_for_sending, publish_after_commit, publish_jobs
 from orderflow.errors import ApplicationError, Conflict, NotFound
 
 # Dead letters handled per transaction: short locks, and a batch's progress shows as it goes.
@@ -68,7 +67,7 @@ def dead_letters_requeue(*, ids: list[int], by) -> RequeueOutcome:
                 )
                 for letter in eligible
             ]
-            transaction.on_commit(partial(publish_jobs, jobs), robust=True)
+            publish_after_commit(publish_jobs, jobs)
             for letter in eligible:
                 if letter.notification:
                     log_event("notification.requeued", letter.notification, dead_letter_id=letter.pk, by=by)

@@ -11,7 +11,7 @@ import time
 import traceback
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from functools import cache, partial
+from functools import cache
 
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
@@ -172,12 +172,27 @@ def _insert_outbox(rows: list[Notification]) -> None:
         row._state.adding, row._state.db = False, connection.alias
 
 
+def publish_after_commit(publish, *args, **kwargs) -> None:
+    """Call `publish(*args, **kwargs)` once the surrounding transaction commits. Whatever it
+    raises is logged and goes no further: the rows are committed, the sweep publishes them later,
+    and the request that wrote them must not fail.
+
+    Django logs such a failure by the callback's __qualname__, which a functools.partial lacks:
+    the logging itself failed, and the order just committed answered 500.
+    """
+
+    def after_commit():
+        publish(*args, **kwargs)
+
+    after_commit.__qualname__ = f"{publish.__qualname__} (after commit)"
+    transaction.on_commit(after_commit, robust=True)
+
+
 def notifications_publish_on_commit(notifications: list[Notification]) -> None:
     """Publish notifications once the surrounding transaction commits."""
     jobs = [_channel_job(row.pk, row.channel) for row in notifications]
     if jobs:
-        # robust: whatever a publish raises, the order is committed and the sweep publishes later.
-        transaction.on_commit(partial(_publish, jobs), robust=True)
+        publish_after_commit(_publish, jobs)
 
 
 def notifications_publish(*, notifications: list[tuple[int, str]]) -> int:
@@ -216,7 +231,7 @@ def publish_jobs(jobs: list[PublishJob]) -> int:
 
 
 def _publish(jobs: list[PublishJob]) -> list[int | None]:
-    """Publish batch by batch until the broker fails; what is left becomes pending, due for the sweep."""
+    """Publish batch by batch until publishing fails; what is left becomes pending, due for the sweep."""
     published = []
     try:
         for start in range(0, len(jobs), PUBLISH_BATCH_SIZE):
@@ -235,9 +250,12 @@ def _publish(jobs: list[PublishJob]) -> list[int | None]:
                         "task_id": task_id,
                     },
                 )
-    except broker.BrokerUnavailable as error:
+    except Exception as error:
         left = [job.notification_id for job in jobs[len(published) :]]
-        logger.warning("broker unavailable, %d notification(s) left for the sweep: %s", len(left), error)
+        if isinstance(error, broker.BrokerUnavailable):
+            logger.warning("broker unavailable, %d notification(s) left for the sweep: %s", len(left), error)
+        else:  # a defect, or a setting that breaks publishing (a result backend that cannot load): in full
+            logger.exception("publishing failed, %d notification(s) left for the sweep", len(left))
         Notification.objects.filter(
             pk__in=left, status__in=[NotificationStatus.PENDING, NotificationStatus.QUEUED]
         ).update(status=NotificationStatus.PENDING, stale_after=timezone.now())
@@ -707,9 +725,7 @@ def notification_resend(*, notification_id: int, by) -> Notification:
         DeadLetter.objects.filter(pk__in=open_letters).update(
             status=DeadLetterStatus.REQUEUED, resolved_at=timezone.now(), resolved_by=by
         )
-        transaction.on_commit(
-            partial(notifications_publish, notifications=[(notification.pk, notification.channel)]), robust=True
-        )
+        publish_after_commit(notifications_publish, notifications=[(notification.pk, notification.channel)])
     notification.refresh_from_db()
     log_event("notification.resend", notification, by=by)
     return notification

@@ -91,6 +91,41 @@ def test_broker_down_leaves_rows_pending_and_due_for_the_sweep(shop, monkeypatch
         assert row.stale_after <= timezone.now()
 
 
+@pytest.mark.django_db(transaction=True)
+def test_a_publish_failing_in_an_unforeseen_way_after_the_commit_still_answers_201(api, monkeypatch, caplog):
+    """E.g. a result backend that cannot be loaded: the order is committed, so it is created."""
+
+    def unforeseen(messages):
+        raise ModuleNotFoundError("No module named 'bogus'")
+
+    monkeypatch.setattr(services.broker, "publish_many", unforeseen)
+    body = {
+        "customer_name": "Ada",
+        "customer_phone": "+14155550123",
+        "items": [{"sku": "T", "name": "Tea", "quantity": 1, "unit_price": "1.00"}],
+    }
+    response = api.post("/api/orders/", body, format="json")
+    assert response.status_code == 201
+    sms = Notification.objects.get(order_id=response.json()["id"])
+    assert sms.status == "pending"  # due for the next sweep
+    assert sms.stale_after <= timezone.now()
+    assert "publishing failed, 1 notification(s) left for the sweep" in caplog.text
+    assert "No module named 'bogus'" in caplog.text
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_publisher_failing_after_the_commit_is_logged_by_name_and_the_commit_stands(shop, caplog):
+    def publish_all(jobs):
+        raise RuntimeError("publisher broke")
+
+    with transaction.atomic():
+        order = place_order(owner=shop)
+        services.publish_after_commit(publish_all, ["job"])
+    assert Notification.objects.filter(order=order).exists()
+    assert "publish_all (after commit)" in caplog.text
+    assert "publisher broke" in caplog.text
+
+
 def test_broker_failing_between_batches_leaves_only_the_unsent_batches_pending(shop, monkeypatch):
     orders = [place_order(owner=shop, customer_email="") for _ in range(3)]
     rows = [order.notifications.get() for order in orders]
