@@ -4,13 +4,17 @@ Every bad value raises ConfigurationError naming its variable; `exit_on_bad_conf
 turns that into the one line a person deploying orderflow sees at start-up.
 """
 
+import os
 import re
 import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
+from email.utils import parseaddr
 from urllib.parse import urlsplit
 
-from django.core.exceptions import ImproperlyConfigured
+import phonenumbers
+from django.core.exceptions import ImproperlyConfigured, ValidationError
+from django.core.validators import validate_email
 
 RATE_PERIODS = {"s": 1, "m": 60, "h": 3600}
 RATE_PATTERN = re.compile(r"^\s*(\d+)\s*/\s*([smh])\s*$")
@@ -56,7 +60,7 @@ def parse_bool(variable: str, value: str) -> bool:
     return word in TRUE_WORDS
 
 
-def read(variable: str, cast, env, *, default, minimum=None):
+def read(variable: str, cast, env, *, default, minimum=None, maximum=None):
     """Read one variable with django-environ, naming it if the value does not parse."""
     try:
         value = cast(variable, default=default)
@@ -64,7 +68,54 @@ def read(variable: str, cast, env, *, default, minimum=None):
         raise ConfigurationError(variable, f"{env.str(variable)!r} is not valid ({error})") from None
     if minimum is not None and value < minimum:
         raise ConfigurationError(variable, f"{value!r} must be at least {minimum}")
+    if maximum is not None and value > maximum:
+        raise ConfigurationError(variable, f"{value!r} must be at most {maximum}")
     return value
+
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def parse_log_level(variable: str, value: str) -> str:
+    level = value.strip().upper()
+    if level not in LOG_LEVELS:
+        raise ConfigurationError(variable, f"{value!r} is not a log level; use one of {', '.join(LOG_LEVELS)}")
+    return level
+
+
+# django-environ reads only the scheme (smtp+tls://, smtp+ssl://) and EMAIL_USE_TLS-style names
+# in the query: `?tls=True`, the common way to write it, would have been dropped without a word.
+EMAIL_URL_OPTIONS = {"tls": "EMAIL_USE_TLS", "ssl": "EMAIL_USE_SSL", "email_use_tls": "EMAIL_USE_TLS",
+                     "email_use_ssl": "EMAIL_USE_SSL"}  # fmt: skip
+SMTP_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+
+
+def email_settings(variable: str, value: str, env) -> dict:
+    """The EMAIL_* settings an email URL gives, with its `tls` or `ssl` option honoured."""
+    # The URL may hold a password: the messages below do not repeat it.
+    try:
+        config = env.email_url_config(value)
+    except (ValueError, ImproperlyConfigured) as error:
+        raise ConfigurationError(variable, f"is not a valid email URL ({error})") from None
+    options = config.pop("OPTIONS", {})
+    for name in ("EMAIL_USE_TLS", "EMAIL_USE_SSL"):
+        if name in config:
+            options[name] = config.pop(name)
+    for option, text in options.items():
+        setting = EMAIL_URL_OPTIONS.get(option.lower())
+        if setting is None:
+            raise ConfigurationError(variable, f"does not know the option {option.lower()!r}; use tls=true or ssl=true")
+        word = str(text).strip().lower()
+        if word not in TRUE_WORDS | FALSE_WORDS:
+            raise ConfigurationError(variable, f"option {option.lower()}={text!r} is not true or false")
+        config[setting] = word in TRUE_WORDS
+    if config.get("EMAIL_USE_TLS") and config.get("EMAIL_USE_SSL"):
+        raise ConfigurationError(variable, "asks for both tls and ssl; use tls (STARTTLS, port 587) or ssl (port 465)")
+    if config.get("EMAIL_BACKEND") == SMTP_BACKEND and not config.get("EMAIL_HOST"):
+        raise ConfigurationError(
+            variable, "names no SMTP host, e.g. smtp://user:password@smtp.example.com:587/?tls=true"
+        )
+    return config
 
 
 def check_url(variable: str, value: str, *, schemes: tuple[str, ...]) -> str:
@@ -76,6 +127,42 @@ def check_url(variable: str, value: str, *, schemes: tuple[str, ...]) -> str:
         parts.port  # noqa: B018 - raises ValueError on a malformed port
     except ValueError:
         raise ConfigurationError(variable, f"{value!r} has a malformed port") from None
+    return value
+
+
+def check_email_address(variable: str, value: str) -> str:
+    """An address to send from, bare or with a name (`Shop <orders@shop.example>`)."""
+    _, address = parseaddr(value)
+    try:
+        validate_email(address)
+    except ValidationError:
+        raise ConfigurationError(
+            variable, f"{value!r} is not an email address, e.g. Shop <orders@shop.example>"
+        ) from None
+    return value
+
+
+# Twilio sends from a phone number, or in some countries from an alphanumeric sender ID.
+ALPHANUMERIC_SENDER = re.compile(r"^(?=.*[A-Za-z])[A-Za-z0-9 ]{1,11}$")
+
+
+def check_sender(variable: str, value: str) -> str:
+    if ALPHANUMERIC_SENDER.match(value):
+        return value
+    try:
+        valid = phonenumbers.is_valid_number(phonenumbers.parse(value, None))
+    except phonenumbers.NumberParseException:
+        valid = False
+    if not valid:
+        raise ConfigurationError(
+            variable, f"{value!r} is neither a phone number in E.164 (+14155552671) nor a sender ID of up to 11 letters"
+        )
+    return value
+
+
+def check_directory(variable: str, value: str) -> str:
+    if not os.path.isdir(value) or not os.access(value, os.W_OK):
+        raise ConfigurationError(variable, f"{value!r} is not a directory this process can write to")
     return value
 
 

@@ -3,9 +3,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import environ
 import pytest
 
-from orderflow.configuration import ConfigurationError, Rate, parse_rate
+from orderflow.configuration import ConfigurationError, Rate, email_settings, parse_rate
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -61,6 +62,38 @@ def test_default_configuration_starts():
         ({"DJANGO_DEBUG": "false"}, "DJANGO_SECRET_KEY"),
         ({"TWILIO_ACCOUNT_SID": "AC123", "TWILIO_AUTH_TOKEN": "secret"}, "TWILIO_FROM_NUMBER"),
         ({"SMS_BACKEND": "notifications.backends.sms.TwilioBackend"}, "TWILIO_ACCOUNT_SID"),
+        # Half a set of Twilio credentials would send every SMS to the console.
+        ({"TWILIO_ACCOUNT_SID": "AC123", "TWILIO_FROM_NUMBER": "+15005550006"}, "TWILIO_AUTH_TOKEN"),
+        ({"TWILIO_AUTH_TOKEN": "secret"}, "TWILIO_ACCOUNT_SID"),
+        ({"TWILIO_FROM_NUMBER": "not a number!"}, "TWILIO_FROM_NUMBER"),
+        ({"EMAIL_URL": "smtp://"}, "EMAIL_URL"),
+        ({"EMAIL_URL": "smtp://user:pass@smtp.example.com:587/?tls=maybe"}, "EMAIL_URL"),
+        ({"EMAIL_URL": "smtp://smtp.example.com/?tls=true&ssl=true"}, "EMAIL_URL"),
+        ({"EMAIL_URL": "smtp://smtp.example.com/?starttls=true"}, "EMAIL_URL"),
+        ({"DEFAULT_FROM_EMAIL": "not-an-address"}, "DEFAULT_FROM_EMAIL"),
+        ({"LOG_LEVEL": "verbose"}, "LOG_LEVEL"),
+        ({"DJANGO_DEBUG": "false", "DJANGO_SECRET_KEY": ""}, "DJANGO_SECRET_KEY"),
+        ({"PROMETHEUS_MULTIPROC_DIR": "/nonexistent/metrics"}, "PROMETHEUS_MULTIPROC_DIR"),
+        ({"NOTIFICATIONS_RETENTION_DAYS": "100000000"}, "NOTIFICATIONS_RETENTION_DAYS"),
+        ({"NOTIFICATIONS_STUCK_AFTER": "999999999999"}, "NOTIFICATIONS_STUCK_AFTER"),
+        (
+            {
+                "DJANGO_SETTINGS_MODULE": "orderflow.settings.production",
+                "DJANGO_DEBUG": "false",
+                "DJANGO_SECRET_KEY": "x" * 50,
+                "DJANGO_SECURE_HSTS_SECONDS": "a month",
+            },
+            "DJANGO_SECURE_HSTS_SECONDS",
+        ),
+        (
+            {
+                "DJANGO_SETTINGS_MODULE": "orderflow.settings.production",
+                "DJANGO_DEBUG": "false",
+                "DJANGO_SECRET_KEY": "x" * 50,
+                "DJANGO_SECURE_SSL_REDIRECT": "ture",
+            },
+            "DJANGO_SECURE_SSL_REDIRECT",
+        ),
     ],
 )
 def test_bad_variable_stops_startup_with_one_line_naming_it(variables, named):
@@ -107,3 +140,30 @@ def test_an_sms_backend_that_is_not_one_stops_startup_naming_the_variable(path, 
     assert result.returncode == 1
     assert "(notifications.E001) SMS_BACKEND: " in result.stderr
     assert said in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("url", "tls", "ssl"),
+    [
+        ("smtp://user:pass@smtp.example.com:587/?tls=True", True, False),
+        ("smtp+tls://user:pass@smtp.example.com:587", True, False),
+        ("smtp://user:pass@smtp.example.com:587/?EMAIL_USE_TLS=true", True, False),
+        ("smtp://user:pass@smtp.example.com:465/?ssl=1", False, True),
+        ("smtp://smtp.example.com:25/?tls=false", False, False),
+    ],
+)
+def test_an_email_url_asking_for_tls_or_ssl_gets_it(url, tls, ssl):
+    config = email_settings("EMAIL_URL", url, environ.Env())
+    assert (bool(config.get("EMAIL_USE_TLS")), bool(config.get("EMAIL_USE_SSL"))) == (tls, ssl)
+    assert config["EMAIL_HOST"] == "smtp.example.com"
+
+
+def test_an_email_url_error_does_not_repeat_its_password():
+    with pytest.raises(ConfigurationError) as error:
+        email_settings("EMAIL_URL", "smtp://user:hunter2@smtp.example.com/?tls=maybe", environ.Env())
+    assert "hunter2" not in str(error.value)
+
+
+def test_a_log_level_in_lower_case_is_taken():
+    result = start(LOG_LEVEL="debug")
+    assert result.returncode == 0, result.stderr

@@ -9,7 +9,18 @@ from pathlib import Path
 import environ
 from kombu import Exchange, Queue
 
-from orderflow.configuration import ConfigurationError, check_url, parse_bool, parse_rate, read
+from orderflow.configuration import (
+    ConfigurationError,
+    check_directory,
+    check_email_address,
+    check_sender,
+    check_url,
+    email_settings,
+    parse_bool,
+    parse_log_level,
+    parse_rate,
+    read,
+)
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
@@ -21,9 +32,9 @@ DEV_SECRET_KEY = "dev-only-insecure-key-change-me"  # noqa: S105 - refused when 
 
 # --- Core ------------------------------------------------------------------------------
 DEBUG = parse_bool("DJANGO_DEBUG", env.str("DJANGO_DEBUG", default="true"))
-SECRET_KEY = env.str("DJANGO_SECRET_KEY", default=DEV_SECRET_KEY)
+SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="") or DEV_SECRET_KEY
 if not DEBUG and SECRET_KEY == DEV_SECRET_KEY:
-    raise ConfigurationError("DJANGO_SECRET_KEY", "must be set when DJANGO_DEBUG is false")
+    raise ConfigurationError("DJANGO_SECRET_KEY", "must be set (not empty) when DJANGO_DEBUG is false")
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["localhost", "127.0.0.1"])
 
 INSTALLED_APPS = [
@@ -173,6 +184,13 @@ TWILIO_API_BASE_URL = check_url(
 TWILIO_STATUS_CALLBACK_URL = env.str("TWILIO_STATUS_CALLBACK_URL", default="")
 if TWILIO_STATUS_CALLBACK_URL:
     check_url("TWILIO_STATUS_CALLBACK_URL", TWILIO_STATUS_CALLBACK_URL, schemes=("http", "https"))
+# Half a set of credentials is a mistake, not a wish for the console: no SMS would reach anyone.
+if bool(TWILIO_ACCOUNT_SID) != bool(TWILIO_AUTH_TOKEN):
+    missing = "TWILIO_AUTH_TOKEN" if TWILIO_ACCOUNT_SID else "TWILIO_ACCOUNT_SID"
+    given = "TWILIO_ACCOUNT_SID" if TWILIO_ACCOUNT_SID else "TWILIO_AUTH_TOKEN"
+    raise ConfigurationError(missing, f"must be set too: {given} is set, and SMS go through Twilio with both")
+if TWILIO_FROM_NUMBER:
+    check_sender("TWILIO_FROM_NUMBER", TWILIO_FROM_NUMBER)
 _twilio_configured = bool(TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN)
 SMS_BACKEND = env.str(
     "SMS_BACKEND",
@@ -189,8 +207,10 @@ if SMS_BACKEND.endswith(".TwilioBackend"):
         )
 
 # --- Email -----------------------------------------------------------------------------
-vars().update(read("EMAIL_URL", env.email_url, env, default="consolemail://"))
-DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="orders@localhost")
+vars().update(email_settings("EMAIL_URL", env.str("EMAIL_URL", default="consolemail://"), env))
+DEFAULT_FROM_EMAIL = check_email_address(
+    "DEFAULT_FROM_EMAIL", env.str("DEFAULT_FROM_EMAIL", default="orders@localhost")
+)
 SERVER_EMAIL = DEFAULT_FROM_EMAIL
 EMAIL_TIMEOUT = 10
 
@@ -201,21 +221,37 @@ NOTIFICATIONS_SMS_RATE_LIMIT = parse_rate(
 NOTIFICATIONS_EMAIL_RATE_LIMIT = parse_rate(
     "NOTIFICATIONS_EMAIL_RATE_LIMIT", env.str("NOTIFICATIONS_EMAIL_RATE_LIMIT", default="30/m")
 )
-NOTIFICATIONS_MAX_RETRIES = read("NOTIFICATIONS_MAX_RETRIES", env.int, env, default=3, minimum=0)
-NOTIFICATIONS_RETRY_BACKOFF = read("NOTIFICATIONS_RETRY_BACKOFF", env.int, env, default=60, minimum=1)
+# Upper bounds: past them a date computed from the value leaves the calendar, and the sweep or
+# the cleanup fails every time it runs.
+DAY_SECONDS = 24 * 60 * 60
+NOTIFICATIONS_MAX_RETRIES = read("NOTIFICATIONS_MAX_RETRIES", env.int, env, default=3, minimum=0, maximum=100)
+NOTIFICATIONS_RETRY_BACKOFF = read(
+    "NOTIFICATIONS_RETRY_BACKOFF", env.int, env, default=60, minimum=1, maximum=DAY_SECONDS
+)
 NOTIFICATIONS_RETRY_BACKOFF_MAX = read(
-    "NOTIFICATIONS_RETRY_BACKOFF_MAX", env.int, env, default=600, minimum=NOTIFICATIONS_RETRY_BACKOFF
+    "NOTIFICATIONS_RETRY_BACKOFF_MAX",
+    env.int,
+    env,
+    default=600,
+    minimum=NOTIFICATIONS_RETRY_BACKOFF,
+    maximum=7 * DAY_SECONDS,
 )
-NOTIFICATIONS_RETENTION_DAYS = read("NOTIFICATIONS_RETENTION_DAYS", env.int, env, default=7, minimum=1)
+NOTIFICATIONS_RETENTION_DAYS = read(
+    "NOTIFICATIONS_RETENTION_DAYS", env.int, env, default=7, minimum=1, maximum=100 * 365
+)
 NOTIFICATIONS_DEAD_LETTER_RETENTION_DAYS = read(
-    "NOTIFICATIONS_DEAD_LETTER_RETENTION_DAYS", env.int, env, default=30, minimum=1
+    "NOTIFICATIONS_DEAD_LETTER_RETENTION_DAYS", env.int, env, default=30, minimum=1, maximum=100 * 365
 )
-NOTIFICATIONS_STUCK_AFTER = read("NOTIFICATIONS_STUCK_AFTER", env.int, env, default=300, minimum=1)
+NOTIFICATIONS_STUCK_AFTER = read(
+    "NOTIFICATIONS_STUCK_AFTER", env.int, env, default=300, minimum=1, maximum=7 * DAY_SECONDS
+)
 
 # --- Metrics ---------------------------------------------------------------------------
 # https://prometheus.github.io/client_python/multiprocess/ : every web and worker process
 # writes its counts to this directory, emptied when the deployment starts.
 PROMETHEUS_MULTIPROC_DIR = env.str("PROMETHEUS_MULTIPROC_DIR", default="")
+if PROMETHEUS_MULTIPROC_DIR:
+    check_directory("PROMETHEUS_MULTIPROC_DIR", PROMETHEUS_MULTIPROC_DIR)
 # A scraper sends `Authorization: Bearer <METRICS_TOKEN>`; without a token only staff may read /metrics.
 METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
 
@@ -265,7 +301,7 @@ LOGGING = {
         },
     },
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT, "filters": ["mask"]}},
-    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+    "root": {"handlers": ["console"], "level": parse_log_level("LOG_LEVEL", env.str("LOG_LEVEL", default="INFO"))},
     "loggers": {
         # The twilio library logs each request's parameters (numbers, texts) at INFO.
         "twilio": {"level": "WARNING"},
