@@ -1,9 +1,16 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 from celery.app.defaults import DEFAULTS
 from django.core.management import CommandError, call_command
 
 from notifications.management.commands.start_celery_worker import Command as StartWorker
 from orderflow.celery import app
+
+ROOT = Path(__file__).resolve().parent.parent
 
 CONTRACT_ROUTES = {
     "notifications.tasks.send_sms_notification": "sms",
@@ -89,6 +96,26 @@ def test_worker_refuses_unknown_queue(queue, says):
 def test_worker_refuses_zero_concurrency():
     with pytest.raises(CommandError, match="--concurrency must be at least 1"):
         call_command("start_celery_worker", "--queue", "sms", "--concurrency", "0")
+
+
+def test_worker_refuses_a_pool_whose_package_is_not_installed():
+    with pytest.raises(CommandError, match="--pool eventlet needs the eventlet package"):
+        call_command("start_celery_worker", "--queue", "sms", "--pool", "eventlet")
+
+
+def test_a_worker_that_cannot_start_exits_with_a_failure_status():
+    """A supervisor restarting on failure, or a deploy script, must see it (Celery's own exit status)."""
+    env = {**os.environ, "CELERY_BROKER_URL": "redis://127.0.0.1:6379/12", "CELERY_RESULT_BACKEND": "nosuch://x"}
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    command = [sys.executable, "manage.py", "start_celery_worker", "--queue", "default"]
+    checked = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert checked.returncode == 1
+    assert "(notifications.E002) CELERY_RESULT_BACKEND: cannot load a result backend for 'nosuch://x'" in checked.stderr
+    unchecked = subprocess.run(
+        [*command, "--skip-checks"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert unchecked.returncode == 1
+    assert "Unrecoverable error" in unchecked.stdout + unchecked.stderr
 
 
 def test_check_broker_reports_unreachable_broker_in_one_line(settings):

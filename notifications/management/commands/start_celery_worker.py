@@ -3,6 +3,9 @@
 python manage.py start_celery_worker --queue sms --concurrency 2
 """
 
+import importlib.util
+
+from celery.bin.celery import celery as celery_command
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
@@ -11,6 +14,8 @@ from orderflow.celery import app
 CHANNEL_QUEUES = {"sms", "email"}
 LOG_LEVELS = ["debug", "info", "warning", "error", "critical"]
 POOLS = ["prefork", "solo", "threads", "gevent", "eventlet"]
+# Pools that need a package orderflow does not install.
+OPTIONAL_POOLS = {"gevent", "eventlet"}
 
 
 class Command(BaseCommand):
@@ -30,7 +35,11 @@ class Command(BaseCommand):
         parser.add_argument("--max-tasks-per-child", type=int, default=1000)
 
     def handle(self, *args, **options):
-        app.worker_main(argv=self.worker_argv(options))
+        # The `celery` command itself, not app.worker_main, which drops the worker's exit status:
+        # a worker that could not start must not look to its supervisor like one that stopped cleanly.
+        status = celery_command.main(args=["--app", app.main, *self.worker_argv(options)], standalone_mode=False)
+        if status:
+            raise SystemExit(status)
 
     def worker_argv(self, options) -> list[str]:
         known = {queue.name for queue in settings.CELERY_TASK_QUEUES}
@@ -39,6 +48,10 @@ class Command(BaseCommand):
         if not queues or unknown:
             raise CommandError(
                 f"--queue: unknown queue {', '.join(unknown) or '(empty)'}; choose from {', '.join(sorted(known))}."
+            )
+        if options["pool"] in OPTIONAL_POOLS and importlib.util.find_spec(options["pool"]) is None:
+            raise CommandError(
+                f"--pool {options['pool']} needs the {options['pool']} package: pip install {options['pool']}"
             )
         for option in ("concurrency", "max_tasks_per_child", "prefetch_multiplier"):
             if options[option] is not None and options[option] < 1:
