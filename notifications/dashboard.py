@@ -1,6 +1,7 @@
 """The operator's dashboard in the admin: the state at a glance, drawn without any CDN."""
 
 from django.contrib import admin
+from django.core.exceptions import PermissionDenied
 from django.template.response import TemplateResponse
 
 from notifications import selectors
@@ -9,7 +10,13 @@ CHART_HEIGHT = 120
 BAR_WIDTH = 14
 
 
+# Queue depths, workers and delivery counts are the notifications' state: for those who may view them.
+DASHBOARD_PERMISSION = "notifications.view_notification"
+
+
 def dashboard_view(request):
+    if not request.user.has_perm(DASHBOARD_PERMISSION):
+        raise PermissionDenied
     timeline = selectors.delivery_timeline()
     tallest = max((slot["sent"] + slot["failed"] for hourly in timeline.values() for slot in hourly), default=0) or 1
     charts = [

@@ -1,6 +1,7 @@
 import re
 
 import pytest
+from django.contrib.auth.models import Permission
 
 from notifications import services
 from notifications.models import Notification
@@ -12,8 +13,16 @@ pytestmark = pytest.mark.django_db
 URL = "/admin/dashboard/"
 
 
+def operator(username="ops"):
+    user = UserFactory(username=username, is_staff=True)
+    user.user_permissions.add(
+        Permission.objects.get(content_type__app_label="notifications", codename="view_notification")
+    )
+    return user
+
+
 def test_dashboard_shows_queues_workers_dead_letters_and_the_last_day(client, shop, published, scripted):
-    client.force_login(UserFactory(username="ops", is_staff=True))
+    client.force_login(operator())
     order = place_order(owner=shop)
     send_into_dead_letter(order)
     email = Notification.objects.get(order=order, channel="email")
@@ -33,7 +42,7 @@ def test_dashboard_shows_queues_workers_dead_letters_and_the_last_day(client, sh
 
 
 def test_dashboard_needs_no_internet(client):
-    client.force_login(UserFactory(username="ops", is_staff=True))
+    client.force_login(operator())
     page = client.get(URL).content.decode()
     assert not re.search(r'(src|href)="(https?:)?//', page)
 
@@ -42,6 +51,15 @@ def test_dashboard_is_for_staff_only(client, shop):
     assert client.get(URL).status_code == 302  # to the admin login
     client.force_login(shop)
     assert client.get(URL).status_code == 302
+
+
+def test_dashboard_is_for_staff_who_may_view_notifications(client):
+    client.force_login(UserFactory(username="clerk", is_staff=True))
+    assert client.get(URL).status_code == 403
+    assert URL not in client.get("/admin/").content.decode()
+    client.force_login(operator())
+    assert client.get(URL).status_code == 200
+    assert URL in client.get("/admin/").content.decode()
 
 
 def test_the_admin_index_links_to_the_dashboard(client):
