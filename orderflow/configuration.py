@@ -65,7 +65,7 @@ def read(variable: str, cast, env, *, default, minimum=None, maximum=None):
     try:
         value = cast(variable, default=default)
     except (ValueError, ImproperlyConfigured) as error:
-        raise ConfigurationError(variable, f"{env.str(variable)!r} is not valid ({error})") from None
+        raise ConfigurationError(variable, f"{without_password(env.str(variable))!r} is not valid ({error})") from None
     if minimum is not None and value < minimum:
         raise ConfigurationError(variable, f"{value!r} must be at least {minimum}")
     if maximum is not None and value > maximum:
@@ -118,15 +118,30 @@ def email_settings(variable: str, value: str, env) -> dict:
     return config
 
 
+def without_password(url: str) -> str:
+    """`url` as an error message may show it: a password in it replaced by ***."""
+    parts = urlsplit(url)
+    try:
+        password = parts.password
+    except ValueError:
+        password = None
+    if not password:
+        return url
+    credentials, _, host = parts.netloc.rpartition("@")
+    user = credentials.split(":", 1)[0]
+    return parts._replace(netloc=f"{user}:***@{host}").geturl()
+
+
 def check_url(variable: str, value: str, *, schemes: tuple[str, ...]) -> str:
     parts = urlsplit(value)
     scheme = parts.scheme.split("+")[0]
+    shown = without_password(value)
     if scheme not in schemes or not (parts.netloc or parts.path):
-        raise ConfigurationError(variable, f"{value!r} is not a URL with one of the schemes {', '.join(schemes)}")
+        raise ConfigurationError(variable, f"{shown!r} is not a URL with one of the schemes {', '.join(schemes)}")
     try:
         parts.port  # noqa: B018 - raises ValueError on a malformed port
     except ValueError:
-        raise ConfigurationError(variable, f"{value!r} has a malformed port") from None
+        raise ConfigurationError(variable, f"{shown!r} has a malformed port") from None
     return value
 
 

@@ -54,6 +54,7 @@ def test_default_configuration_starts():
         ({"NOTIFICATIONS_RETENTION_DAYS": "0"}, "NOTIFICATIONS_RETENTION_DAYS"),
         ({"NOTIFICATIONS_STUCK_AFTER": "soon"}, "NOTIFICATIONS_STUCK_AFTER"),
         ({"DATABASE_URL": "nosuchdb://x"}, "DATABASE_URL"),
+        ({"DATABASE_URL": "mysql://shop@db.example/orders"}, "DATABASE_URL"),  # no driver installed
         ({"CELERY_BROKER_URL": "localhost:6379"}, "CELERY_BROKER_URL"),
         ({"REDIS_URL": "redis://localhost:notaport/1"}, "REDIS_URL"),
         ({"TWILIO_API_BASE_URL": "api.twilio.com"}, "TWILIO_API_BASE_URL"),
@@ -167,3 +168,10 @@ def test_an_email_url_error_does_not_repeat_its_password():
 def test_a_log_level_in_lower_case_is_taken():
     result = start(LOG_LEVEL="debug")
     assert result.returncode == 0, result.stderr
+
+
+def test_a_url_in_an_error_does_not_show_its_password():
+    result = start(DATABASE_URL="mysql://shop:hunter2@db.example/orders")
+    assert result.returncode == 2
+    assert "hunter2" not in result.stderr
+    assert "'mysql://shop:***@db.example/orders'" in result.stderr

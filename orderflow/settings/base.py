@@ -98,8 +98,10 @@ STATIC_ROOT = BASE_DIR / "staticfiles"
 DATA_UPLOAD_MAX_MEMORY_SIZE = 256 * 1024
 
 # --- Database --------------------------------------------------------------------------
+# The databases whose drivers requirements.txt installs: PostgreSQL, and SQLite for a quick local run.
+DATABASE_SCHEMES = ("postgres", "postgresql", "pgsql", "psql", "sqlite")
 DATABASE_URL = check_url(
-    "DATABASE_URL", env.str("DATABASE_URL", default="sqlite:///db.sqlite3"), schemes=tuple(environ.Env.DB_SCHEMES)
+    "DATABASE_URL", env.str("DATABASE_URL", default="sqlite:///db.sqlite3"), schemes=DATABASE_SCHEMES
 )
 DATABASES = {"default": read("DATABASE_URL", env.db_url, env, default=DATABASE_URL)}
 DATABASES["default"]["ATOMIC_REQUESTS"] = False
