@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 import phonenumbers
 from django.core.exceptions import ImproperlyConfigured, ValidationError
 from django.core.validators import validate_email
+from kombu import Connection
 
 RATE_PERIODS = {"s": 1, "m": 60, "h": 3600}
 RATE_PATTERN = re.compile(r"^\s*(\d+)\s*/\s*([smh])\s*$")
@@ -142,6 +143,18 @@ def check_url(variable: str, value: str, *, schemes: tuple[str, ...]) -> str:
         parts.port  # noqa: B018 - raises ValueError on a malformed port
     except ValueError:
         raise ConfigurationError(variable, f"{shown!r} has a malformed port") from None
+    return value
+
+
+def check_broker_url(variable: str, value: str) -> str:
+    """A broker URL whose query kombu accepts: it refuses an unknown option (`?socket_timout=5`)
+    only when it builds a connection, that is on every publish."""
+    try:
+        Connection(value).release()
+    except TypeError as error:
+        unknown = re.search(r"argument '(\w+)'", str(error))
+        option = unknown.group(1) if unknown else str(error)
+        raise ConfigurationError(variable, f"has an option the broker connection does not know: {option!r}") from None
     return value
 
 

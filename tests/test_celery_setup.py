@@ -120,5 +120,11 @@ def test_a_worker_that_cannot_start_exits_with_a_failure_status():
 
 def test_check_broker_reports_unreachable_broker_in_one_line(settings):
     settings.CELERY_BROKER_URL = "redis://127.0.0.1:1/0"
-    with pytest.raises(CommandError, match=r"unreachable .*redis-server"):
+    with pytest.raises(CommandError, match=r"cannot be used \(OperationalError: .*redis-server"):
+        call_command("check_broker")
+
+
+def test_check_broker_shows_what_a_running_broker_answered(settings):
+    settings.CELERY_BROKER_URL = "redis://127.0.0.1:6379/99"  # Redis runs, with 16 databases
+    with pytest.raises(CommandError, match="DB index is out of range"):
         call_command("check_broker")

@@ -56,6 +56,7 @@ def test_default_configuration_starts():
         ({"DATABASE_URL": "nosuchdb://x"}, "DATABASE_URL"),
         ({"DATABASE_URL": "mysql://shop@db.example/orders"}, "DATABASE_URL"),  # no driver installed
         ({"CELERY_BROKER_URL": "localhost:6379"}, "CELERY_BROKER_URL"),
+        ({"CELERY_BROKER_URL": "redis://localhost:6379/0?socket_timout=5"}, "CELERY_BROKER_URL"),
         ({"REDIS_URL": "redis://localhost:notaport/1"}, "REDIS_URL"),
         ({"TWILIO_API_BASE_URL": "api.twilio.com"}, "TWILIO_API_BASE_URL"),
         ({"EMAIL_URL": "carrierpigeon://coop"}, "EMAIL_URL"),

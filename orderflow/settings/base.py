@@ -11,6 +11,7 @@ from kombu import Exchange, Queue
 
 from orderflow.configuration import (
     ConfigurationError,
+    check_broker_url,
     check_directory,
     check_email_address,
     check_sender,
@@ -124,6 +125,7 @@ CELERY_BROKER_URL = check_url(
     env.str("CELERY_BROKER_URL", default="redis://localhost:6379/0"),
     schemes=("redis", "rediss", "amqp", "amqps", "pyamqp", "memory"),
 )
+check_broker_url("CELERY_BROKER_URL", CELERY_BROKER_URL)
 CELERY_RESULT_BACKEND = env.str("CELERY_RESULT_BACKEND", default="django-db")
 CELERY_RESULT_EXTENDED = True
 CELERY_TASK_SERIALIZER = "json"

@@ -4,7 +4,7 @@ from datetime import timedelta
 from io import StringIO
 
 import pytest
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 from django.utils import timezone
 
 from notifications import services, sweeps
@@ -32,6 +32,34 @@ def test_requeue_command_takes_durations_and_dates(dead, since):
     out = StringIO()
     call_command("requeue_dead_letters", "--since", since, "--dry-run", stdout=out)
     assert out.getvalue().startswith("1 dead letter(s) would be requeued")
+
+
+@pytest.mark.parametrize(
+    ("arguments", "says"),
+    [
+        (["--since", "9999999d"], "date value out of range"),
+        (["--since", "2026-02-30"], "day is out of range for month"),
+        (["--since", "yesterday"], "write 30m, 6h, 2d"),
+    ],
+)
+def test_requeue_command_refuses_a_since_it_cannot_read_with_the_forms_it_takes(dead, arguments, says):
+    with pytest.raises(CommandError, match=says) as error:
+        call_command("requeue_dead_letters", *arguments)
+    assert "write 30m, 6h, 2d, 2026-11-24 or 2026-11-24T08:00" in str(error.value)
+    assert DeadLetter.objects.get().status == "dead"
+
+
+@pytest.mark.parametrize(
+    ("arguments", "says"),
+    [
+        (["--queue", "smss"], "no queue 'smss'; the queues are default, email, notifications, sms"),
+        (["--task", "send_sms_notification"], "no task 'send_sms_notification'"),
+    ],
+)
+def test_requeue_command_refuses_a_queue_or_task_that_does_not_exist(dead, arguments, says):
+    with pytest.raises(CommandError, match=says):
+        call_command("requeue_dead_letters", *arguments)
+    assert DeadLetter.objects.get().status == "dead"
 
 
 def test_requeue_command_requeues_by_queue_and_task(dead):

@@ -13,15 +13,15 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         url = settings.CELERY_BROKER_URL
-        with Connection(url, connect_timeout=3) as connection:
-            try:
-                connection.ensure_connection(max_retries=1, interval_start=0, interval_step=0, timeout=3)
-            except Exception as error:  # kombu raises the transport's own errors
-                transport = (
-                    "amqp" if connection.transport_cls in ("amqp", "pyamqp") or url.startswith("amqp") else "redis"
-                )
-                raise CommandError(
-                    f"the broker at {connection.as_uri()} is unreachable ({error.__class__.__name__}); "
-                    f"{HOW_TO_START[transport]}, or set CELERY_BROKER_URL."
-                ) from None
+        transport = "amqp" if url.startswith(("amqp", "pyamqp")) else "redis"
+        connection = Connection(url, connect_timeout=3)
+        try:
+            connection.ensure_connection(max_retries=1, interval_start=0, interval_step=0, timeout=3)
+        except Exception as error:  # kombu raises the transport's own errors
+            raise CommandError(
+                f"the broker at {connection.as_uri()} cannot be used ({error.__class__.__name__}: {error}); "
+                f"if it is not running, {HOW_TO_START[transport]}; else check CELERY_BROKER_URL."
+            ) from None
+        finally:
+            connection.release()
         self.stdout.write(f"broker {connection.as_uri()} is reachable")

@@ -8,12 +8,14 @@ import datetime
 import re
 from datetime import timedelta
 
-from django.core.management.base import BaseCommand
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
 from notifications.dead_letters import dead_letters_requeue
 from notifications.models import DeadLetter, DeadLetterStatus
+from orderflow.celery import app
 
 DURATION = re.compile(r"^(\d+)([mhd])$")
 UNITS = {"m": "minutes", "h": "hours", "d": "days"}
@@ -21,13 +23,17 @@ UNITS = {"m": "minutes", "h": "hours", "d": "days"}
 
 def parse_since(value: str):
     """`30m`, `6h`, `2d`, an ISO date or an ISO date-time (UTC unless it says otherwise)."""
-    if match := DURATION.match(value.strip()):
-        return timezone.now() - timedelta(**{UNITS[match.group(2)]: int(match.group(1))})
-    moment = parse_datetime(value)
-    if moment is None and (day := parse_date(value)):
-        moment = timezone.datetime(day.year, day.month, day.day)
+    hint = f"{value!r}: write 30m, 6h, 2d, 2026-11-24 or 2026-11-24T08:00"
+    try:
+        if match := DURATION.match(value.strip()):
+            return timezone.now() - timedelta(**{UNITS[match.group(2)]: int(match.group(1))})
+        moment = parse_datetime(value)
+        if moment is None and (day := parse_date(value)):
+            moment = timezone.datetime(day.year, day.month, day.day)
+    except (ValueError, OverflowError) as error:  # 2026-02-30, or a duration back past year 1
+        raise argparse.ArgumentTypeError(f"{hint} ({error})") from None
     if moment is None:
-        raise argparse.ArgumentTypeError(f"{value!r}: write 30m, 6h, 2d, 2026-11-24 or 2026-11-24T08:00")
+        raise argparse.ArgumentTypeError(hint)
     return moment if timezone.is_aware(moment) else timezone.make_aware(moment, datetime.UTC)
 
 
@@ -41,6 +47,12 @@ class Command(BaseCommand):
         parser.add_argument("--dry-run", action="store_true", help="Say what would be requeued; change nothing.")
 
     def handle(self, *args, queue=None, task=None, since=None, dry_run=False, **options):
+        # A mistyped name would match nothing and look like "nothing to requeue".
+        queues = sorted(queue.name for queue in settings.CELERY_TASK_QUEUES)
+        if queue and queue not in queues:
+            raise CommandError(f"--queue: no queue {queue!r}; the queues are {', '.join(queues)}.")
+        if task and task not in app.tasks:
+            raise CommandError(f"--task: no task {task!r}; e.g. notifications.tasks.send_sms_notification.")
         letters = DeadLetter.objects.filter(status=DeadLetterStatus.DEAD)
         if queue:
             letters = letters.filter(queue=queue)
