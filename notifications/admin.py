@@ -25,7 +25,7 @@ from notifications.models import (
     RequeueBatch,
 )
 from orderflow.admin import ReadOnlyInline, report_outcome
-from orderflow.errors import ApplicationError
+from orderflow.errors import ApplicationError, Conflict
 from orderflow.masking import mask_recipient
 from orderflow.middleware import first_line, is_bad_filter_error
 from orderflow.parsers import whole_number
@@ -69,6 +69,8 @@ class PipelineRowAdmin(admin.ModelAdmin):
 
 class CorrectRecipientForm(forms.Form):
     recipient = forms.CharField(max_length=254, help_text="Phone in international form for SMS, or an email address.")
+    # The recipient as this form showed it: a change by someone else meanwhile is refused.
+    seen_recipient = forms.CharField(max_length=254, widget=forms.HiddenInput, strip=False, required=False)
     reason = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}))
     requeue = forms.BooleanField(required=False, initial=True, label="Send it again now")
 
@@ -166,7 +168,10 @@ class NotificationAdmin(PipelineRowAdmin):
         if not self.has_resend_permission(request):
             raise PermissionDenied
         notification = get_object_or_404(Notification, pk=notification_id)
-        form = CorrectRecipientForm(request.POST or None, initial={"recipient": notification.recipient})
+        form = CorrectRecipientForm(
+            request.POST or None,
+            initial={"recipient": notification.recipient, "seen_recipient": notification.recipient},
+        )
         if request.method == "POST" and form.is_valid():
             try:
                 services.notification_correct_recipient(
@@ -174,12 +179,16 @@ class NotificationAdmin(PipelineRowAdmin):
                     recipient=form.cleaned_data["recipient"],
                     reason=form.cleaned_data["reason"],
                     by=request.user,
+                    seen_recipient=form.cleaned_data["seen_recipient"] or None,
                 )
                 self.log_change(request, notification, f"Recipient corrected: {form.cleaned_data['reason']}")
                 if form.cleaned_data["requeue"]:
                     self._send_corrected(request, notification)
                 self.message_user(request, "Recipient corrected.", messages.SUCCESS)
                 return redirect("admin:notifications_notification_change", notification.pk)
+            except Conflict as error:  # changed meanwhile, or no longer correctable: show it as it is now
+                self.message_user(request, error.message, messages.ERROR)
+                return redirect("admin:notifications_notification_correct_recipient", notification.pk)
             except ApplicationError as error:
                 for field, problems in error.fields.items():
                     form.add_error(field if field in form.fields else None, problems)

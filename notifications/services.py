@@ -749,13 +749,24 @@ def notification_cancel(*, notification_id: int, by) -> Notification:
     return notification
 
 
-def notification_correct_recipient(*, notification_id: int, recipient: str, reason: str, by) -> Notification:
-    """Fix where a notification goes, keeping the old value, who changed it and why."""
+def notification_correct_recipient(
+    *, notification_id: int, recipient: str, reason: str, by, seen_recipient: str | None = None
+) -> Notification:
+    """Fix where a notification goes, keeping the old value, who changed it and why.
+
+    `seen_recipient`: the value the operator corrected; if someone changed it meanwhile,
+    nothing is changed (two corrections at once must not both be told they were used).
+    """
     reason = reason.strip()
     if not reason:
         raise ApplicationError("Say why the recipient is changed.", fields={"reason": ["This field is required."]})
     with transaction.atomic():
         notification = _locked(notification_id)
+        if seen_recipient is not None and notification.recipient != seen_recipient:
+            raise Conflict(
+                f"The recipient of notification {notification.pk} was changed by someone else while you were "
+                "correcting it; look at it again and correct it if it still needs it."
+            )
         recipient = _valid_recipient(notification.channel, recipient)
         if notification.status not in CORRECTABLE_STATUSES:
             raise Conflict(

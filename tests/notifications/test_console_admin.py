@@ -191,6 +191,24 @@ def test_fix_then_retry_from_the_admin(client, letters, published, django_captur
     assert DeadLetter.objects.get(pk=letter.pk).status == "requeued"
 
 
+def test_two_operators_correcting_at_once_are_not_both_told_theirs_was_used(client, letters):
+    operator_with(client, "view_notification", "resend_notification")
+    url = f"/admin/notifications/notification/{letters[0].notification_id}/correct-recipient/"
+    form_page = client.get(url).content.decode()
+    assert 'name="seen_recipient" value="+12025550000"' in form_page
+    first = client.post(
+        url, {"recipient": "+12025550172", "reason": "customer called", "seen_recipient": "+12025550000"}
+    )
+    assert first.status_code == 302
+    # The second operator's form was opened before the first correction.
+    second = client.post(url, {"recipient": "+12025550173", "reason": "email said", "seen_recipient": "+12025550000"})
+    assert second.url == url
+    assert any("was changed by someone else" in message for message in messages_of(second))
+    notification = Notification.objects.get(pk=letters[0].notification_id)
+    assert notification.recipient == "+12025550172"
+    assert notification.corrections.count() == 1
+
+
 def test_correcting_needs_the_permission(client, letters):
     operator_with(client, "view_notification")
     url = f"/admin/notifications/notification/{letters[0].notification_id}/correct-recipient/"
