@@ -4,10 +4,11 @@ import json
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin import helpers
 from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import PermissionDenied
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Q
 from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
@@ -24,7 +25,7 @@ from notifications.models import (
     RecipientCorrection,
     RequeueBatch,
 )
-from orderflow.admin import ReadOnlyInline, report_outcome
+from orderflow.admin import REASONS_SHOWN, ReadOnlyInline, report_outcome
 from orderflow.errors import ApplicationError, Conflict
 from orderflow.masking import mask_recipient
 from orderflow.middleware import first_line, is_bad_filter_error
@@ -65,6 +66,22 @@ class PipelineRowAdmin(admin.ModelAdmin):
     def report(self, request, done: str, skipped: dict[int, str] | list[str]):
         reasons = [f"{pk}: {why}" for pk, why in skipped.items()] if isinstance(skipped, dict) else skipped
         report_outcome(self, request, done=done, reasons=reasons)
+
+    def response_action(self, request, queryset):
+        # Django runs an action on the selected rows still in the list and says nothing of the others.
+        values = request.POST.getlist(helpers.ACTION_CHECKBOX_NAME)
+        selected = {number for number in map(whole_number, values) if number is not None}
+        if selected and request.POST.get("select_across") != "1":
+            found = set(queryset.filter(pk__in=selected).values_list("pk", flat=True))
+            if gone := sorted(selected - found):
+                shown = ", ".join(map(str, gone[:REASONS_SHOWN])) + (" …" if len(gone) > REASONS_SHOWN else "")
+                self.message_user(
+                    request,
+                    f"{len(gone)} selected row(s) are no longer in this list (removed, or changed so that its "
+                    f"filters no longer match) and were left out: {shown}.",
+                    messages.WARNING,
+                )
+        return super().response_action(request, queryset)
 
 
 class CorrectRecipientForm(forms.Form):
@@ -139,7 +156,7 @@ class NotificationAdmin(PipelineRowAdmin):
 
     @admin.action(description="Send selected notifications again", permissions=["resend"])
     def resend_selected(self, request, queryset):
-        done, refused = 0, []
+        done, waiting, refused = 0, 0, []
         selection = list(queryset.order_by("pk").values_list("pk", "status"))
         for notification_id, status in selection:
             if len(selection) > 1 and status in (NotificationStatus.SENT, NotificationStatus.DELIVERED):
@@ -147,11 +164,24 @@ class NotificationAdmin(PipelineRowAdmin):
                 refused.append(f"Notification {notification_id} was {status}; resend it on its own.")
                 continue
             try:
-                services.notification_resend(notification_id=notification_id, by=request.user)
-                done += 1
+                resent = services.notification_resend(notification_id=notification_id, by=request.user)
             except ApplicationError as error:
                 refused.append(error.message)
+                continue
+            # Published once its transaction commits; still pending after that commit, it was not
+            # handed to the broker (away). Inside an outer transaction nothing is known yet.
+            if resent.status == NotificationStatus.PENDING and not connection.in_atomic_block:
+                waiting += 1
+            else:
+                done += 1
         self.report(request, f"{done} notification(s) queued to send again." if done else "", refused)
+        if waiting:
+            self.message_user(
+                request,
+                f"{waiting} notification(s) to send again could not be handed to the broker now; "
+                "the sweep sends them once it is back.",
+                messages.WARNING,
+            )
 
     @admin.action(description="Cancel selected notifications", permissions=["cancel"])
     def cancel_selected(self, request, queryset):

@@ -5,6 +5,7 @@ from django.contrib.auth.models import Permission
 from django.contrib.messages import get_messages
 from django.db import connection
 
+from notifications import services
 from notifications.models import DeadLetter, Notification, RequeueBatch
 from notifications.tasks import requeue_dead_letter_batch
 from tests.factories import UserFactory, place_order
@@ -207,6 +208,43 @@ def test_two_operators_correcting_at_once_are_not_both_told_theirs_was_used(clie
     notification = Notification.objects.get(pk=letters[0].notification_id)
     assert notification.recipient == "+12025550172"
     assert notification.corrections.count() == 1
+
+
+def test_an_action_on_rows_gone_meanwhile_says_which_were_left_out(
+    client, shop, published, django_capture_on_commit_callbacks
+):
+    operator_with(client, "view_notification", "cancel_notification")
+    with django_capture_on_commit_callbacks(execute=False):
+        order = place_order(owner=shop, customer_email="")
+    sms = Notification.objects.get(order=order)
+    response = client.post(
+        "/admin/notifications/notification/",
+        {"action": "cancel_selected", "_selected_action": [sms.pk, 99999999]},
+        follow=True,
+    )
+    said = messages_of(response)
+    assert "1 notification(s) cancelled." in said
+    assert any("1 selected row(s) are no longer in this list" in message and "99999999" in message for message in said)
+
+
+@pytest.mark.django_db(transaction=True)  # as a request runs: the publish follows the resend's commit
+def test_a_resend_with_the_broker_away_says_the_sweep_will_send_it(client, letters, monkeypatch):
+    operator_with(client, "view_notification", "resend_notification")
+
+    def away(messages):
+        raise services.broker.BrokerUnavailable("connection refused")
+
+    monkeypatch.setattr(services.broker, "publish_many", away)
+    notification_id = letters[0].notification_id
+    response = client.post(
+        "/admin/notifications/notification/",
+        {"action": "resend_selected", "_selected_action": [notification_id]},
+        follow=True,
+    )
+    said = messages_of(response)
+    assert not any("queued to send again" in message for message in said)
+    assert any("could not be handed to the broker now; the sweep sends them" in message for message in said)
+    assert Notification.objects.get(pk=notification_id).status == "pending"
 
 
 def test_correcting_needs_the_permission(client, letters):
