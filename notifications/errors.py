@@ -1,14 +1,20 @@
 """How a failed send is classified. Backends translate their provider's errors into these;
 the pipeline decides from the class alone whether to retry or to give up."""
 
+# The error-code columns' length. A provider's own code may be longer (a compatible provider's
+# "MESSAGE_BODY_REJECTED_BY_DOWNSTREAM_CARRIER_FILTER"): cut, it is still read, where whole it
+# could not be written down and the message was sent again after every lease.
+CODE_LENGTH = 50
+
 
 class DeliveryError(Exception):
     permanent = False
 
     def __init__(self, message: str, *, code: str = ""):
+        message = message.replace("\x00", "")  # PostgreSQL refuses NUL in text
         super().__init__(message)
         self.message = message
-        self.code = code
+        self.code = code.replace("\x00", "")[:CODE_LENGTH]
 
 
 class TransientDeliveryError(DeliveryError):

@@ -326,10 +326,26 @@ def notification_send(*, notification_id: int, task_id: str = "", worker: str = 
         failure.__cause__ = error
         return _record_failure(notification, failure, started_at=started_at, task_id=task_id, worker=worker)
     finished_at = timezone.now()
+    provider_message_id = _storable_message_id(provider_message_id, notification)
     metrics.SENDS.labels(notification.channel).inc()
     metrics.SEND_SECONDS.labels(notification.channel).observe((finished_at - started_at).total_seconds())
     sent = SentMessage(notification.channel, provider_message_id, notification.attempts + 1, started_at, finished_at)
     return _record_sent(notification, sent, task_id=task_id, worker=worker)
+
+
+def _storable_message_id(provider_message_id, notification: Notification) -> str:
+    """The provider's id as the record can hold it. A send the provider accepted must be written
+    down whatever id came back (none, one too long): a record refused would send it again."""
+    stored = str(provider_message_id or "").replace("\x00", "")[:PROVIDER_MESSAGE_ID_LENGTH]
+    if stored != provider_message_id:
+        log_event(
+            "notification.odd_message_id",
+            notification,
+            level=logging.WARNING,
+            given=repr(provider_message_id)[:80],
+            stored=stored,
+        )
+    return stored
 
 
 def retry_delay(attempt: int) -> float:

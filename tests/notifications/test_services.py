@@ -500,3 +500,29 @@ def test_retry_delay_doubles_up_to_the_cap_with_jitter(settings, attempt, base):
     delays = [services.retry_delay(attempt) for _ in range(50)]
     assert all(base <= delay <= base * 1.1 for delay in delays)
     assert len(set(delays)) > 1
+
+
+def test_a_send_accepted_without_an_id_is_recorded_sent_not_sent_again(shop, monkeypatch, caplog):
+    order = place_order(owner=shop, customer_email="")
+    sms = order.notifications.get()
+    monkeypatch.setattr(backends.get_backend("sms"), "send", lambda **_: None)  # a provider's 201 without a sid
+    assert services.notification_send(notification_id=sms.pk).outcome == "sent"
+    sms.refresh_from_db()
+    assert (sms.status, sms.provider_message_id, sms.attempts) == ("sent", "", 1)
+    assert sms.attempt_log.get().provider_message_id == ""
+    assert "notification.odd_message_id" in caplog.text
+
+
+def test_a_provider_error_code_longer_than_its_column_is_cut_not_refused(shop, monkeypatch):
+    order = place_order(owner=shop, customer_email="")
+    sms = order.notifications.get()
+    code = "twilio-MESSAGE_BODY_REJECTED_BY_DOWNSTREAM_CARRIER_FILTER"
+
+    def refuse(**_):
+        raise PermanentDeliveryError("carrier filter", code=code)
+
+    monkeypatch.setattr(backends.get_backend("sms"), "send", refuse)
+    assert services.notification_send(notification_id=sms.pk).outcome == "dead"
+    sms.refresh_from_db()
+    assert (sms.status, sms.last_error_code) == ("dead", code[:50])
+    assert DeadLetter.objects.get(notification=sms).error_code == code[:50]
