@@ -1,4 +1,5 @@
 import smtplib
+from email.utils import parseaddr
 
 from django.conf import settings
 from django.core.mail import EmailMultiAlternatives
@@ -7,11 +8,21 @@ from django.core.mail.message import make_msgid
 from notifications.errors import PermanentDeliveryError, TransientDeliveryError
 
 
+def message_id_domain(from_email: str) -> str:
+    """The sender's domain as a Message-ID holds it: from `Shop <orders@shop.example>` too (not
+    `shop.example>`), and in ASCII (punycode), since a header-encoded Message-ID is no Message-ID."""
+    domain = parseaddr(from_email)[1].rpartition("@")[2]
+    try:
+        return domain.encode("idna").decode("ascii") if domain else "localhost"
+    except UnicodeError:
+        return "localhost"
+
+
 class EmailBackend:
     """Sends through Django's configured email backend (EMAIL_URL), plain text with an HTML part."""
 
     def send(self, *, recipient: str, subject: str, body: str, html_body: str = "", **_) -> str:
-        message_id = make_msgid(domain=settings.DEFAULT_FROM_EMAIL.rpartition("@")[2] or "localhost")
+        message_id = make_msgid(domain=message_id_domain(settings.DEFAULT_FROM_EMAIL))
         message = EmailMultiAlternatives(
             subject=subject,
             body=body,

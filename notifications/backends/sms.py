@@ -9,7 +9,7 @@ import urllib3
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from requests.utils import get_environ_proxies, prepend_scheme_if_needed, select_proxy
-from twilio.base.exceptions import TwilioRestException
+from twilio.base.exceptions import TwilioRestException, TwilioServiceException
 from twilio.http import HttpClient
 from twilio.http.response import Response
 from twilio.rest import Client
@@ -116,6 +116,15 @@ class TwilioBackend:
             return self.messages.create(**params).sid
         except TwilioRestException as error:
             raise classify_twilio_error(error) from error
+        except TwilioServiceException as error:  # the same answer in RFC 9457's shape
+            raise classify_twilio_error(
+                TwilioRestException(error.status, error.uri, msg=error.detail or error.title, code=error.code)
+            ) from error
+        except json.JSONDecodeError:
+            # The library reads a body only once the status said the message was accepted (2xx):
+            # sent, with no id to keep; trying again would send it twice.
+            logger.warning("Twilio accepted an SMS with an answer that is not JSON; it is recorded without an id")
+            return ""
         except urllib3.exceptions.HTTPError as error:
             raise TransientDeliveryError(f"Twilio unreachable: {error.__class__.__name__}", code="network") from error
 

@@ -261,3 +261,80 @@ def test_smtp_server_down_is_transient(smtp):
     with pytest.raises(TransientDeliveryError) as raised:
         EmailBackend().send(recipient="a@example.com", subject="Hi", body="plain")
     assert raised.value.code == "network"
+
+
+@pytest.fixture
+def raw_twilio(settings):
+    """A Twilio-compatible host answering every request with the one HTTP response given."""
+    answer = {"bytes": b""}
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve():
+        with contextlib.suppress(OSError):
+            while True:
+                connection, _ = listener.accept()
+                with connection:
+                    data = b""
+                    while b"\r\n\r\n" not in data and (chunk := connection.recv(65536)):
+                        data += chunk
+                    head, _, body = data.partition(b"\r\n\r\n")
+                    length = int(
+                        next(
+                            (
+                                line.split(b":")[1]
+                                for line in head.split(b"\r\n")
+                                if line.lower().startswith(b"content-length")
+                            ),
+                            b"0",
+                        )
+                    )
+                    while len(body) < length and (chunk := connection.recv(65536)):
+                        body += chunk
+                    connection.sendall(answer["bytes"])
+
+    threading.Thread(target=serve, daemon=True).start()
+    settings.TWILIO_ACCOUNT_SID, settings.TWILIO_AUTH_TOKEN = SID, TOKEN
+    settings.TWILIO_API_BASE_URL = f"http://127.0.0.1:{listener.getsockname()[1]}"
+    settings.TWILIO_FROM_NUMBER = "+15005550006"
+    settings.TWILIO_MESSAGING_SERVICE_SID = ""
+    settings.TWILIO_STATUS_CALLBACK_URL = ""
+
+    def answer_with(status: str, body: bytes, content_type: str = "application/json"):
+        answer["bytes"] = (
+            f"HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {len(body)}\r\n"
+            "Connection: close\r\n\r\n"
+        ).encode() + body
+
+    yield answer_with
+    listener.close()
+
+
+def test_an_accepted_sms_whose_answer_is_not_json_counts_as_sent_without_an_id(raw_twilio):
+    raw_twilio("201 Created", b"OK", content_type="text/plain")
+    assert TwilioBackend().send(recipient="+14155552671", body="hello") == ""
+
+
+def test_an_rfc_9457_problem_answer_is_classified_like_any_twilio_error(raw_twilio):
+    problem = (
+        b'{"type": "https://www.twilio.com/docs/errors/20503", "title": "Service unavailable",'
+        b' "status": 503, "code": 20503}'
+    )
+    raw_twilio("503 Service Unavailable", problem, content_type="application/problem+json")
+    with pytest.raises(TransientDeliveryError) as error:
+        TwilioBackend().send(recipient="+14155552671", body="hello")
+    assert error.value.code == "twilio-20503"
+
+
+@pytest.mark.parametrize(
+    ("sender", "domain"),
+    [
+        ("orders@shop.example", "shop.example"),
+        ("Orderflow Shop <orders@shop.example>", "shop.example"),  # not "shop.example>"
+        ("orders@caf\u00e9.example", "xn--caf-dma.example"),  # a Message-ID is ASCII
+    ],
+)
+def test_the_message_id_carries_the_senders_domain_as_a_message_id_can(smtp, settings, sender, domain):
+    settings.DEFAULT_FROM_EMAIL = sender
+    message_id = EmailBackend().send(recipient="ada@example.com", subject="Hi", body="text")
+    assert message_id.startswith("<") and message_id.endswith(f"@{domain}>")
+    assert smtp.handler.messages[-1]["Message-ID"] == message_id
