@@ -158,6 +158,14 @@ def test_sms_text_fits_one_segment_and_is_not_html_escaped(shop, published):
     assert "<O'Brien>" in email.body
 
 
+def test_a_long_latin_name_keeps_the_sms_in_one_gsm_segment(shop, published):
+    """A shortened name ends in '...': the one-character ellipsis is not in GSM-7, and one such
+    character makes the whole SMS UCS-2, 70 characters a segment, two segments here."""
+    sms = sms_of(place_order(owner=shop, customer_name="Maximilian Alexander Fitzgerald-Worthington"))
+    assert sms.body.startswith("Maximilian Alexander ..., we have received your order")
+    assert sms.body.isascii() and len(sms.body) <= 160
+
+
 def test_texts_read_the_same_whatever_language_is_active(shop, published, settings):
     """The texts are English: a total or a quantity never takes another locale's separators."""
     settings.USE_THOUSAND_SEPARATOR = True
