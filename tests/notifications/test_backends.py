@@ -1,4 +1,5 @@
 import contextlib
+import re
 import smtplib
 import socket
 import subprocess
@@ -104,10 +105,9 @@ def test_twilio_backend_goes_direct_to_hosts_the_environment_exempts(twilio, pro
     assert len(twilio.requests) == 1
 
 
-@pytest.fixture
-def recording_proxy():
-    """A proxy that notes the head of every request it is sent and answers 502 Bad Gateway."""
-    heads = []
+def serving_http(answer) -> socket.socket:
+    """A listener on loopback that reads each request (its head, and its body by Content-Length),
+    gives the head to `answer`, sends back what `answer` returns and closes; until it is closed."""
     listener = socket.create_server(("127.0.0.1", 0))
 
     def serve():
@@ -116,12 +116,28 @@ def recording_proxy():
                 connection, _ = listener.accept()
                 with connection:
                     data = b""
-                    while b"\r\n\r\n" not in data and (chunk := connection.recv(4096)):
+                    while b"\r\n\r\n" not in data and (chunk := connection.recv(65536)):
                         data += chunk
-                    heads.append(data.partition(b"\r\n\r\n")[0].decode("latin-1"))
-                    connection.sendall(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                    head, _, body = data.partition(b"\r\n\r\n")
+                    length = re.search(rb"(?im)^content-length:\s*(\d+)", head)
+                    while length and len(body) < int(length.group(1)) and (chunk := connection.recv(65536)):
+                        body += chunk
+                    connection.sendall(answer(head.decode("latin-1")))
 
     threading.Thread(target=serve, daemon=True).start()
+    return listener
+
+
+@pytest.fixture
+def recording_proxy():
+    """A proxy that notes the head of every request it is sent and answers 502 Bad Gateway."""
+    heads = []
+
+    def answer(head: str) -> bytes:
+        heads.append(head)
+        return b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+
+    listener = serving_http(answer)
     yield f"127.0.0.1:{listener.getsockname()[1]}", heads
     listener.close()
 
@@ -267,32 +283,7 @@ def test_smtp_server_down_is_transient(smtp):
 def raw_twilio(settings):
     """A Twilio-compatible host answering every request with the one HTTP response given."""
     answer = {"bytes": b""}
-    listener = socket.create_server(("127.0.0.1", 0))
-
-    def serve():
-        with contextlib.suppress(OSError):
-            while True:
-                connection, _ = listener.accept()
-                with connection:
-                    data = b""
-                    while b"\r\n\r\n" not in data and (chunk := connection.recv(65536)):
-                        data += chunk
-                    head, _, body = data.partition(b"\r\n\r\n")
-                    length = int(
-                        next(
-                            (
-                                line.split(b":")[1]
-                                for line in head.split(b"\r\n")
-                                if line.lower().startswith(b"content-length")
-                            ),
-                            b"0",
-                        )
-                    )
-                    while len(body) < length and (chunk := connection.recv(65536)):
-                        body += chunk
-                    connection.sendall(answer["bytes"])
-
-    threading.Thread(target=serve, daemon=True).start()
+    listener = serving_http(lambda head: answer["bytes"])
     settings.TWILIO_ACCOUNT_SID, settings.TWILIO_AUTH_TOKEN = SID, TOKEN
     settings.TWILIO_API_BASE_URL = f"http://127.0.0.1:{listener.getsockname()[1]}"
     settings.TWILIO_FROM_NUMBER = "+15005550006"
