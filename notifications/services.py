@@ -50,11 +50,15 @@ CHANNEL_TASKS = {
     Channel.SMS: "notifications.tasks.send_sms_notification",
     Channel.EMAIL: "notifications.tasks.send_email_notification",
 }
-# Seconds. A send task is interrupted at the soft limit and killed at the hard one; the
-# token wait fits inside the soft limit with room for one provider call (10 s timeout).
+# Seconds. A send task is interrupted at the soft limit and killed at the hard one.
 SEND_SOFT_TIME_LIMIT = 50
 SEND_TIME_LIMIT = 60
-TOKEN_WAIT_SECONDS = 30
+# The longest a provider call may take: a Twilio request (10 s to connect, 10 s to answer), an
+# SMTP conversation (several replies, 10 s each allowed; 30 s covers one with replies seconds
+# apart). The token wait leaves that much of the soft limit, and 2 s for the claim and the
+# record: a limit striking after the provider took the message would have it sent again.
+SEND_SECONDS = {Channel.SMS: 20, Channel.EMAIL: 30}
+TOKEN_WAIT_SECONDS = {channel: SEND_SOFT_TIME_LIMIT - seconds - 2 for channel, seconds in SEND_SECONDS.items()}
 # How long to wait before trying again when Redis (the rate limiter) does not answer.
 LIMITER_DOWN_RETRY_SECONDS = 15
 # A channel backend that cannot be built (its configuration) is tried again this often, unsent.
@@ -289,7 +293,7 @@ def notification_send(*, notification_id: int, task_id: str = "", worker: str = 
         return SendResult("deferred", retry_in=BACKEND_UNUSABLE_RETRY_SECONDS, detail=f"backend unusable: {error}")
     waited_from = time.monotonic()
     try:
-        has_token = limiter_for(notification.channel).acquire(timeout=TOKEN_WAIT_SECONDS)
+        has_token = limiter_for(notification.channel).acquire(timeout=TOKEN_WAIT_SECONDS[notification.channel])
     except LimiterUnavailable as error:
         log_event(
             "notification.deferred",

@@ -534,3 +534,24 @@ def test_a_provider_error_code_longer_than_its_column_is_cut_not_refused(shop, m
     sms.refresh_from_db()
     assert (sms.status, sms.last_error_code) == ("dead", code[:50])
     assert DeadLetter.objects.get(notification=sms).error_code == code[:50]
+
+
+def test_the_token_wait_leaves_a_slow_smtp_conversation_time_before_the_soft_limit(shop, published, monkeypatch):
+    """An SMTP server answering 3.6 s a reply takes 21.6 s a message: after the longest token
+    wait it must still end before the soft time limit, or the message is sent twice."""
+    waits = {}
+
+    class RecordingLimiter:
+        def __init__(self, channel):
+            self.channel = channel
+
+        def acquire(self, *, timeout):
+            waits[self.channel] = timeout
+            return True
+
+    monkeypatch.setattr(services, "limiter_for", RecordingLimiter)
+    order = place_order(owner=shop)
+    for notification in order.notifications.all():
+        assert services.notification_send(notification_id=notification.pk).outcome == "sent"
+    assert waits["email"] + 21.6 < services.SEND_SOFT_TIME_LIMIT
+    assert waits["sms"] + 2 * 10 < services.SEND_SOFT_TIME_LIMIT  # Twilio: 10 s to connect, 10 s to answer
