@@ -454,9 +454,12 @@ def _until_written(write) -> None:
 MARK_SENT_SQL = f"""
     UPDATE {Notification._meta.db_table}
        SET status = %(sent)s, attempts = attempts + 1, provider_message_id = %(provider_message_id)s,
-           sent_at = %(now)s, updated_at = %(now)s, stale_after = NULL, next_attempt_at = NULL
+           sent_at = %(now)s, updated_at = %(now)s, stale_after = NULL, next_attempt_at = NULL,
+           last_error_code = '', last_error_message = ''
      WHERE id = %(id)s AND status = %(sending)s
 """  # noqa: S608 - only the table name is formatted in, from the model
+# The last error goes with the send that ended it: a sent notification showing `twilio-20429`
+# reads as failed. Every attempt's error stays in the attempt log.
 # Not twice for one attempt number: a commit whose reply was lost is written again (_until_written).
 ADD_SENT_ATTEMPT_SQL = f"""
     INSERT INTO {NotificationAttempt._meta.db_table}

@@ -282,6 +282,17 @@ def test_transient_error_schedules_a_retry_and_counts_the_attempt(shop, publishe
     assert sms.next_attempt_at > timezone.now() + timedelta(seconds=59)
 
 
+def test_a_send_after_a_failed_attempt_clears_the_last_error_the_log_keeps_it(shop, published, scripted):
+    scripted.script.append(TransientDeliveryError("Twilio 429: slow down", code="twilio-20429"))
+    sms = sms_of(place_order(owner=shop))
+    services.notification_send(notification_id=sms.pk)
+    Notification.objects.filter(pk=sms.pk).update(next_attempt_at=timezone.now())  # the retry is due
+    assert services.notification_send(notification_id=sms.pk).outcome == "sent"
+    sms.refresh_from_db()
+    assert (sms.status, sms.attempts, sms.last_error_code, sms.last_error_message) == ("sent", 2, "", "")
+    assert list(sms.attempt_log.order_by("number").values_list("error_code", flat=True)) == ["twilio-20429", ""]
+
+
 def test_a_retry_arriving_early_waits_for_its_time(shop, published, scripted):
     scripted.script.append(TransientDeliveryError("Twilio 500: oops", code="http-500"))
     sms = sms_of(place_order(owner=shop))
