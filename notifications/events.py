@@ -3,7 +3,7 @@ and task ids. Plain text reads as `event key=value ...`; the JSON format has the
 
 import logging
 
-from orderflow.masking import mask_recipient, mask_text
+from orderflow.masking import mask_recipient
 
 logger = logging.getLogger("orderflow.notifications")
 
@@ -17,11 +17,6 @@ def log_event(event: str, notification, *, level: int = logging.INFO, **fields) 
         "notification_id": notification.pk,
         "channel": notification.channel,
         "recipient": mask_recipient(notification.recipient),
-        # Masked here too: the JSON format writes these fields as they are, not the masked message.
-        **{
-            key: mask_text(value) if isinstance(value, str) else value
-            for key, value in fields.items()
-            if value not in (None, "")
-        },
+        **{key: value for key, value in fields.items() if value not in (None, "")},
     }
     logger.log(level, " ".join([event, *(f"{key}={value}" for key, value in list(context.items())[1:])]), extra=context)

@@ -30,12 +30,20 @@ def mask_text(text: str) -> str:
     return text
 
 
+# What every LogRecord holds; anything else on a record came in through `extra=`.
+RECORD_ATTRIBUTES = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
+
+
 class MaskingFilter(logging.Filter):
-    """Attached to every log handler: no full phone number or email address leaves the process."""
+    """Attached to every log handler: no full phone number or email address leaves the process,
+    in the message or in the fields given as `extra` (the JSON format writes those as they are)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
         masked = mask_text(message)
         if masked != message:
             record.msg, record.args = masked, ()
+        for name, value in list(vars(record).items()):
+            if isinstance(value, str) and name not in RECORD_ATTRIBUTES:
+                setattr(record, name, mask_text(value))
         return True

@@ -1,4 +1,5 @@
 import logging
+import logging.config
 
 import pytest
 
@@ -24,3 +25,19 @@ def test_the_filter_masks_formatted_messages():
     record = logging.LogRecord("x", logging.INFO, __file__, 1, "to %s and %s", (PHONE, EMAIL), None)
     MaskingFilter().filter(record)
     assert record.getMessage() == "to +14***23 and a***@example.com"
+
+
+def test_the_filter_masks_the_fields_a_json_line_carries(settings):
+    """The JSON format writes `extra` fields as they are: a dead letter's reason quoting the
+    provider put the full number and address in the log."""
+    record = logging.makeLogRecord(
+        {"msg": "notification.dead", "reason": f"The 'To' number {PHONE} is not valid; <{EMAIL}>", "attempt": 1}
+    )
+    MaskingFilter().filter(record)
+    assert record.reason == "The 'To' number +14***23 is not valid; <a***@example.com>"
+    assert record.attempt == 1
+    formatter = logging.config.dictConfigClass(settings.LOGGING).configure_formatter(
+        settings.LOGGING["formatters"]["json"]
+    )
+    line = formatter.format(record)
+    assert PHONE not in line and EMAIL not in line

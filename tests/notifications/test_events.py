@@ -4,7 +4,6 @@ import pytest
 
 from notifications import services
 from notifications.errors import TransientDeliveryError
-from notifications.events import log_event
 from notifications.models import Notification
 from orderflow.masking import MaskingFilter
 from tests.factories import place_order
@@ -49,13 +48,3 @@ def test_a_send_logs_one_line_per_event_with_ids_and_no_contact_details(
         handler_filter.filter(record)
         assert PHONE not in record.getMessage() and EMAIL not in record.getMessage()
         assert "+1 415" not in record.getMessage()
-
-
-def test_the_fields_a_json_line_carries_are_masked_like_its_message(shop, caplog):
-    caplog.set_level(logging.INFO)
-    order = place_order(owner=shop, customer_phone=PHONE, customer_email=EMAIL)
-    sms = order.notifications.get(channel="sms")
-    log_event("notification.dead", sms, reason=f"The 'To' number {PHONE} is not valid; also <{EMAIL}>")
-    [record] = [record for record in caplog.records if getattr(record, "event", "") == "notification.dead"]
-    assert PHONE not in record.reason and EMAIL not in record.reason
-    assert "+14***23" in record.reason
