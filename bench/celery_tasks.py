@@ -1,17 +1,17 @@
 """Tasks the benchmark workers load next to the product's (`--include=bench.celery_tasks`).
 
-They run with the same task options as the product's send tasks, so that a comparison changes
-only what the task does.
+They run with the same task options as the product's SMS send task, so that a comparison
+changes only what the task does.
 """
 
 from celery import shared_task
 from django.conf import settings
 
 from notifications.backends import get_backend
-from notifications.tasks import SEND_TASK_OPTIONS
+from notifications.tasks import send_sms_notification
 
 SAME_AS_SEND_TASKS = {
-    option: SEND_TASK_OPTIONS[option]
+    option: getattr(send_sms_notification, option)
     for option in ("acks_late", "reject_on_worker_lost", "soft_time_limit", "time_limit")
 }
 

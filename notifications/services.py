@@ -42,6 +42,7 @@ from notifications.ratelimit import LimiterUnavailable, limiter_for
 from notifications.rendering import render_notification
 from orderflow.database import prepared_cursor
 from orderflow.errors import ApplicationError, Conflict, NotFound
+from orderflow.mail import SMTP_CONVERSATION_SECONDS
 from orders.phones import phone_to_e164
 
 logger = logging.getLogger(__name__)
@@ -50,22 +51,24 @@ CHANNEL_TASKS = {
     Channel.SMS: "notifications.tasks.send_sms_notification",
     Channel.EMAIL: "notifications.tasks.send_email_notification",
 }
-# Seconds. A send task is interrupted at the soft limit and killed at the hard one.
-SEND_SOFT_TIME_LIMIT = 50
-SEND_TIME_LIMIT = 60
-# The longest a provider call may take: a Twilio request (10 s to connect, 10 s to answer), an
-# SMTP conversation (several replies, 10 s each allowed; 30 s covers one with replies seconds
-# apart). The token wait leaves that much of the soft limit, and 2 s for the claim and the
-# record: a limit striking after the provider took the message would have it sent again.
-SEND_SECONDS = {Channel.SMS: 20, Channel.EMAIL: 30}
-TOKEN_WAIT_SECONDS = {channel: SEND_SOFT_TIME_LIMIT - seconds - 2 for channel, seconds in SEND_SECONDS.items()}
+# Seconds. The longest a provider call may take: a Twilio request 10 s to connect and 10 s to
+# answer (backends.sms.TWILIO_TIMEOUT_SECONDS; not imported, the web process has no need of the
+# library); an SMTP conversation is cut at its bound (orderflow/mail.py), however many replies.
+SEND_SECONDS = {Channel.SMS: 20, Channel.EMAIL: SMTP_CONVERSATION_SECONDS}
+# The longest a send waits for a rate-limit token; without one by then it gives its claim back.
+TOKEN_WAIT_SECONDS = 28
+# A send task is interrupted at its soft limit and killed at its hard one. The soft limit comes
+# after the longest token wait and provider call, and 2 s for the claim and the record: a limit
+# striking after the provider took the message would have it sent again.
+SEND_SOFT_TIME_LIMITS = {channel: TOKEN_WAIT_SECONDS + seconds + 2 for channel, seconds in SEND_SECONDS.items()}
+SEND_TIME_LIMITS = {channel: seconds + 10 for channel, seconds in SEND_SOFT_TIME_LIMITS.items()}
 # How long to wait before trying again when Redis (the rate limiter) does not answer.
 LIMITER_DOWN_RETRY_SECONDS = 15
 # A channel backend that cannot be built (its configuration) is tried again this often, unsent.
 BACKEND_UNUSABLE_RETRY_SECONDS = 60
 # How long a worker keeps trying to write down what it already knows (the provider's answer, a
-# claim given back) while the database is away, e.g. restarting. It fits in the soft time limit
-# after the longest token wait and provider call.
+# claim given back) while the database is away, e.g. restarting. A soft time limit striking
+# meanwhile hands a send made to the task's next run (RECORD_LATER_ERRORS), to be written then.
 RECORD_RETRY_SECONDS = 8
 # A send made whose outcome could still not be written is carried by the task's next run this
 # much later, to be written then (SentMessage), not sent again.
@@ -293,7 +296,7 @@ def notification_send(*, notification_id: int, task_id: str = "", worker: str = 
         return SendResult("deferred", retry_in=BACKEND_UNUSABLE_RETRY_SECONDS, detail=f"backend unusable: {error}")
     waited_from = time.monotonic()
     try:
-        has_token = limiter_for(notification.channel).acquire(timeout=TOKEN_WAIT_SECONDS[notification.channel])
+        has_token = limiter_for(notification.channel).acquire(timeout=TOKEN_WAIT_SECONDS)
     except LimiterUnavailable as error:
         log_event(
             "notification.deferred",
@@ -358,18 +361,22 @@ def retry_delay(attempt: int) -> float:
     return base + random.uniform(0, base / 10)
 
 
-def sending_lease_seconds() -> int:
-    # Longer than a send task can live, so a live worker's claim is never taken over.
-    return max(settings.NOTIFICATIONS_STUCK_AFTER, SEND_TIME_LIMIT + 10)
+def sending_lease_seconds(channel: str) -> int:
+    # Longer than a send task on `channel` can live, so a live worker's claim is never taken over.
+    return max(settings.NOTIFICATIONS_STUCK_AFTER, SEND_TIME_LIMITS[channel] + 10)
 
 
 # One statement claims the row and returns it (an UPDATE, then a SELECT, cost a round trip per
 # send). Claimable: not yet sent, a retry that is due, or a send whose worker died mid-way. The
 # columns are named: a prepared statement returning `*` fails once a migration adds a column.
+# The lease depends on the channel, the row's: each channel's send task has its own time limits.
 CLAIM_FIELDS = Notification._meta.concrete_fields
+CLAIM_LEASE = "CASE channel {} ELSE %(lease_longest)s END".format(
+    " ".join(f"WHEN '{channel}' THEN %(lease_{channel})s" for channel in Channel.values)
+)
 CLAIM_SQL = f"""
     UPDATE {Notification._meta.db_table}
-       SET status = 'sending', stale_after = %(lease)s, updated_at = %(now)s
+       SET status = 'sending', stale_after = {CLAIM_LEASE}, updated_at = %(now)s
      WHERE id = %(id)s
        AND (status IN ('pending', 'queued')
             OR (status = 'failed' AND next_attempt_at <= %(now)s)
@@ -399,9 +406,12 @@ def _claim_converters(alias: str) -> dict:
 
 def _claim(notification_id: int) -> Notification | SendResult:
     now = timezone.now()
-    lease = now + timedelta(seconds=sending_lease_seconds())
+    params = {"id": notification_id, "now": _db_datetime(now)}
+    leases = {channel: sending_lease_seconds(channel) for channel in Channel.values}
+    for channel, seconds in [*leases.items(), ("longest", max(leases.values()))]:
+        params[f"lease_{channel}"] = _db_datetime(now + timedelta(seconds=seconds))
     with prepared_cursor() as cursor:
-        cursor.execute(CLAIM_SQL, {"id": notification_id, "now": _db_datetime(now), "lease": _db_datetime(lease)})
+        cursor.execute(CLAIM_SQL, params)
         claimed = cursor.fetchone()
     if claimed is not None:
         return _claimed(claimed)

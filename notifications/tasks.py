@@ -22,8 +22,6 @@ SEND_TASK_OPTIONS = {
     "bind": True,
     "acks_late": True,
     "reject_on_worker_lost": True,
-    "soft_time_limit": services.SEND_SOFT_TIME_LIMIT,
-    "time_limit": services.SEND_TIME_LIMIT,
     "max_retries": None,
     "autoretry_for": (DatabaseError,),
     # The attempt log is the record of a send; a result row per send would double the writes.
@@ -46,7 +44,16 @@ def _send(task, notification_id: int, sent: dict | None) -> str:
     return result.outcome
 
 
-@shared_task(name="notifications.tasks.send_sms_notification", **SEND_TASK_OPTIONS)
+def _send_task_options(channel: str) -> dict:
+    # Each channel's own time limits: an SMTP conversation may take longer than a Twilio request.
+    return {
+        **SEND_TASK_OPTIONS,
+        "soft_time_limit": services.SEND_SOFT_TIME_LIMITS[channel],
+        "time_limit": services.SEND_TIME_LIMITS[channel],
+    }
+
+
+@shared_task(name="notifications.tasks.send_sms_notification", **_send_task_options(Channel.SMS))
 def send_sms_notification(self, notification_id: int, sent: dict | None = None) -> str:
     """Send one SMS notification through the SMS backend, under the global SMS rate limit.
 
@@ -55,7 +62,7 @@ def send_sms_notification(self, notification_id: int, sent: dict | None = None) 
     return _send(self, notification_id, sent)
 
 
-@shared_task(name="notifications.tasks.send_email_notification", **SEND_TASK_OPTIONS)
+@shared_task(name="notifications.tasks.send_email_notification", **_send_task_options(Channel.EMAIL))
 def send_email_notification(self, notification_id: int, sent: dict | None = None) -> str:
     """Send one email notification through the email backend, under the global email rate limit.
 

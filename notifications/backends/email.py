@@ -6,6 +6,7 @@ from django.core.mail import EmailMultiAlternatives
 from django.core.mail.message import make_msgid
 
 from notifications.errors import PermanentDeliveryError, TransientDeliveryError
+from orderflow.mail import SMTPConversationTimeout
 
 
 def message_id_domain(from_email: str) -> str:
@@ -34,6 +35,8 @@ class EmailBackend:
             message.attach_alternative(html_body, "text/html")
         try:
             message.send(fail_silently=False)
+        except SMTPConversationTimeout as error:
+            raise TransientDeliveryError(f"SMTP server too slow: {error}", code="timeout") from error
         except smtplib.SMTPRecipientsRefused as error:
             code, reason = next(iter(error.recipients.values()))
             raise classify_smtp_reply(code, reason, what="recipient refused") from error

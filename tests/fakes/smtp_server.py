@@ -1,9 +1,11 @@
 """A real SMTP server on loopback (aiosmtpd) that records what it accepts.
 
 A recipient can be given a script of SMTP replies for RCPT ("451 ...", "550 ..."); the
-server records every RCPT, so a test can count attempts.
+server records every RCPT, so a test can count attempts. `pauses` makes it slow: seconds to
+wait before replying to MAIL, RCPT, DATA (the reply to the message's end) or QUIT.
 """
 
+import asyncio
 import email
 import email.policy
 import socket
@@ -19,8 +21,20 @@ class RecordingHandler:
         self.messages: list[email.message.EmailMessage] = []
         self.rcpt_log: list[tuple[str, str]] = []
         self.scripts: dict[str, deque] = defaultdict(deque)
+        self.pauses: dict[str, float] = {}
+
+    async def pause(self, command: str) -> None:
+        if self.pauses.get(command):
+            await asyncio.sleep(self.pauses[command])
+
+    async def handle_MAIL(self, server, session, envelope, address, mail_options):
+        await self.pause("MAIL")
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 OK"
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        await self.pause("RCPT")
         with self.lock:
             reply = self.scripts[address].popleft() if self.scripts[address] else "250 OK"
             self.rcpt_log.append((address, reply))
@@ -29,10 +43,15 @@ class RecordingHandler:
         return reply
 
     async def handle_DATA(self, server, session, envelope):
+        await self.pause("DATA")
         message = email.message_from_bytes(envelope.content, policy=email.policy.default)
         with self.lock:
             self.messages.append(message)
         return "250 Message accepted for delivery"
+
+    async def handle_QUIT(self, server, session, envelope):
+        await self.pause("QUIT")
+        return "221 Bye"
 
 
 def free_port() -> int:

@@ -4,6 +4,7 @@ import smtplib
 import socket
 import subprocess
 import threading
+import time
 from base64 import b64encode
 
 import pytest
@@ -14,6 +15,7 @@ from notifications import services
 from notifications.backends.email import EmailBackend, classify_smtp_reply
 from notifications.backends.sms import TwilioBackend, classify_twilio_error
 from notifications.errors import PermanentDeliveryError, TransientDeliveryError
+from orderflow import mail
 from orderflow.configuration import Rate
 from tests.factories import place_order
 from tests.fakes.smtp_server import FakeSMTP
@@ -224,7 +226,7 @@ def test_smtp_replies_are_classified(code, error):
 @pytest.fixture
 def smtp(settings):
     server = FakeSMTP().start()
-    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_BACKEND = "orderflow.mail.EmailBackend"  # what EMAIL_URL=smtp://... gives
     settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", server.port
     settings.EMAIL_USE_TLS = settings.EMAIL_USE_SSL = False
     settings.EMAIL_HOST_USER = settings.EMAIL_HOST_PASSWORD = ""
@@ -238,6 +240,39 @@ def test_email_backend_sends_text_and_html_over_smtp(smtp):
     assert mail["Message-ID"] == message_id
     assert mail.get_body(("plain",)).get_content().strip() == "plain"
     assert mail.get_body(("html",)).get_content().strip() == "<b>html</b>"
+
+
+def test_an_smtp_conversation_past_its_bound_is_cut_before_the_server_takes_the_message(smtp, monkeypatch):
+    """Each reply within EMAIL_TIMEOUT (10 s) is not enough: the whole conversation is bounded,
+    so a send task's time limit is never reached while a server is still taking a message."""
+    monkeypatch.setattr(mail.EmailBackend, "conversation_seconds", 1)
+    smtp.handler.pauses.update(MAIL=0.6, RCPT=5)
+    started = time.monotonic()
+    with pytest.raises(TransientDeliveryError) as raised:
+        EmailBackend().send(recipient="a@example.com", subject="Hi", body="plain")
+    assert time.monotonic() - started < 4  # cut at about 1 s, not after the 5 s reply
+    assert raised.value.code == "timeout"
+    assert "SMTP server too slow" in str(raised.value)
+    assert smtp.delivered("a@example.com") == []
+
+
+def test_a_message_the_server_took_counts_as_sent_when_the_bound_cuts_its_quit(smtp, monkeypatch):
+    """Past the server's reply to the message, the bound must not turn the send into a failure:
+    it would be sent again."""
+    monkeypatch.setattr(mail.EmailBackend, "conversation_seconds", 1)
+    smtp.handler.pauses.update(QUIT=5)
+    started = time.monotonic()
+    message_id = EmailBackend().send(recipient="a@example.com", subject="Hi", body="plain")
+    assert time.monotonic() - started < 4
+    [delivered] = smtp.delivered("a@example.com")
+    assert delivered["Message-ID"] == message_id
+
+
+def test_a_slow_smtp_server_within_the_bound_takes_the_message(smtp, monkeypatch):
+    monkeypatch.setattr(mail.EmailBackend, "conversation_seconds", 5)
+    smtp.handler.pauses.update(MAIL=0.3, RCPT=0.3, DATA=0.3, QUIT=0.3)
+    message_id = EmailBackend().send(recipient="a@example.com", subject="Hi", body="plain")
+    assert [m["Message-ID"] for m in smtp.delivered("a@example.com")] == [message_id]
 
 
 @pytest.mark.django_db
