@@ -179,6 +179,16 @@ def test_texts_read_the_same_whatever_language_is_active(shop, published, settin
     assert "<td>1200 &times;</td>" in email.html_body and "<strong>1481400.00</strong>" in email.html_body
 
 
+def test_a_cancellation_email_does_not_thank_the_customer_for_the_order(shop, published):
+    order = place_order(owner=shop)
+    order_services.order_transition(order_id=order.pk, to_status="cancelled", by=shop, source=ChangeSource.API)
+    placed = Notification.objects.get(order=order, channel="email", event="placed")
+    cancelled = Notification.objects.get(order=order, channel="email", event="cancelled")
+    assert placed.body.endswith("Thank you for your order.\n") and "Thank you" in placed.html_body
+    assert cancelled.body.endswith(f"Your order has been cancelled (order #{order.pk}).\n")
+    assert "Thank you" not in cancelled.html_body
+
+
 # --- sending --------------------------------------------------------------------------------
 
 
