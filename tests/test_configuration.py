@@ -1,4 +1,5 @@
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -32,6 +33,29 @@ def start(**variables):
     return subprocess.run(
         [sys.executable, "manage.py", "check"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
     )
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_migrate_with_a_database_it_cannot_reach_says_so_in_one_message():
+    env = {key: value for key, value in os.environ.items() if key != "DJANGO_SETTINGS_MODULE"}
+    env["DATABASE_URL"] = f"postgres://postgres:hunter2@127.0.0.1:{free_port()}/orderflow"
+    result = subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--noinput"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert "(orderflow.E001) DATABASE_URL: cannot connect to postgresql://postgres@127.0.0.1:" in result.stderr
+    assert "Connection refused" in result.stderr
+    assert "Traceback" not in result.stderr and "hunter2" not in result.stderr
 
 
 def test_default_configuration_starts():
