@@ -1,5 +1,6 @@
 """A database that cannot be reached stops `migrate` (and `check --database default`) with one
-message naming DATABASE_URL, instead of a driver traceback of ninety lines."""
+message naming DATABASE_URL, instead of a driver traceback of ninety lines; Celery beat too
+(orderflow/beat.py)."""
 
 from django.core import checks
 from django.db import DatabaseError, connections
@@ -15,6 +16,10 @@ def _shown(alias: str) -> str:
     return f"{connections[alias].vendor}://{user}{config.get('HOST') or 'localhost'}{port}/{config['NAME']}"
 
 
+def unreachable(alias: str, error: DatabaseError) -> str:
+    return f"DATABASE_URL: cannot connect to {_shown(alias)}: {' '.join(str(error).split())}"
+
+
 @checks.register(checks.Tags.database)
 def database_reachable(app_configs, databases=None, **kwargs):
     errors = []
@@ -24,7 +29,7 @@ def database_reachable(app_configs, databases=None, **kwargs):
         except DatabaseError as error:
             errors.append(
                 checks.Error(
-                    f"DATABASE_URL: cannot connect to {_shown(alias)}: {' '.join(str(error).split())}",
+                    unreachable(alias, error),
                     hint=(
                         "Is the database server running there, and does the database exist (createdb)? "
                         "Without DATABASE_URL, a local SQLite file is used."

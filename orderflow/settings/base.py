@@ -132,7 +132,7 @@ CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TIMEZONE = TIME_ZONE
-CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+CELERY_BEAT_SCHEDULER = "orderflow.beat:DatabaseScheduler"  # django-celery-beat's, see orderflow/beat.py
 # A publish with the broker down must fail within a second or two, not hang a request. It is
 # tried twice (notifications.broker), each time connecting at most twice, 0.2 s apart (kombu's
 # default pause is 2 s: 4.2 s a refused publish); 1 s to connect keeps a broker that does not

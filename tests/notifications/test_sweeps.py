@@ -1,6 +1,8 @@
 """The sweep and the cleanup, against the test broker (Redis) so queue depths are real."""
 
 import contextlib
+import subprocess
+import sys
 from datetime import timedelta
 
 import pytest
@@ -11,7 +13,9 @@ from notifications import broker, services, sweeps
 from notifications.models import DeadLetter, Notification
 from orderflow.celery import app
 from tests.factories import place_order
-from tests.notifications.conftest import point_app_at
+from tests.notifications.conftest import BROKERS, ROOT, point_app_at
+from tests.processes import stop_group
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.django_db
 
@@ -174,3 +178,27 @@ def test_cleanup_removes_resolved_dead_letters_past_their_age(shop, settings):
     DeadLetter.objects.create(status="dead", **common)
     assert sweeps.notifications_cleanup()["dead_letters"] == 2
     assert sorted(DeadLetter.objects.values_list("status", flat=True)) == ["dead", "discarded"]
+
+
+@pytest.mark.integration
+def test_beat_reads_its_schedules_from_the_database_and_ticks(worker_env, tmp_path):
+    """`celery -A orderflow beat` as deployed, on the database scheduler (orderflow/beat.py)."""
+    log = tmp_path / "beat.log"
+    command = [sys.executable, "-m", "celery", "-A", "orderflow", "beat", "--loglevel", "debug"]
+    with log.open("w") as output:
+        beat = subprocess.Popen(
+            [*command, "--schedule", str(tmp_path / "schedule")],
+            cwd=ROOT,
+            env={**worker_env, "CELERY_BROKER_URL": BROKERS["redis"]},
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        wait_until(lambda: "beat: Waking up in" in log.read_text(), timeout=30, what="beat's first tick")
+        assert beat.poll() is None, log.read_text()
+    finally:
+        stop_group(beat, timeout=20)
+    text = log.read_text()
+    assert "DatabaseScheduler: initial read" in text
+    assert "ERROR" not in text and "CRITICAL" not in text
