@@ -29,7 +29,7 @@ SEND_SECONDS = Histogram(
     "orderflow_notification_send_seconds",
     "Time the provider took to accept or refuse a send",
     ["channel"],
-    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 90),  # an SMTP conversation may take 90 s
 )
 RATE_LIMIT_WAIT_SECONDS = Histogram(
     "orderflow_rate_limit_wait_seconds",
