@@ -1,10 +1,30 @@
 """Stopping a process that the tests or benchmarks started in a process group of its own
-(`start_new_session=True`): a Celery worker and its pool, gunicorn and its workers."""
+(`start_new_session=True`): a Celery worker and its pool, gunicorn and its workers. Running a
+command as a person deploying would, and a database address nothing answers at."""
 
 import os
 import signal
 import subprocess
+import sys
 from contextlib import suppress
+from pathlib import Path
+
+from tests.fakes.smtp_server import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_deployed(*argv: str, **variables: str) -> subprocess.CompletedProcess:
+    """`python argv...` from the project's root with the environment and `variables`, the
+    settings module left to its default as a deployment does."""
+    env = {key: value for key, value in os.environ.items() if key != "DJANGO_SETTINGS_MODULE"}
+    env.update(variables)
+    return subprocess.run([sys.executable, *argv], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+
+
+def unreachable_database_url(password: str) -> str:
+    """A PostgreSQL URL for a port nothing listens on (bound, then closed), with a password."""
+    return f"postgres://postgres:{password}@127.0.0.1:{free_port()}/orderflow"
 
 
 def signal_group(process: subprocess.Popen, sig: int) -> None:

@@ -1,8 +1,6 @@
 import os
-import socket
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -13,6 +11,7 @@ from django_celery_beat.schedulers import DatabaseScheduler
 
 from notifications.management.commands.start_celery_worker import Command as StartWorker
 from orderflow.celery import app
+from tests.processes import run_deployed, unreachable_database_url
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -43,25 +42,15 @@ def test_beat_uses_django_celery_beats_database_scheduler():
     assert issubclass(symbol_by_name(app.conf.beat_scheduler), DatabaseScheduler)
 
 
-def test_beat_with_a_database_it_cannot_reach_says_so_in_one_line():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]  # nothing listens there once closed
-    env = {key: value for key, value in os.environ.items() if key != "DJANGO_SETTINGS_MODULE"}
-    env["DATABASE_URL"] = f"postgres://postgres:hunter2@127.0.0.1:{port}/orderflow"
-    with tempfile.TemporaryDirectory() as directory:
-        result = subprocess.run(
-            [sys.executable, "-m", "celery", "-A", "orderflow", "beat", "-s", f"{directory}/schedule"],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+def test_beat_with_a_database_it_cannot_reach_says_so_in_one_line(tmp_path):
+    url = unreachable_database_url("hunter2")
+    result = run_deployed(
+        "-m", "celery", "-A", "orderflow", "beat", "--schedule", str(tmp_path / "schedule"), DATABASE_URL=url
+    )
     assert result.returncode == 1
     [line] = [line for line in result.stderr.splitlines() if line.strip()]
-    assert line.startswith(f"celery beat: DATABASE_URL: cannot connect to postgresql://postgres@127.0.0.1:{port}/")
-    assert "hunter2" not in line
+    where = url.replace(":hunter2", "").replace("postgres://", "postgresql://")
+    assert line.startswith(f"celery beat: DATABASE_URL: cannot connect to {where}: ")
 
 
 @pytest.mark.parametrize(

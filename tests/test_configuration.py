@@ -1,5 +1,4 @@
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -8,6 +7,7 @@ import environ
 import pytest
 
 from orderflow.configuration import ConfigurationError, Rate, email_settings, parse_rate
+from tests.processes import run_deployed, unreachable_database_url
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -28,30 +28,11 @@ def test_bad_rate_names_the_variable(text):
 
 def start(**variables):
     """Run `manage.py check` with the given environment, as a person deploying would."""
-    env = {key: value for key, value in os.environ.items() if key != "DJANGO_SETTINGS_MODULE"}
-    env.update(variables)
-    return subprocess.run(
-        [sys.executable, "manage.py", "check"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
-    )
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+    return run_deployed("manage.py", "check", **variables)
 
 
 def test_migrate_with_a_database_it_cannot_reach_says_so_in_one_message():
-    env = {key: value for key, value in os.environ.items() if key != "DJANGO_SETTINGS_MODULE"}
-    env["DATABASE_URL"] = f"postgres://postgres:hunter2@127.0.0.1:{free_port()}/orderflow"
-    result = subprocess.run(
-        [sys.executable, "manage.py", "migrate", "--noinput"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = run_deployed("manage.py", "migrate", "--noinput", DATABASE_URL=unreachable_database_url("hunter2"))
     assert result.returncode == 1
     assert "(orderflow.E001) DATABASE_URL: cannot connect to postgresql://postgres@127.0.0.1:" in result.stderr
     assert "Connection refused" in result.stderr
