@@ -41,3 +41,19 @@ def test_the_filter_masks_the_fields_a_json_line_carries(settings):
     )
     line = formatter.format(record)
     assert PHONE not in line and EMAIL not in line
+
+
+def test_an_emails_message_id_is_logged_whole_to_be_found_in_the_mail_servers_logs():
+    message_id = "<176402.1234.5678@shop.example>"
+    record = logging.makeLogRecord(
+        {
+            "msg": f"notification.sent recipient={EMAIL} provider_message_id={message_id} reason={EMAIL}",
+            "provider_message_id": message_id,
+            "recipient": EMAIL,
+        }
+    )
+    MaskingFilter().filter(record)
+    assert record.getMessage() == (
+        f"notification.sent recipient=a***@example.com provider_message_id={message_id} reason=a***@example.com"
+    )
+    assert (record.provider_message_id, record.recipient) == (message_id, "a***@example.com")
