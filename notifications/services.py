@@ -24,6 +24,7 @@ from django.utils import timezone
 
 from notifications import broker, metrics
 from notifications.backends import get_backend
+from notifications.backends.smtp import SMTP_CONVERSATION_SECONDS
 from notifications.errors import DeliveryError, PermanentDeliveryError, TransientDeliveryError
 from notifications.events import log_event
 from notifications.fingerprints import fingerprint
@@ -42,7 +43,6 @@ from notifications.ratelimit import LimiterUnavailable, limiter_for
 from notifications.rendering import render_notification
 from orderflow.database import prepared_cursor
 from orderflow.errors import ApplicationError, Conflict, NotFound
-from orderflow.mail import SMTP_CONVERSATION_SECONDS
 from orders.phones import phone_to_e164
 
 logger = logging.getLogger(__name__)
@@ -53,7 +53,7 @@ CHANNEL_TASKS = {
 }
 # Seconds. The longest a provider call may take: a Twilio request 10 s to connect and 10 s to
 # answer (backends.sms.TWILIO_TIMEOUT_SECONDS; not imported, the web process has no need of the
-# library); an SMTP conversation is cut at its bound (orderflow/mail.py), however many replies.
+# library); an SMTP conversation is cut at its bound (backends/smtp.py), however slow its replies.
 SEND_SECONDS = {Channel.SMS: 20, Channel.EMAIL: SMTP_CONVERSATION_SECONDS}
 # The longest a send waits for a rate-limit token; without one by then it gives its claim back.
 TOKEN_WAIT_SECONDS = 28

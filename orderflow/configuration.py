@@ -89,8 +89,6 @@ def parse_log_level(variable: str, value: str) -> str:
 EMAIL_URL_OPTIONS = {"tls": "EMAIL_USE_TLS", "ssl": "EMAIL_USE_SSL", "email_use_tls": "EMAIL_USE_TLS",
                      "email_use_ssl": "EMAIL_USE_SSL"}  # fmt: skip
 SMTP_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
-# Django's SMTP backend with a bound on each whole conversation (orderflow/mail.py).
-BOUNDED_SMTP_BACKEND = "orderflow.mail.EmailBackend"
 
 
 def email_settings(variable: str, value: str, env) -> dict:
@@ -118,8 +116,6 @@ def email_settings(variable: str, value: str, env) -> dict:
         raise ConfigurationError(
             variable, "names no SMTP host, e.g. smtp://user:password@smtp.example.com:587/?tls=true"
         )
-    if config.get("EMAIL_BACKEND") == SMTP_BACKEND:
-        config["EMAIL_BACKEND"] = BOUNDED_SMTP_BACKEND
     return config
 
 

@@ -2,11 +2,14 @@ import smtplib
 from email.utils import parseaddr
 
 from django.conf import settings
-from django.core.mail import EmailMultiAlternatives
+from django.core.mail import EmailMultiAlternatives, get_connection
 from django.core.mail.message import make_msgid
+from django.core.mail.utils import DNS_NAME
 
+from notifications.backends.smtp import BoundedEmailBackend, SMTPConversationTimeout
 from notifications.errors import PermanentDeliveryError, TransientDeliveryError
-from orderflow.mail import SMTPConversationTimeout
+
+DJANGO_SMTP_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
 
 
 def message_id_domain(from_email: str) -> str:
@@ -20,7 +23,21 @@ def message_id_domain(from_email: str) -> str:
 
 
 class EmailBackend:
-    """Sends through Django's configured email backend (EMAIL_URL), plain text with an HTML part."""
+    """Sends through Django's configured email backend (EMAIL_URL), plain text with an HTML part.
+
+    Over SMTP each conversation is bounded (notifications.backends.smtp), so that the send
+    task's time limits come after it.
+    """
+
+    def __init__(self):
+        # The name this host gives in EHLO, looked up once (a DNS query) in a worker's main
+        # process before its pool forks, not inside the first send's time.
+        DNS_NAME.get_fqdn()
+
+    def connection(self):
+        if settings.EMAIL_BACKEND == DJANGO_SMTP_BACKEND:
+            return BoundedEmailBackend(fail_silently=False)
+        return get_connection(fail_silently=False)
 
     def send(self, *, recipient: str, subject: str, body: str, html_body: str = "", **_) -> str:
         message_id = make_msgid(domain=message_id_domain(settings.DEFAULT_FROM_EMAIL))
@@ -30,6 +47,7 @@ class EmailBackend:
             from_email=settings.DEFAULT_FROM_EMAIL,
             to=[recipient],
             headers={"Message-ID": message_id},
+            connection=self.connection(),
         )
         if html_body:
             message.attach_alternative(html_body, "text/html")
@@ -37,6 +55,12 @@ class EmailBackend:
             message.send(fail_silently=False)
         except SMTPConversationTimeout as error:
             raise TransientDeliveryError(f"SMTP server too slow: {error}", code="timeout") from error
+        except smtplib.SMTPServerDisconnected as error:
+            if isinstance(error.__context__, TimeoutError):
+                raise TransientDeliveryError(
+                    f"SMTP server did not answer within {settings.EMAIL_TIMEOUT} s", code="timeout"
+                ) from error
+            raise TransientDeliveryError(f"SMTP unreachable: {error}", code="network") from error
         except smtplib.SMTPRecipientsRefused as error:
             code, reason = next(iter(error.recipients.values()))
             raise classify_smtp_reply(code, reason, what="recipient refused") from error

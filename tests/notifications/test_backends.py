@@ -12,10 +12,10 @@ from django.core.exceptions import ImproperlyConfigured
 from twilio.base.exceptions import TwilioRestException
 
 from notifications import services
+from notifications.backends import smtp as bounded_smtp
 from notifications.backends.email import EmailBackend, classify_smtp_reply
 from notifications.backends.sms import TwilioBackend, classify_twilio_error
 from notifications.errors import PermanentDeliveryError, TransientDeliveryError
-from orderflow import mail
 from orderflow.configuration import Rate
 from tests.factories import place_order
 from tests.fakes.smtp_server import FakeSMTP
@@ -226,7 +226,8 @@ def test_smtp_replies_are_classified(code, error):
 @pytest.fixture
 def smtp(settings):
     server = FakeSMTP().start()
-    settings.EMAIL_BACKEND = "orderflow.mail.EmailBackend"  # what EMAIL_URL=smtp://... gives
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"  # what EMAIL_URL=smtp://... gives
+    settings.EMAIL_TIMEOUT = 10
     settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", server.port
     settings.EMAIL_USE_TLS = settings.EMAIL_USE_SSL = False
     settings.EMAIL_HOST_USER = settings.EMAIL_HOST_PASSWORD = ""
@@ -242,37 +243,104 @@ def test_email_backend_sends_text_and_html_over_smtp(smtp):
     assert mail.get_body(("html",)).get_content().strip() == "<b>html</b>"
 
 
-def test_an_smtp_conversation_past_its_bound_is_cut_before_the_server_takes_the_message(smtp, monkeypatch):
-    """Each reply within EMAIL_TIMEOUT (10 s) is not enough: the whole conversation is bounded,
-    so a send task's time limit is never reached while a server is still taking a message."""
-    monkeypatch.setattr(mail.EmailBackend, "conversation_seconds", 1)
-    smtp.handler.pauses.update(MAIL=0.6, RCPT=5)
+def bound(monkeypatch, *, conversation: float, data: float) -> None:
+    monkeypatch.setattr(bounded_smtp.BoundedEmailBackend, "conversation_seconds", conversation)
+    monkeypatch.setattr(bounded_smtp.BoundedEmailBackend, "data_seconds", data)
+
+
+def send_timed(recipient: str = "a@example.com") -> tuple[str | BaseException, float]:
     started = time.monotonic()
-    with pytest.raises(TransientDeliveryError) as raised:
-        EmailBackend().send(recipient="a@example.com", subject="Hi", body="plain")
-    assert time.monotonic() - started < 4  # cut at about 1 s, not after the 5 s reply
-    assert raised.value.code == "timeout"
-    assert "SMTP server too slow" in str(raised.value)
-    assert smtp.delivered("a@example.com") == []
+    try:
+        outcome = EmailBackend().send(recipient=recipient, subject="Hi", body="plain")
+    except TransientDeliveryError as error:
+        outcome = error
+    return outcome, time.monotonic() - started
+
+
+def test_a_slow_envelope_is_cut_before_the_message_leaving_it_unsent(smtp, monkeypatch):
+    """Each reply within EMAIL_TIMEOUT is not enough: the conversation up to DATA has the bound
+    less the message's share, so a send task's time limit never comes while a server takes it."""
+    bound(monkeypatch, conversation=4, data=3)
+    smtp.handler.pauses.update(MAIL=0.6, RCPT=5)
+    error, seconds = send_timed()
+    assert seconds < 3  # cut at 1 s (4 - 3), not after the 5 s reply
+    assert (error.code, smtp.delivered("a@example.com")) == ("timeout", [])
+    assert "before the message took too long" in str(error)
+
+
+def test_the_reply_to_the_messages_end_may_take_longer_than_email_timeout(smtp, settings, monkeypatch):
+    """A cut there cannot tell a taken message from one that was not, and would send it again:
+    that reply (content scanning) waits for the message's whole share, not EMAIL_TIMEOUT."""
+    settings.EMAIL_TIMEOUT = 1
+    bound(monkeypatch, conversation=8, data=4)
+    smtp.handler.pauses.update(DATA=2)
+    message_id, _ = send_timed()
+    assert [mail["Message-ID"] for mail in smtp.delivered("a@example.com")] == [message_id]
+
+
+def test_a_message_past_its_share_of_the_bound_is_cut(smtp, monkeypatch):
+    bound(monkeypatch, conversation=4, data=1)
+    smtp.handler.pauses.update(DATA=5)
+    error, seconds = send_timed()
+    assert seconds < 3.5 and error.code == "timeout"
+    assert "(the message took too long)" in str(error)
+
+
+def test_a_reply_dripping_in_a_byte_at_a_time_is_cut_at_the_bound(settings, monkeypatch):
+    """EMAIL_TIMEOUT bounds each receive: a byte every 0.3 s would never meet it."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def drip():
+        conversation, _ = listener.accept()
+        with conversation:
+            for byte in b"220 slow.example ESMTP\r\n":
+                if stop.wait(0.3):
+                    return
+                with contextlib.suppress(OSError):
+                    conversation.sendall(bytes([byte]))
+
+    threading.Thread(target=drip, daemon=True).start()
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", listener.getsockname()[1]
+    settings.EMAIL_USE_TLS = settings.EMAIL_USE_SSL = False
+    settings.EMAIL_TIMEOUT = 10
+    bound(monkeypatch, conversation=2, data=1)
+    try:
+        error, seconds = send_timed()
+    finally:
+        stop.set()
+        listener.close()
+    assert seconds < 3  # the greeting alone would take 7 s
+    assert error.code == "timeout"
+
+
+def test_without_email_timeout_the_bound_still_holds(smtp, settings, monkeypatch):
+    settings.EMAIL_TIMEOUT = None  # Django's default: no limit on any one wait
+    bound(monkeypatch, conversation=3, data=1)
+    message_id, _ = send_timed()
+    assert [mail["Message-ID"] for mail in smtp.delivered("a@example.com")] == [message_id]
+    smtp.handler.pauses.update(RCPT=5)
+    error, seconds = send_timed("b@example.com")
+    assert seconds < 4 and error.code == "timeout"
 
 
 def test_a_message_the_server_took_counts_as_sent_when_the_bound_cuts_its_quit(smtp, monkeypatch):
     """Past the server's reply to the message, the bound must not turn the send into a failure:
     it would be sent again."""
-    monkeypatch.setattr(mail.EmailBackend, "conversation_seconds", 1)
+    bound(monkeypatch, conversation=2, data=1)
     smtp.handler.pauses.update(QUIT=5)
-    started = time.monotonic()
-    message_id = EmailBackend().send(recipient="a@example.com", subject="Hi", body="plain")
-    assert time.monotonic() - started < 4
-    [delivered] = smtp.delivered("a@example.com")
-    assert delivered["Message-ID"] == message_id
+    message_id, seconds = send_timed()
+    assert seconds < 4
+    assert [mail["Message-ID"] for mail in smtp.delivered("a@example.com")] == [message_id]
 
 
-def test_a_slow_smtp_server_within_the_bound_takes_the_message(smtp, monkeypatch):
-    monkeypatch.setattr(mail.EmailBackend, "conversation_seconds", 5)
-    smtp.handler.pauses.update(MAIL=0.3, RCPT=0.3, DATA=0.3, QUIT=0.3)
-    message_id = EmailBackend().send(recipient="a@example.com", subject="Hi", body="plain")
-    assert [m["Message-ID"] for m in smtp.delivered("a@example.com")] == [message_id]
+def test_a_reply_slower_than_email_timeout_is_a_timeout(smtp, settings):
+    settings.EMAIL_TIMEOUT = 0.5
+    smtp.handler.pauses.update(RCPT=3)
+    error, _ = send_timed()
+    assert error.code == "timeout"
+    assert "did not answer within 0.5 s" in str(error)
 
 
 @pytest.mark.django_db

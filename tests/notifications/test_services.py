@@ -9,10 +9,10 @@ from prometheus_client import REGISTRY
 
 from notifications import backends, services, tasks
 from notifications.backends.sms import TWILIO_TIMEOUT_SECONDS
+from notifications.backends.smtp import BoundedEmailBackend
 from notifications.errors import PermanentDeliveryError, TransientDeliveryError
 from notifications.models import DeadLetter, Notification
 from notifications.ratelimit import ChannelRateLimiter, LimiterUnavailable
-from orderflow import mail
 from orders import services as order_services
 from orders.models import ChangeSource
 from tests.factories import order_line, place_order
@@ -576,7 +576,7 @@ def test_a_send_task_outlives_its_longest_token_wait_and_provider_call(shop, pub
     order = place_order(owner=shop)
     for notification in order.notifications.all():
         assert services.notification_send(notification_id=notification.pk).outcome == "sent"
-    provider_call = {"sms": 2 * TWILIO_TIMEOUT_SECONDS, "email": mail.EmailBackend.conversation_seconds}
+    provider_call = {"sms": 2 * TWILIO_TIMEOUT_SECONDS, "email": BoundedEmailBackend.conversation_seconds}
     task = {"sms": tasks.send_sms_notification, "email": tasks.send_email_notification}
     assert set(waits) == set(provider_call)
     for channel, wait in waits.items():
