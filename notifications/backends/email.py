@@ -56,11 +56,11 @@ class EmailBackend:
         except SMTPConversationTimeout as error:
             raise TransientDeliveryError(f"SMTP server too slow: {error}", code="timeout") from error
         except smtplib.SMTPServerDisconnected as error:
-            if isinstance(error.__context__, TimeoutError):
-                raise TransientDeliveryError(
-                    f"SMTP server did not answer within {settings.EMAIL_TIMEOUT} s", code="timeout"
-                ) from error
-            raise TransientDeliveryError(f"SMTP unreachable: {error}", code="network") from error
+            if not isinstance(error.__context__, TimeoutError):
+                raise TransientDeliveryError(f"SMTP unreachable: {error}", code="network") from error
+            raise no_answer() from error
+        except TimeoutError as error:  # connecting, or a TLS handshake
+            raise no_answer() from error
         except smtplib.SMTPRecipientsRefused as error:
             code, reason = next(iter(error.recipients.values()))
             raise classify_smtp_reply(code, reason, what="recipient refused") from error
@@ -69,6 +69,10 @@ class EmailBackend:
         except (smtplib.SMTPException, OSError) as error:
             raise TransientDeliveryError(f"SMTP unreachable: {error.__class__.__name__}", code="network") from error
         return message_id
+
+
+def no_answer() -> TransientDeliveryError:
+    return TransientDeliveryError(f"SMTP server did not answer within {settings.EMAIL_TIMEOUT} s", code="timeout")
 
 
 # 530 and 535: authentication required or refused, a setting to fix, not a bad recipient.

@@ -71,10 +71,11 @@ class _BoundedConversation:
         self.sock.settimeout(left if reply_seconds is None else min(reply_seconds, left))
 
     def _cut(self) -> SMTPConversationTimeout:
-        part = "the message" if self.in_data else "the conversation before the message"
-        return SMTPConversationTimeout(
-            f"SMTP conversation cut after {self.conversation_seconds:g} s ({part} took too long)"
-        )
+        if self.in_data:
+            part, seconds = "the message", self.data_seconds
+        else:
+            part, seconds = "the conversation before the message", self.conversation_seconds - self.data_seconds
+        return SMTPConversationTimeout(f"SMTP conversation cut: {part} took more than {seconds:g} s")
 
     def _bounded(self, operation, *args):
         try:
@@ -88,7 +89,22 @@ class _BoundedConversation:
     def _get_socket(self, host, port, timeout):
         left = self.deadline - time.monotonic()
         reply_seconds = _seconds(timeout)
-        return super()._get_socket(host, port, left if reply_seconds is None else min(reply_seconds, left))
+        return self._handshake(
+            super()._get_socket, host, port, left if reply_seconds is None else min(reply_seconds, left)
+        )
+
+    def starttls(self, *args, **kwargs):
+        return self._handshake(super().starttls, *args, **kwargs)
+
+    def _handshake(self, operation, *args, **kwargs):
+        """Connecting and TLS handshakes time out as a bare TimeoutError: the bound's is named."""
+        try:
+            return operation(*args, **kwargs)
+        except TimeoutError as error:
+            if time.monotonic() >= self.deadline:
+                self.close()
+                raise self._cut() from error
+            raise
 
     def send(self, s):
         if self.sock:
@@ -133,6 +149,24 @@ class BoundedEmailBackend(smtp.EmailBackend):
 
     conversation_seconds = SMTP_CONVERSATION_SECONDS
     data_seconds = DATA_SECONDS
+
+    def open(self):
+        try:
+            return super().open()
+        except BaseException:
+            # Django keeps a connection that failed half-way (STARTTLS, AUTH) for its next
+            # open(); a backend made for one message has none: close it now.
+            if self._partial_connection is not None:
+                self._partial_connection.close()
+                self._partial_connection = None
+            raise
+
+    def _close_connection(self, connection):
+        # Only the QUIT is left: the server took the message, whatever it answers now.
+        try:
+            super()._close_connection(connection)
+        except (smtplib.SMTPException, OSError):
+            connection.close()
 
     @property
     def connection_class(self):

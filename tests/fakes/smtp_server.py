@@ -22,6 +22,7 @@ class RecordingHandler:
         self.rcpt_log: list[tuple[str, str]] = []
         self.scripts: dict[str, deque] = defaultdict(deque)
         self.pauses: dict[str, float] = {}
+        self.quit_reply = "221 Bye"
 
     async def pause(self, command: str) -> None:
         if self.pauses.get(command):
@@ -51,7 +52,7 @@ class RecordingHandler:
 
     async def handle_QUIT(self, server, session, envelope):
         await self.pause("QUIT")
-        return "221 Bye"
+        return self.quit_reply
 
 
 def free_port() -> int:
