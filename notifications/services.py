@@ -564,7 +564,12 @@ def notification_record_sent(
             sent.provider_message_id,
             RECORD_LATER_SECONDS,
             _unrecorded_reason(error),
-            extra={"event": "notification.unrecorded", "notification_id": notification_id, "task_id": task_id},
+            extra={
+                "event": "notification.unrecorded",
+                "notification_id": notification_id,
+                "task_id": task_id,
+                "provider_message_id": sent.provider_message_id,  # kept whole by the log masking
+            },
         )
         return _unrecorded(sent, error)
     if notification is None:

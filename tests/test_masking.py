@@ -57,3 +57,14 @@ def test_an_emails_message_id_is_logged_whole_to_be_found_in_the_mail_servers_lo
         f"notification.sent recipient=a***@example.com provider_message_id={message_id} reason=a***@example.com"
     )
     assert (record.provider_message_id, record.recipient) == (message_id, "a***@example.com")
+
+
+@pytest.mark.parametrize("provider_id", ["12345", "5", "example.com", "bob12345"])
+def test_a_kept_id_never_unmasks_a_number_or_address_it_is_part_of(provider_id):
+    """A Twilio-compatible provider may answer a short id: it must not cut a phone number or
+    an address into pieces the patterns no longer recognise."""
+    record = logging.makeLogRecord(
+        {"msg": "reason=call +4912345678 or bob12345@example.com", "provider_message_id": provider_id}
+    )
+    MaskingFilter().filter(record)
+    assert record.getMessage() == "reason=call +49***78 or b***@example.com"

@@ -13,6 +13,7 @@ from notifications.backends.smtp import BoundedEmailBackend
 from notifications.errors import PermanentDeliveryError, TransientDeliveryError
 from notifications.models import DeadLetter, Notification
 from notifications.ratelimit import ChannelRateLimiter, LimiterUnavailable
+from orderflow.masking import MaskingFilter
 from orders import services as order_services
 from orders.models import ChangeSource
 from tests.factories import order_line, place_order
@@ -593,3 +594,20 @@ def test_each_channel_claims_for_longer_than_its_send_task_may_live(shop, publis
         lease = (claimed.stale_after - before).total_seconds()
         assert task.time_limit < lease < task.time_limit + 15, channel
     assert services.sending_lease_seconds("email") > services.sending_lease_seconds("sms")
+
+
+def test_a_send_left_unrecorded_logs_its_message_id_whole(monkeypatch, caplog):
+    """The line to find a sent but unrecorded email by in the mail server's logs."""
+
+    def database_away(**_):
+        raise OperationalError("connection refused")
+
+    monkeypatch.setattr(Notification.objects, "filter", database_away)
+    now = timezone.now()
+    sent = services.SentMessage("email", "<1764.1.2@shop.example>", 1, now, now)
+    with caplog.at_level("WARNING", logger="notifications.services"):
+        assert services.notification_record_sent(notification_id=7, sent=sent).outcome == "unrecorded"
+    [record] = [record for record in caplog.records if record.getMessage().startswith("notification.unrecorded")]
+    MaskingFilter().filter(record)
+    assert "provider_message_id=<1764.1.2@shop.example>" in record.getMessage()
+    assert record.provider_message_id == "<1764.1.2@shop.example>"
