@@ -1,17 +1,16 @@
-"""django-celery-beat's database scheduler, stopping beat with one line when the database
-cannot be reached at start: the scheduler reads its schedules first thing, and Celery would
-log the driver's traceback, then print it again one fragment a line (1,700 lines)."""
+"""django-celery-beat's database scheduler, stopping beat with one line naming DATABASE_URL
+when the database cannot be reached at start (orderflow/connectivity.py): the scheduler reads
+its schedules first thing."""
 
-from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections
+from django.db import DEFAULT_DB_ALIAS
 from django_celery_beat.schedulers import DatabaseScheduler as BaseDatabaseScheduler
 
-from orderflow.checks import unreachable
+from orderflow.connectivity import database_unreachable
 
 
 class DatabaseScheduler(BaseDatabaseScheduler):
     def __init__(self, *args, **kwargs):
-        try:
-            connections[DEFAULT_DB_ALIAS].ensure_connection()
-        except DatabaseError as error:
-            raise SystemExit(f"celery beat: {unreachable(DEFAULT_DB_ALIAS, error)}") from None
+        problem = database_unreachable(DEFAULT_DB_ALIAS)
+        if problem:
+            raise SystemExit(f"celery beat: {problem}")
         super().__init__(*args, **kwargs)
