@@ -15,6 +15,8 @@ from limits import RateLimitItemPerSecond
 from limits.errors import StorageError
 from limits.storage import RedisStorage
 from limits.strategies import MovingWindowRateLimiter
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from orderflow.configuration import Rate
 
@@ -23,6 +25,11 @@ logger = logging.getLogger(__name__)
 # Longest single sleep between two tries for a token (or to reach Redis), so a freed slot,
 # or Redis back up, is seen promptly.
 MAX_POLL_SECONDS = 1.0
+# One call to Redis waits at most this long to connect and to be answered, and is not retried
+# inside redis-py (acquire() tries again itself, within its timeout): the token wait may
+# overrun its timeout by one call, which the send task's time limits allow for.
+REDIS_CONNECT_SECONDS, REDIS_ANSWER_SECONDS = 1, 2
+LONGEST_CALL_SECONDS = REDIS_CONNECT_SECONDS + REDIS_ANSWER_SECONDS
 
 
 class LimiterUnavailable(Exception):
@@ -33,7 +40,13 @@ class ChannelRateLimiter:
     def __init__(self, *, channel: str, rate: Rate, redis_url: str):
         self.channel = channel
         self.item = RateLimitItemPerSecond(rate.count, rate.period_seconds, namespace="orderflow")
-        storage = RedisStorage(redis_url, wrap_exceptions=True, socket_connect_timeout=1, socket_timeout=2)
+        storage = RedisStorage(
+            redis_url,
+            wrap_exceptions=True,
+            socket_connect_timeout=REDIS_CONNECT_SECONDS,
+            socket_timeout=REDIS_ANSWER_SECONDS,
+            retry=Retry(NoBackoff(), 0),
+        )
         self.strategy = MovingWindowRateLimiter(storage)
 
     def acquire(self, *, timeout: float) -> bool:

@@ -39,7 +39,7 @@ from notifications.models import (
     NotificationStatus,
     RecipientCorrection,
 )
-from notifications.ratelimit import LimiterUnavailable, limiter_for
+from notifications.ratelimit import LONGEST_CALL_SECONDS, LimiterUnavailable, limiter_for
 from notifications.rendering import render_notification
 from orderflow.database import prepared_cursor
 from orderflow.errors import ApplicationError, Conflict, NotFound
@@ -56,11 +56,13 @@ CHANNEL_TASKS = {
 # library); an SMTP conversation is cut at its bound (backends/smtp.py), however slow its replies.
 SEND_SECONDS = {Channel.SMS: 20, Channel.EMAIL: SMTP_CONVERSATION_SECONDS}
 # The longest a send waits for a rate-limit token; without one by then it gives its claim back.
-TOKEN_WAIT_SECONDS = 28
+TOKEN_WAIT_SECONDS = 25
 # A send task is interrupted at its soft limit and killed at its hard one. The soft limit comes
-# after the longest token wait and provider call, and 2 s for the claim and the record: a limit
-# striking after the provider took the message would have it sent again.
-SEND_SOFT_TIME_LIMITS = {channel: TOKEN_WAIT_SECONDS + seconds + 2 for channel, seconds in SEND_SECONDS.items()}
+# after the longest token wait (with its last call to Redis), the provider call, and 2 s for the
+# claim and the record: a limit striking after the provider took the message would have it sent again.
+SEND_SOFT_TIME_LIMITS = {
+    channel: TOKEN_WAIT_SECONDS + LONGEST_CALL_SECONDS + seconds + 2 for channel, seconds in SEND_SECONDS.items()
+}
 SEND_TIME_LIMITS = {channel: seconds + 10 for channel, seconds in SEND_SOFT_TIME_LIMITS.items()}
 # How long to wait before trying again when Redis (the rate limiter) does not answer.
 LIMITER_DOWN_RETRY_SECONDS = 15

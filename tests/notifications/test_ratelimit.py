@@ -1,9 +1,10 @@
+import socket
 import threading
 import time
 
 import pytest
 
-from notifications.ratelimit import ChannelRateLimiter, LimiterUnavailable
+from notifications.ratelimit import LONGEST_CALL_SECONDS, ChannelRateLimiter, LimiterUnavailable
 from orderflow.configuration import Rate
 from tests.notifications.servers import RedisServer
 
@@ -90,6 +91,22 @@ def test_unreachable_redis_is_waited_for_then_reported_not_treated_as_a_token():
     with pytest.raises(LimiterUnavailable):
         limiter.acquire(timeout=1.5)
     assert 1.5 <= time.monotonic() - started < 3
+
+
+def test_a_redis_that_never_answers_holds_the_wait_up_one_call_at_most():
+    """redis-py retries a timed-out call 3 times by default: 12 s past the wait's deadline,
+    enough for an email task's time limit to strike after the send it allows."""
+    silent = socket.create_server(("127.0.0.1", 0))  # takes connections, never answers
+    try:
+        limiter = ChannelRateLimiter(
+            channel="x", rate=Rate(10, 1), redis_url=f"redis://127.0.0.1:{silent.getsockname()[1]}/0"
+        )
+        started = time.monotonic()
+        with pytest.raises(LimiterUnavailable):
+            limiter.acquire(timeout=0)
+        assert time.monotonic() - started < LONGEST_CALL_SECONDS + 1
+    finally:
+        silent.close()
 
 
 def test_redis_back_within_the_wait_gives_the_token():

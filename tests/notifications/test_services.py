@@ -7,7 +7,7 @@ from django.db import DataError, OperationalError, connection, transaction
 from django.utils import timezone, translation
 from prometheus_client import REGISTRY
 
-from notifications import backends, services, tasks
+from notifications import backends, ratelimit, services, tasks
 from notifications.backends.sms import TWILIO_TIMEOUT_SECONDS
 from notifications.backends.smtp import BoundedEmailBackend
 from notifications.errors import PermanentDeliveryError, TransientDeliveryError
@@ -581,7 +581,8 @@ def test_a_send_task_outlives_its_longest_token_wait_and_provider_call(shop, pub
     task = {"sms": tasks.send_sms_notification, "email": tasks.send_email_notification}
     assert set(waits) == set(provider_call)
     for channel, wait in waits.items():
-        assert wait + provider_call[channel] < task[channel].soft_time_limit < task[channel].time_limit
+        token = wait + ratelimit.LONGEST_CALL_SECONDS  # the wait may overrun by one call to Redis
+        assert token + provider_call[channel] < task[channel].soft_time_limit < task[channel].time_limit
 
 
 def test_each_channel_claims_for_longer_than_its_send_task_may_live(shop, published, settings):
