@@ -54,14 +54,15 @@ CHANNEL_TASKS = {
 # Seconds. The longest a provider call may take: a Twilio request 10 s to connect and 10 s to
 # answer (backends.sms.TWILIO_TIMEOUT_SECONDS; not imported, the web process has no need of the
 # library); an SMTP conversation is cut at its bound (backends/smtp.py), however slow its replies.
-SEND_SECONDS = {Channel.SMS: 20, Channel.EMAIL: SMTP_CONVERSATION_SECONDS}
+PROVIDER_CALL_SECONDS = {Channel.SMS: 20, Channel.EMAIL: SMTP_CONVERSATION_SECONDS}
 # The longest a send waits for a rate-limit token; without one by then it gives its claim back.
 TOKEN_WAIT_SECONDS = 25
 # A send task is interrupted at its soft limit and killed at its hard one. The soft limit comes
 # after the longest token wait (with its last call to Redis), the provider call, and 2 s for the
 # claim and the record: a limit striking after the provider took the message would have it sent again.
 SEND_SOFT_TIME_LIMITS = {
-    channel: TOKEN_WAIT_SECONDS + LONGEST_CALL_SECONDS + seconds + 2 for channel, seconds in SEND_SECONDS.items()
+    channel: TOKEN_WAIT_SECONDS + LONGEST_CALL_SECONDS + seconds + 2
+    for channel, seconds in PROVIDER_CALL_SECONDS.items()
 }
 SEND_TIME_LIMITS = {channel: seconds + 10 for channel, seconds in SEND_SOFT_TIME_LIMITS.items()}
 # How long to wait before trying again when Redis (the rate limiter) does not answer.
