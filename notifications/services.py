@@ -21,6 +21,7 @@ from django.db import DatabaseError, InterfaceError, OperationalError, close_old
 from django.db.models import F
 from django.db.models.sql import Query
 from django.utils import timezone
+from django.utils.crypto import salted_hmac
 
 from notifications import broker, metrics
 from notifications.backends import get_backend
@@ -323,6 +324,7 @@ def notification_send(*, notification_id: int, task_id: str = "", worker: str = 
             subject=notification.subject,
             body=notification.body,
             html_body=notification.html_body,
+            reference=notification_reference(notification),
         )
     except SoftTimeLimitExceeded as error:
         failure = TransientDeliveryError("send timed out", code="timeout")
@@ -341,6 +343,16 @@ def notification_send(*, notification_id: int, task_id: str = "", worker: str = 
     metrics.SEND_SECONDS.labels(notification.channel).observe((finished_at - started_at).total_seconds())
     sent = SentMessage(notification.channel, provider_message_id, notification.attempts + 1, started_at, finished_at)
     return _record_sent(notification, sent, task_id=task_id, worker=worker)
+
+
+def notification_reference(notification: Notification) -> str:
+    """The same for every send of one notification, and not guessable: an email's Message-ID is
+    made from it, so a mail system that drops a Message-ID it already delivered shows a send
+    repeated (an answer lost, a requeue) once. Not the bare id: a customer would read the shop's
+    volume in it."""
+    return salted_hmac(
+        "notifications.reference", f"{notification.pk}:{notification.created_at.isoformat()}"
+    ).hexdigest()[:32]
 
 
 def _storable_message_id(provider_message_id, notification: Notification) -> str:

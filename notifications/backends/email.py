@@ -39,8 +39,10 @@ class EmailBackend:
             return BoundedEmailBackend(fail_silently=False)
         return get_connection(fail_silently=False)
 
-    def send(self, *, recipient: str, subject: str, body: str, html_body: str = "", **_) -> str:
-        message_id = make_msgid(domain=message_id_domain(settings.DEFAULT_FROM_EMAIL))
+    def send(self, *, recipient: str, subject: str, body: str, html_body: str = "", reference: str = "", **_) -> str:
+        """`reference`, the same for every send of one notification, makes its Message-ID."""
+        domain = message_id_domain(settings.DEFAULT_FROM_EMAIL)
+        message_id = f"<{reference}@{domain}>" if reference else make_msgid(domain=domain)
         message = EmailMultiAlternatives(
             subject=subject,
             body=body,

@@ -612,3 +612,25 @@ def test_a_send_left_unrecorded_logs_its_message_id_whole(monkeypatch, caplog):
     MaskingFilter().filter(record)
     assert "provider_message_id=<1764.1.2@shop.example>" in record.getMessage()
     assert record.provider_message_id == "<1764.1.2@shop.example>"
+
+
+def test_every_send_of_one_email_carries_one_message_id(shop, published, mailoutbox, monkeypatch):
+    """Mail systems that drop a Message-ID they already delivered then show a repeated send once."""
+
+    class AlwaysAToken:
+        def __init__(self, channel):
+            pass
+
+        def acquire(self, *, timeout):
+            return True
+
+    monkeypatch.setattr(services, "limiter_for", AlwaysAToken)
+    first, other = (Notification.objects.get(order=place_order(owner=shop), channel="email") for _ in range(2))
+    assert services.notification_send(notification_id=first.pk).outcome == "sent"
+    services.notification_resend(notification_id=first.pk, by=shop)
+    assert services.notification_send(notification_id=first.pk).outcome == "sent"
+    assert services.notification_send(notification_id=other.pk).outcome == "sent"
+    first.refresh_from_db()
+    ids = [message.extra_headers["Message-ID"] for message in mailoutbox]
+    assert ids[0] == ids[1] == first.provider_message_id
+    assert ids[2] != ids[0] and ids[0].endswith("@localhost>")
