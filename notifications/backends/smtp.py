@@ -61,14 +61,17 @@ class _BoundedConversation:
         self.in_data = False
         super().__init__(*args, **kwargs)
 
-    def bound_next_wait(self) -> None:
-        """Set the socket's timeout for its next operation; TimeoutError past the deadline
-        (smtplib closes the connection on any OSError)."""
+    def _next_timeout(self) -> float:
+        """The timeout for the next socket operation; TimeoutError past the deadline."""
         left = self.deadline - time.monotonic()
         if left <= 0:
             raise TimeoutError("SMTP conversation bound reached")
         reply_seconds = None if self.in_data else _seconds(self.timeout)
-        self.sock.settimeout(left if reply_seconds is None else min(reply_seconds, left))
+        return left if reply_seconds is None else min(reply_seconds, left)
+
+    def bound_next_wait(self) -> None:
+        """Bound the socket's next operation (smtplib closes the connection on any OSError)."""
+        self.sock.settimeout(self._next_timeout())
 
     def _cut(self) -> SMTPConversationTimeout:
         if self.in_data:
@@ -87,19 +90,17 @@ class _BoundedConversation:
             raise
 
     def _get_socket(self, host, port, timeout):
-        left = self.deadline - time.monotonic()
-        reply_seconds = _seconds(timeout)
-        return self._handshake(
-            super()._get_socket, host, port, left if reply_seconds is None else min(reply_seconds, left)
-        )
+        connect = super()._get_socket
+        return self._handshake(lambda: connect(host, port, self._next_timeout()))
 
     def starttls(self, *args, **kwargs):
-        return self._handshake(super().starttls, *args, **kwargs)
+        start = super().starttls
+        return self._handshake(lambda: start(*args, **kwargs))
 
-    def _handshake(self, operation, *args, **kwargs):
+    def _handshake(self, operation):
         """Connecting and TLS handshakes time out as a bare TimeoutError: the bound's is named."""
         try:
-            return operation(*args, **kwargs)
+            return operation()
         except TimeoutError as error:
             if time.monotonic() >= self.deadline:
                 self.close()
