@@ -10,11 +10,16 @@ CODE_LENGTH = 50
 class DeliveryError(Exception):
     permanent = False
 
-    def __init__(self, message: str, *, code: str = ""):
+    def __init__(self, message: str, *, code: str = "", retry_after: float | None = None, throttled: bool = False):
         message = message.replace("\x00", "")  # PostgreSQL refuses NUL in text
         super().__init__(message)
         self.message = message
         self.code = code.replace("\x00", "")[:CODE_LENGTH]
+        # Seconds the provider asked to be left alone (its Retry-After), when it said.
+        self.retry_after = retry_after
+        # The provider said the sends come too fast (HTTP 429): no send on the channel should
+        # follow at once, from any worker, not only this message's retry.
+        self.throttled = throttled
 
 
 class TransientDeliveryError(DeliveryError):

@@ -23,6 +23,8 @@ logger = logging.getLogger(__name__)
 # https://www.twilio.com/docs/api/errors
 TRANSIENT_TWILIO_CODES = {20003, 20429, 30001}
 TRANSIENT_HTTP_STATUSES = {401, 403, 429}
+# Twilio saying the account sends too fast: 20429 too many requests, 30001 its queue overflowed.
+THROTTLING_TWILIO_CODES = {20429, 30001}
 TWILIO_TIMEOUT_SECONDS = 10
 # Connections kept open to the API's host by one worker process; it sends one message at a
 # time, the spare ones serve an SMS sent from a management command or a shell in the same process.
@@ -44,6 +46,7 @@ class Urllib3HttpClient(HttpClient):
 
     def __init__(self, *, base_url: str, timeout: float):
         super().__init__(logging.getLogger("twilio.http_client"), False, timeout)
+        self.last_response: Response | None = None  # its headers say when to try again (Retry-After)
         proxy_url = select_proxy(base_url, get_environ_proxies(base_url))
         ca_certs = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or certifi.where()
         options = {"maxsize": TWILIO_POOL_SIZE, "retries": False, "cert_reqs": "CERT_REQUIRED"}
@@ -87,6 +90,7 @@ class Urllib3HttpClient(HttpClient):
             redirect=allow_redirects,
         )
         response = Response(answer.status, answer.data.decode("utf-8", errors="replace"), answer.headers)
+        self.last_response = response
         if self.logger.isEnabledFor(logging.INFO):
             self.log_response(answer.status, response)
         return response
@@ -112,13 +116,16 @@ class TwilioBackend:
             params["from_"] = settings.TWILIO_FROM_NUMBER
         if settings.TWILIO_STATUS_CALLBACK_URL:
             params["status_callback"] = settings.TWILIO_STATUS_CALLBACK_URL
+        http_client = self.client.http_client
+        http_client.last_response = None
         try:
             return self.messages.create(**params).sid
         except TwilioRestException as error:
-            raise classify_twilio_error(error) from error
+            raise classify_twilio_error(error, retry_after=retry_after_seconds(http_client.last_response)) from error
         except TwilioServiceException as error:  # the same answer in RFC 9457's shape
             raise classify_twilio_error(
-                TwilioRestException(error.status, error.uri, msg=error.detail or error.title, code=error.code)
+                TwilioRestException(error.status, error.uri, msg=error.detail or error.title, code=error.code),
+                retry_after=retry_after_seconds(http_client.last_response),
             ) from error
         except json.JSONDecodeError:
             # The library reads a body only once the status said the message was accepted (2xx):
@@ -129,13 +136,26 @@ class TwilioBackend:
             raise TransientDeliveryError(f"Twilio unreachable: {error.__class__.__name__}", code="network") from error
 
 
-def classify_twilio_error(error: TwilioRestException):
+def retry_after_seconds(response: Response | None) -> float | None:
+    """Seconds the answer's Retry-After asks for (a number of seconds or an HTTP date), if any."""
+    value = response.headers.get("Retry-After") if response is not None and response.headers else None
+    if not value:
+        return None
+    try:
+        return urllib3.util.Retry(total=False).parse_retry_after(value)
+    except urllib3.exceptions.InvalidHeader:
+        logger.warning("Twilio answered with a Retry-After that is not a time: %r", value[:80])
+        return None
+
+
+def classify_twilio_error(error: TwilioRestException, *, retry_after: float | None = None):
     # Without a Twilio error code in the body, the library reports the HTTP status as the code.
     has_twilio_code = bool(error.code) and error.code != error.status
     code = f"twilio-{error.code}" if has_twilio_code else f"http-{error.status}"
     message = f"Twilio {error.code if has_twilio_code else f'HTTP {error.status}'}: {error.msg}"
     if error.code in TRANSIENT_TWILIO_CODES or error.status in TRANSIENT_HTTP_STATUSES or error.status >= 500:
-        return TransientDeliveryError(message, code=code)
+        throttled = error.status == 429 or error.code in THROTTLING_TWILIO_CODES
+        return TransientDeliveryError(message, code=code, retry_after=retry_after, throttled=throttled)
     return PermanentDeliveryError(message, code=code)
 
 

@@ -1,6 +1,7 @@
 """A Twilio-compatible Messages API on loopback, for the real `twilio` library to talk to.
 
-Each recipient can be given a script of answers (201, 429, 500 or (400, <Twilio code>)); the
+Each recipient can be given a script of answers (201, 429, 500, (400, <Twilio code>), or
+(status, <code or None>, {header: value}) for an answer with headers such as Retry-After); the
 server records every request, so a test can count what reached the "provider".
 
 It serves HTTP/1.1 with keep-alive (as Twilio does and as the twilio client expects) from an
@@ -97,11 +98,13 @@ class FakeTwilio:
     def _connection(self) -> asyncio.Protocol:
         return _Connection(self)
 
-    def _answer_request(self, method: str, path: str, headers: dict, body: bytes, arrived: float) -> tuple[int, dict]:
+    def _answer_request(
+        self, method: str, path: str, headers: dict, body: bytes, arrived: float
+    ) -> tuple[int, dict, dict]:
         if headers.get("authorization") != self._authorization:
-            return 401, {"code": 20003, "message": "Authenticate", "status": 401}
+            return 401, {"code": 20003, "message": "Authenticate", "status": 401}, {}
         if method != "POST" or path != self._messages_path:
-            return 404, {"code": 20404, "message": "Not found", "status": 404}
+            return 404, {"code": 20404, "message": "Not found", "status": 404}, {}
         form = {key: values[0] for key, values in parse_qs(body.decode()).items()}
         with self._lock:
             to = form.get("To", "")
@@ -111,14 +114,14 @@ class FakeTwilio:
         if answer == 201:
             if self.before_accepting is not None:
                 self.before_accepting(form)
-            return 201, {"sid": sid, "status": "queued", "to": form.get("To"), "body": form.get("Body")}
-        status, code = answer if isinstance(answer, tuple) else (answer, None)
+            return 201, {"sid": sid, "status": "queued", "to": form.get("To"), "body": form.get("Body")}, {}
+        status, code, extra_headers = (*answer, {})[:3] if isinstance(answer, tuple) else (answer, None, {})
         if code is None and status == 429:
             code = 20429
         error = {"status": status, "message": ERROR_MESSAGES.get(code, "Internal error"), "more_info": ""}
         if code:
             error["code"] = code
-        return status, error
+        return status, error, extra_headers
 
 
 class _Connection(asyncio.Protocol):
@@ -163,16 +166,17 @@ class _Connection(asyncio.Protocol):
                 return  # the body is still on its way
             body, self.buffer = self.buffer[head_end + 4 : body_end], self.buffer[body_end:]
             try:
-                status, answer = self.fake._answer_request(method, path, headers, body, time.time())
+                status, answer, extra_headers = self.fake._answer_request(method, path, headers, body, time.time())
             except Exception as error:  # a fault of the double itself: answer it rather than hang the client
-                status, answer = 500, {"status": 500, "message": f"test server error: {error!r}"}
+                status, answer, extra_headers = 500, {"status": 500, "message": f"test server error: {error!r}"}, {}
             closing = headers.get("connection", "").lower() == "close" or version == "HTTP/1.0"
-            self._answer(status, answer, close=closing)
+            self._answer(status, answer, close=closing, headers=extra_headers)
 
-    def _answer(self, status: int, answer: dict, *, close: bool) -> None:
+    def _answer(self, status: int, answer: dict, *, close: bool, headers: dict | None = None) -> None:
         payload = json.dumps(answer).encode()
+        extra = "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
         self.transport.write(
-            f"HTTP/1.1 {status} {REASONS.get(status, '')}\r\nContent-Type: application/json\r\n"
+            f"HTTP/1.1 {status} {REASONS.get(status, '')}\r\nContent-Type: application/json\r\n{extra}"
             f"Content-Length: {len(payload)}\r\n\r\n".encode()
             + payload
         )

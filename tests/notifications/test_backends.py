@@ -6,6 +6,7 @@ import subprocess
 import threading
 import time
 from base64 import b64encode
+from email.utils import formatdate
 
 import pytest
 from django.core.exceptions import ImproperlyConfigured
@@ -75,6 +76,45 @@ def test_twilio_answers_are_classified(twilio, answer, error, code):
         TwilioBackend().send(recipient="+14155552671", body="hello")
     assert raised.value.code == code
     assert isinstance(raised.value.__cause__, TwilioRestException)
+
+
+@pytest.mark.parametrize(
+    ("answer", "retry_after", "throttled"),
+    [
+        ((429, 20429, {"Retry-After": "7"}), 7, True),
+        ((429, None, {"Retry-After": " 12 "}), 12, True),
+        (429, None, True),
+        ((400, 30001), None, True),
+        ((503, None, {"Retry-After": "120"}), 120, False),
+        (500, None, False),
+        ((503, None, {"Retry-After": "when the moon is full"}), None, False),
+    ],
+)
+def test_twilio_asking_to_wait_says_how_long_and_whether_the_sends_come_too_fast(
+    twilio, answer, retry_after, throttled
+):
+    twilio.script("+14155552671", answer)
+    with pytest.raises(TransientDeliveryError) as raised:
+        TwilioBackend().send(recipient="+14155552671", body="hello")
+    assert (raised.value.retry_after, raised.value.throttled) == (retry_after, throttled)
+
+
+def test_twilio_retry_after_as_a_date_is_read_as_the_seconds_until_it(twilio):
+    then = formatdate(time.time() + 90, usegmt=True)
+    twilio.script("+14155552671", (429, 20429, {"Retry-After": then}))
+    with pytest.raises(TransientDeliveryError) as raised:
+        TwilioBackend().send(recipient="+14155552671", body="hello")
+    assert 85 <= raised.value.retry_after <= 90
+
+
+def test_a_retry_after_belongs_to_the_answer_that_carried_it(twilio):
+    """The backend's HTTP client is reused; an earlier answer's Retry-After is not read again."""
+    backend = TwilioBackend()
+    twilio.script("+14155552671", (429, 20429, {"Retry-After": "30"}), 500)
+    for expected in (30, None):
+        with pytest.raises(TransientDeliveryError) as raised:
+            backend.send(recipient="+14155552671", body="hello")
+        assert raised.value.retry_after == expected
 
 
 def test_unreachable_twilio_is_transient(twilio, settings):
