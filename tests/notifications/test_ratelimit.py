@@ -4,7 +4,12 @@ import time
 
 import pytest
 
-from notifications.ratelimit import LONGEST_CALL_SECONDS, ChannelRateLimiter, LimiterUnavailable
+from notifications.ratelimit import (
+    LONGEST_CALL_SECONDS,
+    PAUSE_READ_SECONDS,
+    ChannelRateLimiter,
+    LimiterUnavailable,
+)
 from orderflow.configuration import Rate
 from tests.notifications.servers import RedisServer
 
@@ -81,6 +86,52 @@ def test_limit_holds_across_separate_limiters_like_separate_workers(make_limiter
     )
     assert busiest <= rate.count + 1
     assert len(granted) >= 2 * rate.count  # it does hand tokens out, about 5 a second
+
+
+def test_a_pause_holds_every_limiter_of_the_channel_until_it_ends_and_spends_no_token(make_limiter):
+    """One worker hears "too many requests"; the others, their own limiters and connections,
+    send nothing on the channel until the pause ends, and then have the whole limit."""
+    rate = Rate(3, 60)
+    told, other = make_limiter(rate, "paused"), make_limiter(rate, "paused")
+    told.pause(1.0)
+    paused_at = time.monotonic()
+    assert not told.acquire(timeout=0)
+    assert not other.acquire(timeout=0)
+    assert other.acquire(timeout=3)
+    assert time.monotonic() - paused_at >= 0.95
+    assert [other.acquire(timeout=0) for _ in range(3)] == [True, True, False]
+
+
+def test_a_pause_reaches_a_limiter_that_looked_just_before_within_the_read_interval(make_limiter):
+    rate = Rate(100, 1)
+    told, other = make_limiter(rate, "paused"), make_limiter(rate, "paused")
+    assert other.acquire(timeout=0)  # reads the channel's pause: none
+    told.pause(5)
+    time.sleep(PAUSE_READ_SECONDS)
+    assert not other.acquire(timeout=0)
+
+
+def test_a_pause_holds_only_its_own_channel(make_limiter):
+    sms, email = make_limiter(Rate(10, 1), "sms-test"), make_limiter(Rate(10, 1), "email-test")
+    sms.pause(5)
+    assert not sms.acquire(timeout=0)
+    assert email.acquire(timeout=0)
+
+
+def test_the_latest_pause_counts(make_limiter):
+    """The provider's latest answer is the one to follow, also when it asks for less."""
+    told, other = make_limiter(Rate(10, 1), "paused"), make_limiter(Rate(10, 1), "paused")
+    told.pause(60)
+    told.pause(0.3)
+    started = time.monotonic()
+    assert other.acquire(timeout=3)
+    assert time.monotonic() - started < 2
+
+
+def test_a_pause_without_redis_is_reported():
+    limiter = ChannelRateLimiter(channel="x", rate=Rate(10, 1), redis_url="redis://127.0.0.1:1/0")
+    with pytest.raises(LimiterUnavailable):
+        limiter.pause(1)
 
 
 def test_unreachable_redis_is_waited_for_then_reported_not_treated_as_a_token():
