@@ -37,6 +37,11 @@ RATE_LIMIT_WAIT_SECONDS = Histogram(
     ["channel"],
     buckets=(0.01, 0.1, 0.5, 1, 5, 10, 30, 60),
 )
+CHANNEL_PAUSES = Counter(
+    "orderflow_channel_pauses",
+    "Times a provider's answer (too many requests, Retry-After) paused a channel for every worker",
+    ["channel"],
+)
 QUEUES = ("sms", "email", "notifications", "default")
 
 

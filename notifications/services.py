@@ -68,6 +68,8 @@ SEND_SOFT_TIME_LIMITS = {
 SEND_TIME_LIMITS = {channel: seconds + 10 for channel, seconds in SEND_SOFT_TIME_LIMITS.items()}
 # How long to wait before trying again when Redis (the rate limiter) does not answer.
 LIMITER_DOWN_RETRY_SECONDS = 15
+# How long a channel pauses when its provider says "too many requests" without a Retry-After.
+THROTTLE_PAUSE_SECONDS = 1.0
 # A channel backend that cannot be built (its configuration) is tried again this often, unsent.
 BACKEND_UNUSABLE_RETRY_SECONDS = 60
 # How long a worker keeps trying to write down what it already knows (the provider's answer, a
@@ -593,6 +595,8 @@ def notification_record_sent(
 
 
 def _record_failure(notification: Notification, error: DeliveryError, *, started_at, task_id, worker) -> SendResult:
+    if not error.permanent and (error.throttled or error.retry_after):
+        _pause_channel(notification, error, task_id=task_id)
     now = timezone.now()
     metrics.FAILURES.labels(notification.channel, "permanent" if error.permanent else "transient").inc()
     metrics.SEND_SECONDS.labels(notification.channel).observe((now - started_at).total_seconds())
@@ -607,6 +611,8 @@ def _record_failure(notification: Notification, error: DeliveryError, *, started
         )
     else:
         delay = retry_delay(attempt_since_requeue)
+        if error.retry_after:  # never sooner than the provider asked
+            delay = max(delay, min(error.retry_after, settings.NOTIFICATIONS_RETRY_BACKOFF_MAX))
 
     @transaction.atomic
     def write():
@@ -658,6 +664,35 @@ def _record_failure(notification: Notification, error: DeliveryError, *, started
         "notification.retry", notification, task_id=task_id, attempt=attempt, code=error.code, retry_in=round(delay, 1)
     )
     return SendResult("retry", retry_in=delay, detail=error.message)
+
+
+def _pause_channel(notification: Notification, error: DeliveryError, *, task_id: str) -> None:
+    """The provider said "too fast" or "not before": hold every worker's sends on the channel
+    for as long as it asked (THROTTLE_PAUSE_SECONDS when it did not say), so that the rest of
+    a backlog waits for a token instead of using up its attempts on the same answer. One call to
+    Redis, after a send that failed: a time limit striking during it only delays the retry."""
+    seconds = min(error.retry_after or THROTTLE_PAUSE_SECONDS, settings.NOTIFICATIONS_RETRY_BACKOFF_MAX)
+    try:
+        limiter_for(notification.channel).pause(seconds)
+    except LimiterUnavailable as unavailable:
+        # The message's own retry still waits; the others find out from the provider.
+        log_event(
+            "notification.channel_not_paused",
+            notification,
+            level=logging.WARNING,
+            task_id=task_id,
+            reason=f"rate limiter unavailable: {unavailable}",
+        )
+        return
+    metrics.CHANNEL_PAUSES.labels(notification.channel).inc()
+    log_event(
+        "notification.channel_paused",
+        notification,
+        level=logging.WARNING,
+        task_id=task_id,
+        code=error.code,
+        seconds=round(seconds, 3),
+    )
 
 
 # --- delivery receipts ----------------------------------------------------------------------

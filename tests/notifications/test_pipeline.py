@@ -3,12 +3,14 @@ real twilio library against a Twilio-compatible server, and a real SMTP server."
 
 import itertools
 import re
+import time
 
 import pytest
 
 from notifications import sweeps
 from notifications.broker import publish
 from notifications.models import DeadLetter, Notification
+from notifications.ratelimit import PAUSE_READ_SECONDS
 from orders import services as order_services
 from orders.models import ChangeSource, Order
 from tests.factories import UserFactory, order_line
@@ -100,6 +102,25 @@ def test_throttled_sms_is_retried(pipeline, fake_twilio):
     order = place(customer_phone=phone, customer_email="")
     [sms] = finished(order, 1)
     assert (sms.status, sms.attempts) == ("sent", 3)
+
+
+def test_too_many_requests_holds_every_sms_until_the_time_twilio_named(pipeline, fake_twilio):
+    """Twilio answers one send 429 with Retry-After: 2. The worker's other process sends the
+    next order's SMS only after those 2 s, and the throttled SMS goes on its retry."""
+    throttled_phone = new_phone()
+    fake_twilio.script(throttled_phone, (429, 20429, {"Retry-After": "2"}))
+    throttled = place(customer_phone=throttled_phone, customer_email="")
+    [refused] = wait_until(lambda: fake_twilio.received(throttled_phone), timeout=20, what="the SMS Twilio refuses")
+    time.sleep(PAUSE_READ_SECONDS * 2)  # a worker process that looked just before sees the pause by now
+    following = place(customer_email="")
+    [sms] = finished(following, 1)
+    [accepted] = fake_twilio.accepted(following.customer_phone)
+    assert sms.status == "sent"
+    assert accepted["at"] >= refused["at"] + 2
+    [retried] = finished(throttled, 1)
+    assert (retried.status, retried.attempts) == ("sent", 2)
+    assert [request["answer"] for request in fake_twilio.received(throttled_phone)][-1] == 201
+    assert fake_twilio.received(throttled_phone)[-1]["at"] >= refused["at"] + 2
 
 
 def test_sms_goes_dead_after_retries_when_provider_answers_500_always(pipeline, fake_twilio):

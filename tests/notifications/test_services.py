@@ -316,6 +316,84 @@ def test_a_retry_arriving_early_waits_for_its_time(shop, published, scripted):
     assert scripted.sent == []
 
 
+def channel_pauses(channel: str) -> float:
+    return REGISTRY.get_sample_value("orderflow_channel_pauses_total", {"channel": channel}) or 0.0
+
+
+def another_workers_limiter(settings) -> ChannelRateLimiter:
+    """The SMS limiter as another worker process has it: its own object and connection."""
+    return ChannelRateLimiter(channel="sms", rate=settings.NOTIFICATIONS_SMS_RATE_LIMIT, redis_url=settings.REDIS_URL)
+
+
+def test_too_many_requests_pauses_the_channel_for_every_worker_and_the_retry_waits_as_asked(
+    shop, published, scripted, settings, monkeypatch, caplog
+):
+    monkeypatch.setattr(services, "TOKEN_WAIT_SECONDS", 0)
+    throttled, waiting = (sms_of(place_order(owner=shop)) for _ in range(2))
+    pauses = channel_pauses("sms")
+    scripted.script.append(
+        TransientDeliveryError("Twilio 20429: Too Many Requests", code="twilio-20429", retry_after=90, throttled=True)
+    )
+    result = services.notification_send(notification_id=throttled.pk)
+    assert result.outcome == "retry"
+    assert result.retry_in == 90  # more than the backoff's 60 to 66 s
+    throttled.refresh_from_db()
+    assert throttled.next_attempt_at >= timezone.now() + timedelta(seconds=89)
+
+    other = another_workers_limiter(settings)
+    assert 89 < other.redis.pttl(other.pause_key) / 1000 <= 90
+    assert not other.acquire(timeout=0)
+    # The rest of the backlog waits for a token, in the broker, without using up an attempt.
+    assert services.notification_send(notification_id=waiting.pk).outcome == "deferred"
+    waiting.refresh_from_db()
+    assert (waiting.status, waiting.attempts) == ("queued", 0)
+    assert scripted.sent == []
+    assert channel_pauses("sms") == pauses + 1
+    [paused] = [record for record in caplog.records if record.getMessage().startswith("notification.channel_paused")]
+    assert paused.levelname == "WARNING"
+    assert (paused.seconds, paused.code) == (90, "twilio-20429")
+
+
+def test_too_many_requests_without_a_retry_after_pauses_briefly_and_retries_on_the_backoff(
+    shop, published, scripted, settings
+):
+    scripted.script.append(TransientDeliveryError("Twilio HTTP 429", code="http-429", throttled=True))
+    result = services.notification_send(notification_id=sms_of(place_order(owner=shop)).pk)
+    assert 60 <= result.retry_in <= 66
+    other = another_workers_limiter(settings)
+    assert 0 < other.redis.pttl(other.pause_key) <= services.THROTTLE_PAUSE_SECONDS * 1000
+
+
+def test_a_provider_down_until_a_time_pauses_the_channel_that_long_within_the_backoff_cap(
+    shop, published, scripted, settings
+):
+    settings.NOTIFICATIONS_RETRY_BACKOFF_MAX = 300
+    scripted.script.append(TransientDeliveryError("Twilio HTTP 503", code="http-503", retry_after=7200))
+    result = services.notification_send(notification_id=sms_of(place_order(owner=shop)).pk)
+    assert result.retry_in == 300
+    other = another_workers_limiter(settings)
+    assert 299 < other.redis.pttl(other.pause_key) / 1000 <= 300
+
+
+def test_an_error_that_asks_for_no_wait_pauses_nothing(shop, published, scripted, settings):
+    scripted.script.append(TransientDeliveryError("Twilio HTTP 500", code="http-500"))
+    services.notification_send(notification_id=sms_of(place_order(owner=shop)).pk)
+    assert another_workers_limiter(settings).acquire(timeout=0)
+
+
+def test_a_pause_redis_cannot_take_still_records_the_failure(shop, published, scripted, monkeypatch, caplog):
+    def redis_gone(self, seconds):
+        raise LimiterUnavailable("Connection refused")
+
+    monkeypatch.setattr(ChannelRateLimiter, "pause", redis_gone)
+    scripted.script.append(TransientDeliveryError("Twilio 20429", code="twilio-20429", retry_after=5, throttled=True))
+    sms = sms_of(place_order(owner=shop))
+    assert services.notification_send(notification_id=sms.pk).outcome == "retry"
+    sms.refresh_from_db()
+    assert (sms.status, sms.attempts, sms.last_error_code) == ("failed", 1, "twilio-20429")
+    assert any(record.getMessage().startswith("notification.channel_not_paused") for record in caplog.records)
+
+
 def test_exhausted_retries_go_dead_with_a_dead_letter(shop, published, scripted):
     scripted.script.extend(TransientDeliveryError("Twilio 500: oops", code="http-500") for _ in range(3))
     sms = sms_of(place_order(owner=shop))
