@@ -79,11 +79,13 @@ def no_answer() -> TransientDeliveryError:
 
 # 530 and 535: authentication required or refused, a setting to fix, not a bad recipient.
 TRANSIENT_SMTP_5XX = {530, 535}
+SMTP_SERVER_BUSY = 421
 
 
 def classify_smtp_reply(code: int, reason: bytes | str, *, what: str):
     text = reason.decode(errors="replace") if isinstance(reason, bytes) else str(reason)
     message = f"{what}: {code} {text}"
     if 400 <= code < 500 or code in TRANSIENT_SMTP_5XX:
-        return TransientDeliveryError(message, code=f"smtp-{code}")
+        # 421 is about the server, not the recipient: busy, or "too many, slow down".
+        return TransientDeliveryError(message, code=f"smtp-{code}", throttled=code == SMTP_SERVER_BUSY)
     return PermanentDeliveryError(message, code=f"smtp-{code}")

@@ -263,6 +263,13 @@ def test_smtp_replies_are_classified(code, error):
     assert type(classify_smtp_reply(code, b"reason", what="x")) is error
 
 
+@pytest.mark.parametrize(("code", "throttled"), [(421, True), (450, False), (451, False), (452, False)])
+def test_only_a_busy_smtp_server_pauses_the_email_channel(code, throttled):
+    """421 speaks for the server (too busy, too many messages); 45x for one recipient (greylisting,
+    a full mailbox), which should not hold everybody else's email."""
+    assert classify_smtp_reply(code, b"4.7.0 try again later", what="x").throttled is throttled
+
+
 @pytest.fixture
 def smtp(settings):
     server = FakeSMTP().start()
@@ -450,6 +457,17 @@ def test_email_refusals_are_classified(smtp, reply, error, code):
         EmailBackend().send(recipient="b@example.com", subject="Hi", body="plain")
     assert raised.value.code == code
     assert isinstance(raised.value.__cause__, smtplib.SMTPRecipientsRefused)
+
+
+def test_an_smtp_server_saying_slow_down_is_told_apart_from_a_recipient_to_try_later(smtp):
+    smtp.script("busy@example.com", "421 4.7.0 Too many messages, slow down")
+    smtp.script("greylisted@example.com", "451 4.7.1 Greylisted, try again later")
+    refusals = {}
+    for recipient in ("busy@example.com", "greylisted@example.com"):
+        with pytest.raises(TransientDeliveryError) as raised:
+            EmailBackend().send(recipient=recipient, subject="Hi", body="plain")
+        refusals[recipient] = (raised.value.code, raised.value.throttled)
+    assert refusals == {"busy@example.com": ("smtp-421", True), "greylisted@example.com": ("smtp-451", False)}
 
 
 def test_smtp_server_down_is_transient(smtp):
