@@ -110,16 +110,28 @@ class TransitionSerializer(serializers.Serializer):
     status = serializers.ChoiceField(OrderStatus.choices)
 
 
+class StatusesField(forms.MultipleChoiceField):
+    """?status=placed&status=paid: orders in either. An empty value among them stands for nothing."""
+
+    def to_python(self, value):
+        return [item for item in super().to_python(value) if item]
+
+
+class StatusesFilter(django_filters.MultipleChoiceFilter):
+    field_class = StatusesField
+
+
 class OrderFilterForm(forms.Form):
     def clean_status(self):
         # An empty ?status= would silently filter nothing; say so instead.
-        if "status" in self.data and not self.data["status"]:
+        if "status" in self.data and not self.cleaned_data["status"]:
             raise forms.ValidationError("Give a status to filter by, or leave the status parameter out.")
         return self.cleaned_data["status"]
 
 
 class OrderFilter(django_filters.FilterSet):
-    status = django_filters.ChoiceFilter(choices=OrderStatus.choices)
+    # Repeated, the statuses add up; before, the last one given was the only one used.
+    status = StatusesFilter(choices=OrderStatus.choices, distinct=False)
 
     class Meta:
         model = Order

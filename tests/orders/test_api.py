@@ -252,6 +252,22 @@ def test_list_filters_by_status(api, shop):
     assert [order["id"] for order in body["results"]] == [confirmed.pk]
 
 
+def test_list_filters_by_several_statuses_given_one_by_one(api, shop):
+    placed = place_order(owner=shop)
+    confirmed, cancelled = place_order(owner=shop), place_order(owner=shop)
+    api.post(f"{ORDERS}{confirmed.pk}/transition/", {"status": "confirmed"}, format="json")
+    api.post(f"{ORDERS}{cancelled.pk}/transition/", {"status": "cancelled"}, format="json")
+    body = api.get(f"{ORDERS}?status=pending&status=confirmed").json()
+    assert sorted(order["id"] for order in body["results"]) == [placed.pk, confirmed.pk]
+    assert body["count"] == 2
+
+
+def test_a_list_filter_naming_one_unknown_status_among_others_is_refused(api):
+    response = api.get(f"{ORDERS}?status=pending&status=lost")
+    assert response.status_code == 400
+    assert "lost is not one of the available choices" in response.json()["detail"]
+
+
 def test_list_with_unknown_status_filter_is_refused(api):
     response = api.get(ORDERS, {"status": "lost"})
     assert response.status_code == 400
