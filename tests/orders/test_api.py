@@ -2,6 +2,7 @@ import json
 import threading
 
 import pytest
+import yaml
 from django.db import connection
 
 from orders.models import Order
@@ -468,3 +469,26 @@ def test_an_empty_status_filter_is_a_400_not_a_silent_no_filter(api):
     response = api.get(ORDERS, {"status": ""})
     assert response.status_code == 400
     assert "Give a status to filter by" in response.json()["detail"]
+
+
+def test_an_unknown_format_is_a_406_naming_the_formats_there_are(api):
+    response = api.get(ORDERS, {"format": "bogus"})
+    assert response.status_code == 406
+    assert response.json() == {
+        "detail": "There is no format 'bogus' here; use one of: json, api.",
+        "code": "not_acceptable",
+    }
+
+
+def test_an_unknown_format_of_the_schema_is_a_406_in_its_own_default_format(api):
+    response = api.get("/api/schema/", {"format": "bogus"})
+    assert response.status_code == 406
+    assert yaml.safe_load(response.content) == {
+        "detail": "There is no format 'bogus' here; use one of: yaml, json.",
+        "code": "not_acceptable",
+    }
+
+
+def test_a_known_format_still_chooses_the_rendering(api):
+    response = api.get(ORDERS, {"format": "json"})
+    assert (response.status_code, response["Content-Type"]) == (200, "application/json")
