@@ -194,14 +194,38 @@ def check_directory(variable: str, value: str) -> str:
     return value
 
 
+SETTINGS_MODULES = ("orderflow.settings.local", "orderflow.settings.production")
+
+
+def as_configuration_error(error: BaseException) -> ConfigurationError | None:
+    """The error as a bad variable, if it is one: a ConfigurationError, or a DJANGO_SETTINGS_MODULE
+    naming no module (a module missing inside real settings is a defect, and stays one)."""
+    if isinstance(error, ConfigurationError):
+        return error
+    module = os.environ.get("DJANGO_SETTINGS_MODULE", "")
+    if isinstance(error, ModuleNotFoundError) and error.name and f"{module}.".startswith(f"{error.name}."):
+        return ConfigurationError(
+            "DJANGO_SETTINGS_MODULE", f"there is no module {module!r}; use one of {', '.join(SETTINGS_MODULES)}"
+        )
+    return None
+
+
+# The exit status gunicorn reads as "worker failed to boot": it stops, instead of starting
+# one worker after another into the same error.
+WEB_WORKER_BOOT_ERROR = 3
+
+
 @contextmanager
-def exit_on_bad_configuration():
-    """Let a bad variable end the process with one line instead of a traceback."""
+def exit_on_bad_configuration(status: int = 2):
+    """Let a bad variable end the process with one line, and `status`, instead of a traceback."""
     try:
         yield
-    except ConfigurationError as error:
-        print(f"orderflow: configuration error: {error}", file=sys.stderr)
-        raise SystemExit(2) from None
+    except (ConfigurationError, ModuleNotFoundError) as error:
+        bad = as_configuration_error(error)
+        if bad is None:
+            raise
+        print(f"orderflow: configuration error: {bad}", file=sys.stderr)
+        raise SystemExit(status) from None
 
 
 def report_bad_configuration_in_one_line() -> None:
@@ -209,8 +233,9 @@ def report_bad_configuration_in_one_line() -> None:
     default_hook = sys.excepthook
 
     def hook(kind, error, traceback):
-        if isinstance(error, ConfigurationError):
-            print(f"orderflow: configuration error: {error}", file=sys.stderr)
+        bad = as_configuration_error(error)
+        if bad is not None:
+            print(f"orderflow: configuration error: {bad}", file=sys.stderr)
         else:
             default_hook(kind, error, traceback)
 

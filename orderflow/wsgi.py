@@ -2,9 +2,9 @@ import os
 
 from django.core.wsgi import get_wsgi_application
 
-from orderflow.configuration import exit_on_bad_configuration
+from orderflow.configuration import WEB_WORKER_BOOT_ERROR, exit_on_bad_configuration
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "orderflow.settings.local")
 
-with exit_on_bad_configuration():
+with exit_on_bad_configuration(WEB_WORKER_BOOT_ERROR):
     application = get_wsgi_application()

@@ -124,6 +124,51 @@ def test_secret_key_given_allows_debug_off():
     assert result.returncode == 0, result.stderr
 
 
+NO_SUCH_SETTINGS = (
+    "orderflow: configuration error: DJANGO_SETTINGS_MODULE: there is no module 'orderflow.settings.bogus'; "
+    "use one of orderflow.settings.local, orderflow.settings.production"
+)
+
+
+@pytest.mark.parametrize("command", [["manage.py", "check"], ["-m", "celery", "-A", "orderflow", "inspect", "ping"]])
+def test_a_settings_module_that_is_not_there_is_one_line_naming_the_variable(command):
+    result = run_deployed(*command, DJANGO_SETTINGS_MODULE="orderflow.settings.bogus")
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines() == [NO_SUCH_SETTINGS]
+
+
+def test_a_module_missing_inside_real_settings_is_a_defect_shown_in_full(tmp_path):
+    (tmp_path / "settings_needing_a_package.py").write_text(
+        "from orderflow.settings.local import *  # noqa\nimport a_package_not_installed  # noqa\n"
+    )
+    result = run_deployed(
+        "manage.py",
+        "check",
+        DJANGO_SETTINGS_MODULE="settings_needing_a_package",
+        PYTHONPATH=f"{tmp_path}{os.pathsep}{ROOT}",
+    )
+    assert result.returncode == 1
+    assert "Traceback" in result.stderr
+    assert result.stderr.strip().endswith("ModuleNotFoundError: No module named 'a_package_not_installed'")
+
+
+def test_gunicorn_stops_at_a_bad_variable_instead_of_starting_workers_into_it():
+    result = run_deployed(
+        "-m",
+        "gunicorn",
+        "orderflow.wsgi",
+        "--bind",
+        "127.0.0.1:0",
+        "--workers",
+        "2",
+        DJANGO_SETTINGS_MODULE="orderflow.settings.bogus",
+    )
+    assert result.returncode == 3  # the arbiter's "worker failed to boot", not a restart loop cut by the timeout
+    ours = [line for line in result.stderr.splitlines() if not line.startswith("[")]
+    assert 1 <= len(ours) <= 2 and set(ours) == {NO_SUCH_SETTINGS}  # one line from each worker that booted
+    assert "Reason: Worker failed to boot." in result.stderr
+
+
 def test_celery_command_reports_a_bad_variable_in_one_line():
     env = {**os.environ, "NOTIFICATIONS_SMS_RATE_LIMIT": "lots"}
     env.pop("DJANGO_SETTINGS_MODULE", None)
