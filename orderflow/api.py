@@ -11,7 +11,6 @@ from django.core.exceptions import PermissionDenied, RequestDataTooBig
 from django.http import Http404, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from rest_framework import exceptions, status
-from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
@@ -46,18 +45,6 @@ class Pagination(PageNumberPagination):
             if parameter["name"] == self.page_size_query_param:
                 parameter["schema"]["maximum"] = self.max_page_size
         return parameters
-
-
-class ContentNegotiation(DefaultContentNegotiation):
-    """An unknown ?format= is a 406 naming the formats the page has; DRF's own answer, a 404,
-    says the page is not there."""
-
-    def filter_renderers(self, renderers, format):
-        matching = [renderer for renderer in renderers if renderer.format == format]
-        if not matching:
-            known = ", ".join(dict.fromkeys(renderer.format for renderer in renderers))
-            raise exceptions.NotAcceptable(f"There is no format {format!r} here; use one of: {known}.")
-        return matching
 
 
 def _first_message(errors, path: str = "") -> str:

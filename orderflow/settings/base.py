@@ -278,7 +278,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_PARSER_CLASSES": ["orderflow.parsers.JSONParser"],
     "DEFAULT_PAGINATION_CLASS": "orderflow.api.Pagination",
-    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "orderflow.api.ContentNegotiation",
+    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "orderflow.negotiation.ContentNegotiation",
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "DEFAULT_SCHEMA_CLASS": "orderflow.schema.AutoSchema",
     "EXCEPTION_HANDLER": "orderflow.api.exception_handler",
