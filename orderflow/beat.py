@@ -1,11 +1,16 @@
 """django-celery-beat's database scheduler, stopping beat with one line naming DATABASE_URL
 when the database cannot be reached at start (orderflow/connectivity.py): the scheduler reads
-its schedules first thing."""
+its schedules first thing. A broker it cannot reach is said at start too, in one line, and
+beat runs on: it sends each due task once the broker answers."""
+
+import logging
 
 from django.db import DEFAULT_DB_ALIAS
 from django_celery_beat.schedulers import DatabaseScheduler as BaseDatabaseScheduler
 
-from orderflow.connectivity import database_unreachable
+from orderflow.connectivity import broker_unreachable, database_unreachable
+
+logger = logging.getLogger(__name__)
 
 
 class DatabaseScheduler(BaseDatabaseScheduler):
@@ -14,3 +19,8 @@ class DatabaseScheduler(BaseDatabaseScheduler):
         if problem:
             raise SystemExit(f"celery beat: {problem}")
         super().__init__(*args, **kwargs)
+        if kwargs.get("lazy"):
+            return  # the instance beat makes only to describe itself at start; the running one follows
+        problem = broker_unreachable(self.app)
+        if problem:
+            logger.error("celery beat: %s; due tasks are sent once it answers", problem)

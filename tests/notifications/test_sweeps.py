@@ -13,6 +13,7 @@ from notifications import broker, services, sweeps
 from notifications.models import DeadLetter, Notification
 from orderflow.celery import app
 from tests.factories import place_order
+from tests.fakes.smtp_server import free_port
 from tests.notifications.conftest import BROKERS, ROOT, point_app_at
 from tests.processes import stop_group
 from tests.waiting import wait_until
@@ -180,20 +181,25 @@ def test_cleanup_removes_resolved_dead_letters_past_their_age(shop, settings):
     assert sorted(DeadLetter.objects.values_list("status", flat=True)) == ["dead", "discarded"]
 
 
-@pytest.mark.integration
-def test_beat_reads_its_schedules_from_the_database_and_ticks(worker_env, tmp_path):
-    """`celery -A orderflow beat` as deployed, on the database scheduler (orderflow/beat.py)."""
-    log = tmp_path / "beat.log"
+def start_beat(worker_env, tmp_path, broker_url: str) -> subprocess.Popen:
+    """`celery -A orderflow beat` as deployed, on the database scheduler (orderflow/beat.py),
+    logging to tmp_path / "beat.log"."""
     command = [sys.executable, "-m", "celery", "-A", "orderflow", "beat", "--loglevel", "debug"]
-    with log.open("w") as output:
-        beat = subprocess.Popen(
+    with (tmp_path / "beat.log").open("w") as output:
+        return subprocess.Popen(
             [*command, "--schedule", str(tmp_path / "schedule")],
             cwd=ROOT,
-            env={**worker_env, "CELERY_BROKER_URL": BROKERS["redis"]},
+            env={**worker_env, "CELERY_BROKER_URL": broker_url},
             stdout=output,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+
+
+@pytest.mark.integration
+def test_beat_reads_its_schedules_from_the_database_and_ticks(worker_env, tmp_path):
+    log = tmp_path / "beat.log"
+    beat = start_beat(worker_env, tmp_path, BROKERS["redis"])
     try:
         wait_until(lambda: "beat: Waking up in" in log.read_text(), timeout=30, what="beat's first tick")
         assert beat.poll() is None, log.read_text()
@@ -202,3 +208,23 @@ def test_beat_reads_its_schedules_from_the_database_and_ticks(worker_env, tmp_pa
     text = log.read_text()
     assert "DatabaseScheduler: initial read" in text
     assert "ERROR" not in text and "CRITICAL" not in text
+
+
+@pytest.mark.integration
+def test_beat_says_at_start_that_it_cannot_reach_the_broker_and_runs_on(worker_env, tmp_path):
+    """Before, beat said nothing until its first task was due, up to five minutes later."""
+    log = tmp_path / "beat.log"
+    beat = start_beat(worker_env, tmp_path, f"redis://:hunter2@127.0.0.1:{free_port()}/0")
+    try:
+        said = wait_until(
+            lambda: [line for line in log.read_text().splitlines() if "CELERY_BROKER_URL" in line],
+            timeout=30,
+            what="beat to say it cannot reach the broker",
+        )
+        assert beat.poll() is None, log.read_text()  # it waits for the broker, as workers do
+    finally:
+        stop_group(beat, timeout=20)
+    [line] = said
+    assert " ERROR orderflow.beat celery beat: CELERY_BROKER_URL: cannot connect to redis://:**@127.0.0.1:" in line
+    assert "Connection refused; due tasks are sent once it answers" in line
+    assert "hunter2" not in log.read_text()
