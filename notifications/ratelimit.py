@@ -38,6 +38,17 @@ LONGEST_CALL_SECONDS = REDIS_CONNECT_SECONDS + REDIS_ANSWER_SECONDS
 # Each process reads the channel's pause from Redis at most this often (not once a send), so
 # a pause one worker sets holds every other worker's sends within this time.
 PAUSE_READ_SECONDS = 0.25
+# Sets the channel's pause (KEYS[1]) to ARGV[1] ms unless the one set ends later; returns the
+# pause's milliseconds left.
+LENGTHEN_PAUSE = """
+local left = redis.call('PTTL', KEYS[1])
+local asked = tonumber(ARGV[1])
+if left >= asked then
+    return left
+end
+redis.call('SET', KEYS[1], '1', 'PX', asked)
+return asked
+"""
 
 
 class LimiterUnavailable(Exception):
@@ -57,6 +68,7 @@ class ChannelRateLimiter:
         )
         self.strategy = MovingWindowRateLimiter(storage)
         self.redis = storage.get_connection()
+        self._lengthen_pause = self.redis.register_script(LENGTHEN_PAUSE)
         self.pause_key = f"orderflow:pause:{channel}"
         self._paused_until = 0.0  # time.monotonic() when the pause last read ends
         self._pause_read_at = float("-inf")
@@ -66,18 +78,23 @@ class ChannelRateLimiter:
 
         While Redis does not answer, wait for it the same way: the caller's message stays in
         the broker meanwhile. LimiterUnavailable if it still does not answer at the deadline.
-        A paused channel gives no token until its pause ends.
+        A paused channel gives no token until its pause ends. Once a token was asked for, no
+        call to Redis starts after the deadline: the wait overruns it by one call at most.
         """
         deadline = time.monotonic() + timeout
+        asked = False
         waiting_for_redis = False
         while True:
             try:
-                wait = self._pause_left()
-                if wait <= 0:
+                before_deadline = time.monotonic() < deadline
+                wait = self._pause_left(read=before_deadline or not asked)
+                if wait <= 0 and (before_deadline or not asked):
+                    asked = True
                     if self.strategy.hit(self.item, self.channel):
                         return True
-                    # Until the oldest send leaves the window.
-                    wait = self.strategy.get_window_stats(self.item, self.channel).reset_time - time.time()
+                    if time.monotonic() < deadline:
+                        # Until the oldest send leaves the window.
+                        wait = self.strategy.get_window_stats(self.item, self.channel).reset_time - time.time()
             except (StorageError, RedisError) as error:
                 if time.monotonic() >= deadline:
                     raise LimiterUnavailable(str(error)) from error
@@ -93,20 +110,21 @@ class ChannelRateLimiter:
             time.sleep(max(0.0, min(wait, MAX_POLL_SECONDS, deadline - time.monotonic())))
 
     def pause(self, seconds: float) -> None:
-        """Give no token on this channel, to any worker, for `seconds`. The latest pause counts:
-        it is the provider's latest word. LimiterUnavailable if Redis does not answer."""
-        milliseconds = max(1, round(seconds * 1000))
+        """Give no token on this channel, to any worker, for `seconds`, unless a pause already set
+        ends later: sends that were under way when the provider asked for a long pause, and come
+        back with a short one, do not cut it. LimiterUnavailable if Redis does not answer."""
         try:
-            self.redis.set(self.pause_key, "1", px=milliseconds)
+            milliseconds = self._lengthen_pause(keys=[self.pause_key], args=[max(1, round(seconds * 1000))])
         except RedisError as error:
             raise LimiterUnavailable(str(error)) from error
-        self._paused_until = time.monotonic() + milliseconds / 1000
+        self._paused_until = time.monotonic() + int(milliseconds) / 1000
         self._pause_read_at = time.monotonic()
 
-    def _pause_left(self) -> float:
-        """Seconds left of the channel's pause, as last read from Redis (RedisError if unread)."""
+    def _pause_left(self, *, read: bool) -> float:
+        """Seconds left of the channel's pause, read from Redis if `read` and the last reading is
+        older than PAUSE_READ_SECONDS (RedisError if Redis does not answer)."""
         now = time.monotonic()
-        if now - self._pause_read_at >= PAUSE_READ_SECONDS:
+        if read and now - self._pause_read_at >= PAUSE_READ_SECONDS:
             milliseconds = self.redis.pttl(self.pause_key)  # -2: no pause
             self._paused_until = now + milliseconds / 1000 if milliseconds > 0 else 0.0
             self._pause_read_at = now
