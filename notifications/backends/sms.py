@@ -1,6 +1,7 @@
 import json
 import logging
 import os
+import threading
 import uuid
 from urllib.parse import unquote, urlencode, urlsplit
 
@@ -46,7 +47,9 @@ class Urllib3HttpClient(HttpClient):
 
     def __init__(self, *, base_url: str, timeout: float):
         super().__init__(logging.getLogger("twilio.http_client"), False, timeout)
-        self.last_response: Response | None = None  # its headers say when to try again (Retry-After)
+        # Each thread's last answer (the threads, gevent and eventlet pools send several at
+        # once through one client): its headers say when to try again (Retry-After).
+        self._answers = threading.local()
         proxy_url = select_proxy(base_url, get_environ_proxies(base_url))
         ca_certs = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or certifi.where()
         options = {"maxsize": TWILIO_POOL_SIZE, "retries": False, "cert_reqs": "CERT_REQUIRED"}
@@ -65,6 +68,14 @@ class Urllib3HttpClient(HttpClient):
             options["proxy_headers"] = urllib3.make_headers(proxy_basic_auth=credentials)
             proxy = proxy._replace(netloc=proxy.netloc.rpartition("@")[2])
         self.pool = urllib3.ProxyManager(proxy.geturl(), **options)
+
+    @property
+    def last_response(self) -> Response | None:
+        return getattr(self._answers, "last", None)
+
+    @last_response.setter
+    def last_response(self, response: Response | None) -> None:
+        self._answers.last = response
 
     def request(
         self, method, url, params=None, data=None, headers=None, auth=None, timeout=None, allow_redirects=False
@@ -90,7 +101,7 @@ class Urllib3HttpClient(HttpClient):
             redirect=allow_redirects,
         )
         response = Response(answer.status, answer.data.decode("utf-8", errors="replace"), answer.headers)
-        self.last_response = response
+        self._answers.last = response
         if self.logger.isEnabledFor(logging.INFO):
             self.log_response(answer.status, response)
         return response

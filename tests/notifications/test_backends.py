@@ -117,6 +117,20 @@ def test_a_retry_after_belongs_to_the_answer_that_carried_it(twilio):
         assert raised.value.retry_after == expected
 
 
+def test_one_threads_answer_is_not_read_by_another_sharing_the_backend(twilio):
+    """The threads, gevent and eventlet pools send through one backend from several threads at once."""
+    backend = TwilioBackend()
+    twilio.script("+14155552671", (429, 20429, {"Retry-After": "30"}))
+    with pytest.raises(TransientDeliveryError):
+        backend.send(recipient="+14155552671", body="hello")
+    seen_elsewhere = []
+    reader = threading.Thread(target=lambda: seen_elsewhere.append(backend.client.http_client.last_response))
+    reader.start()
+    reader.join()
+    assert seen_elsewhere == [None]
+    assert backend.client.http_client.last_response.headers["Retry-After"] == "30"
+
+
 def test_unreachable_twilio_is_transient(twilio, settings):
     settings.TWILIO_API_BASE_URL = "http://127.0.0.1:1"
     with pytest.raises(TransientDeliveryError) as raised:
