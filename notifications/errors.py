@@ -17,8 +17,8 @@ class DeliveryError(Exception):
         self.code = code.replace("\x00", "")[:CODE_LENGTH]
         # Seconds the provider asked to be left alone (its Retry-After), when it said.
         self.retry_after = retry_after
-        # The provider said the sends come too fast (HTTP 429): no send on the channel should
-        # follow at once, from any worker, not only this message's retry.
+        # The provider said the sends come too fast (HTTP 429, Twilio 20429 or 30001, SMTP 421):
+        # no send on the channel should follow at once, from any worker, not only this retry.
         self.throttled = throttled
 
 

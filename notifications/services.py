@@ -611,7 +611,7 @@ def _record_failure(notification: Notification, error: DeliveryError, *, started
         )
     else:
         delay = retry_delay(attempt_since_requeue)
-        if error.retry_after:  # never sooner than the provider asked
+        if error.retry_after:  # never sooner than the provider asked, within the same cap
             delay = max(delay, min(error.retry_after, settings.NOTIFICATIONS_RETRY_BACKOFF_MAX))
 
     @transaction.atomic
@@ -670,18 +670,21 @@ def _pause_channel(notification: Notification, error: DeliveryError, *, task_id:
     """The provider said "too fast" or "not before": hold every worker's sends on the channel
     for as long as it asked (THROTTLE_PAUSE_SECONDS when it did not say), so that the rest of
     a backlog waits for a token instead of using up its attempts on the same answer. One call to
-    Redis, after a send that failed: a time limit striking during it only delays the retry."""
+    Redis, after the provider call, so the send task's time limits need no room for it."""
     seconds = min(error.retry_after or THROTTLE_PAUSE_SECONDS, settings.NOTIFICATIONS_RETRY_BACKOFF_MAX)
     try:
         limiter_for(notification.channel).pause(seconds)
-    except LimiterUnavailable as unavailable:
-        # The message's own retry still waits; the others find out from the provider.
+    except (LimiterUnavailable, SoftTimeLimitExceeded) as error:
+        # The message's own retry still waits; the others find out from the provider. The
+        # soft time limit striking here comes after the provider call: the failure is written.
         log_event(
             "notification.channel_not_paused",
             notification,
             level=logging.WARNING,
             task_id=task_id,
-            reason=f"rate limiter unavailable: {unavailable}",
+            reason="soft time limit reached"
+            if isinstance(error, SoftTimeLimitExceeded)
+            else f"rate limiter unavailable: {error}",
         )
         return
     metrics.CHANNEL_PAUSES.labels(notification.channel).inc()

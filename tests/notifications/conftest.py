@@ -209,6 +209,7 @@ def scripted(settings):
     services.limiter_for.cache_clear()
     yield ScriptedBackend
     services.limiter_for.cache_clear()
+    redis.Redis.from_url(settings.REDIS_URL).flushdb()  # no window nor pause left for the next test
 
 
 class RefusedRecords:

@@ -6,6 +6,7 @@ import re
 import time
 
 import pytest
+import redis
 
 from notifications import sweeps
 from notifications.broker import publish
@@ -104,18 +105,20 @@ def test_throttled_sms_is_retried(pipeline, fake_twilio):
     assert (sms.status, sms.attempts) == ("sent", 3)
 
 
-def test_too_many_requests_holds_every_sms_until_the_time_twilio_named(pipeline, fake_twilio):
+def test_too_many_requests_holds_every_sms_until_the_time_twilio_named(pipeline, fake_twilio, settings):
     """Twilio answers one send 429 with Retry-After: 2. The worker's other process sends the
     next order's SMS only after those 2 s, and the throttled SMS goes on its retry."""
     throttled_phone = new_phone()
     fake_twilio.script(throttled_phone, (429, 20429, {"Retry-After": "2"}))
     throttled = place(customer_phone=throttled_phone, customer_email="")
     [refused] = wait_until(lambda: fake_twilio.received(throttled_phone), timeout=20, what="the SMS Twilio refuses")
+    limiter = redis.Redis.from_url(settings.REDIS_URL)
+    wait_until(lambda: limiter.exists("orderflow:pause:sms"), timeout=5, what="the worker to pause the SMS channel")
     time.sleep(PAUSE_READ_SECONDS * 2)  # a worker process that looked just before sees the pause by now
     following = place(customer_email="")
     [sms] = finished(following, 1)
     [accepted] = fake_twilio.accepted(following.customer_phone)
-    assert sms.status == "sent"
+    assert (sms.status, sms.attempts) == ("sent", 1)  # the wait used no attempt
     assert accepted["at"] >= refused["at"] + 2
     [retried] = finished(throttled, 1)
     assert (retried.status, retried.attempts) == ("sent", 2)

@@ -354,14 +354,15 @@ def test_too_many_requests_pauses_the_channel_for_every_worker_and_the_retry_wai
     assert (paused.seconds, paused.code) == (90, "twilio-20429")
 
 
-def test_too_many_requests_without_a_retry_after_pauses_briefly_and_retries_on_the_backoff(
-    shop, published, scripted, settings
+def test_too_many_requests_without_a_retry_after_pauses_for_the_default_and_retries_on_the_backoff(
+    shop, published, scripted, settings, monkeypatch
 ):
+    monkeypatch.setattr(services, "THROTTLE_PAUSE_SECONDS", 30)  # long enough to be read back
     scripted.script.append(TransientDeliveryError("Twilio HTTP 429", code="http-429", throttled=True))
     result = services.notification_send(notification_id=sms_of(place_order(owner=shop)).pk)
     assert 60 <= result.retry_in <= 66
     other = another_workers_limiter(settings)
-    assert 0 < other.redis.pttl(other.pause_key) <= services.THROTTLE_PAUSE_SECONDS * 1000
+    assert 29 < other.redis.pttl(other.pause_key) / 1000 <= 30
 
 
 def test_a_provider_down_until_a_time_pauses_the_channel_that_long_within_the_backoff_cap(
@@ -381,11 +382,12 @@ def test_an_error_that_asks_for_no_wait_pauses_nothing(shop, published, scripted
     assert another_workers_limiter(settings).acquire(timeout=0)
 
 
-def test_a_pause_redis_cannot_take_still_records_the_failure(shop, published, scripted, monkeypatch, caplog):
-    def redis_gone(self, seconds):
-        raise LimiterUnavailable("Connection refused")
+@pytest.mark.parametrize("error", [LimiterUnavailable("Connection refused"), SoftTimeLimitExceeded()])
+def test_a_pause_that_cannot_be_set_still_records_the_failure(shop, published, scripted, monkeypatch, caplog, error):
+    def fails(self, seconds):
+        raise error
 
-    monkeypatch.setattr(ChannelRateLimiter, "pause", redis_gone)
+    monkeypatch.setattr(ChannelRateLimiter, "pause", fails)
     scripted.script.append(TransientDeliveryError("Twilio 20429", code="twilio-20429", retry_after=5, throttled=True))
     sms = sms_of(place_order(owner=shop))
     assert services.notification_send(notification_id=sms.pk).outcome == "retry"
