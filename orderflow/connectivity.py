@@ -3,6 +3,7 @@ Celery beat start by connecting, and a driver's traceback (ninety lines; through
 redirect, 1,700) hides which setting is wrong. The same for the broker, which beat otherwise
 meets only when its first task is due."""
 
+from celery import Celery
 from django.db import DatabaseError, connections
 from kombu.exceptions import OperationalError
 
@@ -27,9 +28,9 @@ def database_unreachable(alias: str) -> str | None:
     return None
 
 
-def broker_unreachable(app) -> str | None:
-    """None if `app`'s broker answers within about two seconds; else one line saying where
-    (no password) and why not."""
+def broker_unreachable(app: Celery) -> str | None:
+    """None if `app`'s broker answers within a few seconds; else one line saying where (no
+    password) and why not."""
     connection = app.connection_for_write()
     try:
         connection.ensure_connection(max_retries=1, interval_start=0, timeout=2)

@@ -13,6 +13,6 @@ class ContentNegotiation(DefaultContentNegotiation):
     def filter_renderers(self, renderers, format):
         matching = [renderer for renderer in renderers if renderer.format == format]
         if not matching:
-            known = ", ".join(dict.fromkeys(renderer.format for renderer in renderers))
+            known = ", ".join(dict.fromkeys(renderer.format for renderer in renderers if renderer.format))
             raise exceptions.NotAcceptable(f"There is no format {format!r} here; use one of: {known}.")
         return matching

@@ -111,7 +111,7 @@ class TransitionSerializer(serializers.Serializer):
 
 
 class StatusesField(forms.MultipleChoiceField):
-    """?status=placed&status=paid: orders in either. An empty value among them stands for nothing."""
+    """?status=pending&status=confirmed: orders in either. An empty value among them stands for nothing."""
 
     def to_python(self, value):
         return [item for item in super().to_python(value) if item]
@@ -130,7 +130,7 @@ class OrderFilterForm(forms.Form):
 
 
 class OrderFilter(django_filters.FilterSet):
-    # Repeated, the statuses add up; before, the last one given was the only one used.
+    # Repeated, the statuses add up: a filter that kept only one of them would hide orders silently.
     status = StatusesFilter(choices=OrderStatus.choices, distinct=False)
 
     class Meta:

@@ -13,9 +13,8 @@ from notifications import broker, services, sweeps
 from notifications.models import DeadLetter, Notification
 from orderflow.celery import app
 from tests.factories import place_order
-from tests.fakes.smtp_server import free_port
 from tests.notifications.conftest import BROKERS, ROOT, point_app_at
-from tests.processes import stop_group
+from tests.processes import free_port, stop_group
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.django_db
@@ -212,7 +211,7 @@ def test_beat_reads_its_schedules_from_the_database_and_ticks(worker_env, tmp_pa
 
 @pytest.mark.integration
 def test_beat_says_at_start_that_it_cannot_reach_the_broker_and_runs_on(worker_env, tmp_path):
-    """Before, beat said nothing until its first task was due, up to five minutes later."""
+    """A wrong CELERY_BROKER_URL shows at start, not when the first task is due (up to 5 minutes)."""
     log = tmp_path / "beat.log"
     beat = start_beat(worker_env, tmp_path, f"redis://:hunter2@127.0.0.1:{free_port()}/0")
     try:
