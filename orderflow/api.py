@@ -87,6 +87,10 @@ def exception_handler(exc, context):
             _error_body("The request body is too large.", "too_large"),
             status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
         )
+    if isinstance(exc, exceptions.NotAcceptable):
+        # In JSON whatever the page's formats: the request named none it has, and DRF would
+        # answer in the page's first (the schema's is YAML).
+        return JsonResponse(_error_body(str(exc.detail), exc.detail.code), status=exc.status_code)
     if isinstance(exc, Http404):
         exc = exceptions.NotFound(str(exc) or None)
     elif isinstance(exc, PermissionDenied):

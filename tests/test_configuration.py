@@ -159,13 +159,14 @@ def test_gunicorn_stops_at_a_bad_variable_instead_of_starting_workers_into_it():
         "orderflow.wsgi",
         "--bind",
         "127.0.0.1:0",
+        # One worker: when several fail at once, gunicorn itself sometimes stops with a traceback
+        # of its own (HaltServer raised again while halting), exit status 1; it stops either way.
         "--workers",
-        "2",
+        "1",
         DJANGO_SETTINGS_MODULE="orderflow.settings.bogus",
     )
     assert result.returncode == 3  # the arbiter's "worker failed to boot", not a restart loop cut by the timeout
-    ours = [line for line in result.stderr.splitlines() if not line.startswith("[")]
-    assert 1 <= len(ours) <= 2 and set(ours) == {NO_SUCH_SETTINGS}  # one line from each worker that booted
+    assert [line for line in result.stderr.splitlines() if not line.startswith("[")] == [NO_SUCH_SETTINGS]
     assert "Reason: Worker failed to boot." in result.stderr
 
 

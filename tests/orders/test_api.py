@@ -2,7 +2,6 @@ import json
 import threading
 
 import pytest
-import yaml
 from django.db import connection
 
 from orders.models import Order
@@ -480,11 +479,22 @@ def test_an_unknown_format_is_a_406_naming_the_formats_there_are(api):
     }
 
 
-def test_an_unknown_format_of_the_schema_is_a_406_in_its_own_default_format(api):
+def test_an_unknown_format_of_the_schema_is_a_406_in_json_too(api):
+    """The schema's first format is YAML, which DRF would answer the error in."""
     response = api.get("/api/schema/", {"format": "bogus"})
-    assert response.status_code == 406
-    assert yaml.safe_load(response.content) == {
+    assert (response.status_code, response["Content-Type"]) == (406, "application/json")
+    assert response.json() == {
         "detail": "There is no format 'bogus' here; use one of: yaml, json.",
+        "code": "not_acceptable",
+    }
+
+
+def test_an_accept_header_nothing_matches_is_a_406_naming_the_media_types(api):
+    response = api.get(ORDERS, HTTP_ACCEPT="application/xml")
+    assert response.status_code == 406
+    assert response.json() == {
+        "detail": "Nothing here can be sent as Accept: 'application/xml' asks; "
+        "accept one of: application/json, text/html.",
         "code": "not_acceptable",
     }
 
