@@ -22,7 +22,8 @@ class AutoSchema(SpectacularAutoSchema):
         return responses
 
     def _error_codes(self) -> list[str]:
-        codes = ["400", "404"]  # bad input or query parameters; no such object or page
+        # Bad input or query parameters; no such object or page; a ?format= or Accept the page cannot give.
+        codes = ["400", "404", "406"]
         if not any(isinstance(permission, AllowAny) for permission in self.view.get_permissions()):
             codes.append("401")
         if self.method in ("POST", "PUT", "PATCH"):

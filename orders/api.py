@@ -116,6 +116,18 @@ class StatusesField(forms.MultipleChoiceField):
     def to_python(self, value):
         return [item for item in super().to_python(value) if item]
 
+    def validate(self, value):
+        # All the unknown ones at once, and what is known: one at a time, a typo at a time.
+        unknown = [item for item in value if not self.valid_value(item)]
+        if unknown:
+            names = [str(choice) for choice, _ in self.choices]
+            what = "is not a status" if len(unknown) == 1 else "are not statuses"
+            raise forms.ValidationError(
+                f"{', '.join(repr(item) for item in unknown)} {what}; use {', '.join(names[:-1])} or {names[-1]}.",
+                code="invalid_choice",
+            )
+        super().validate(value)
+
 
 class StatusesFilter(django_filters.MultipleChoiceFilter):
     field_class = StatusesField
