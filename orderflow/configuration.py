@@ -199,14 +199,16 @@ SETTINGS_MODULES = ("orderflow.settings.local", "orderflow.settings.production")
 
 def as_configuration_error(error: BaseException) -> ConfigurationError | None:
     """The error as a bad variable, if it is one: a ConfigurationError, or a DJANGO_SETTINGS_MODULE
-    naming no module (a module missing inside real settings is a defect, and stays one)."""
+    naming no module or set empty (a module missing inside real settings is a defect, and stays one)."""
     if isinstance(error, ConfigurationError):
         return error
-    module = os.environ.get("DJANGO_SETTINGS_MODULE", "")
-    if isinstance(error, ModuleNotFoundError) and error.name and f"{module}.".startswith(f"{error.name}."):
-        return ConfigurationError(
-            "DJANGO_SETTINGS_MODULE", f"there is no module {module!r}; use one of {', '.join(SETTINGS_MODULES)}"
-        )
+    module = os.environ.get("DJANGO_SETTINGS_MODULE")
+    use = f"use one of {', '.join(SETTINGS_MODULES)}"
+    if isinstance(error, ModuleNotFoundError) and module and error.name and f"{module}.".startswith(f"{error.name}."):
+        return ConfigurationError("DJANGO_SETTINGS_MODULE", f"there is no module {module!r}; {use}")
+    if isinstance(error, ImproperlyConfigured) and module is not None and not module.strip():
+        # Set, but empty: the entry points' default applies only when it is not set at all.
+        return ConfigurationError("DJANGO_SETTINGS_MODULE", f"it is set but empty; unset it (local settings) or {use}")
     return None
 
 
@@ -220,7 +222,7 @@ def exit_on_bad_configuration(status: int = 2):
     """Let a bad variable end the process with one line, and `status`, instead of a traceback."""
     try:
         yield
-    except (ConfigurationError, ModuleNotFoundError) as error:
+    except (ImproperlyConfigured, ModuleNotFoundError) as error:
         bad = as_configuration_error(error)
         if bad is None:
             raise

@@ -137,6 +137,16 @@ def test_a_settings_module_that_is_not_there_is_one_line_naming_the_variable(com
     assert result.stderr.strip().splitlines() == [NO_SUCH_SETTINGS]
 
 
+@pytest.mark.parametrize("command", [["manage.py", "check"], ["-m", "celery", "-A", "orderflow", "inspect", "ping"]])
+def test_a_settings_module_set_empty_is_one_line_saying_so(command):
+    result = run_deployed(*command, DJANGO_SETTINGS_MODULE="")
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines() == [
+        "orderflow: configuration error: DJANGO_SETTINGS_MODULE: it is set but empty; unset it (local settings) "
+        "or use one of orderflow.settings.local, orderflow.settings.production"
+    ]
+
+
 def test_a_module_missing_inside_real_settings_is_a_defect_shown_in_full(tmp_path):
     (tmp_path / "settings_needing_a_package.py").write_text(
         "from orderflow.settings.local import *  # noqa\nimport a_package_not_installed  # noqa\n"
