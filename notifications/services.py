@@ -674,7 +674,7 @@ def _pause_channel(notification: Notification, error: DeliveryError, *, task_id:
     seconds = min(error.retry_after or THROTTLE_PAUSE_SECONDS, settings.NOTIFICATIONS_RETRY_BACKOFF_MAX)
     try:
         limiter_for(notification.channel).pause(seconds)
-    except (LimiterUnavailable, SoftTimeLimitExceeded) as error:
+    except (LimiterUnavailable, SoftTimeLimitExceeded) as unpaused:
         # The message's own retry still waits; the others find out from the provider. The
         # soft time limit striking here comes after the provider call: the failure is written.
         log_event(
@@ -683,8 +683,8 @@ def _pause_channel(notification: Notification, error: DeliveryError, *, task_id:
             level=logging.WARNING,
             task_id=task_id,
             reason="soft time limit reached"
-            if isinstance(error, SoftTimeLimitExceeded)
-            else f"rate limiter unavailable: {error}",
+            if isinstance(unpaused, SoftTimeLimitExceeded)
+            else f"rate limiter unavailable: {unpaused}",
         )
         return
     metrics.CHANNEL_PAUSES.labels(notification.channel).inc()
