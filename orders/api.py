@@ -110,6 +110,9 @@ class TransitionSerializer(serializers.Serializer):
     status = serializers.ChoiceField(OrderStatus.choices)
 
 
+SHOWN_UNKNOWN_STATUSES, SHOWN_STATUS_LENGTH = 5, 40
+
+
 class StatusesField(forms.MultipleChoiceField):
     """?status=pending&status=confirmed: orders in either. An empty value among them stands for nothing."""
 
@@ -118,13 +121,17 @@ class StatusesField(forms.MultipleChoiceField):
 
     def validate(self, value):
         # All the unknown ones at once, and what is known: one at a time, a typo at a time.
-        unknown = [item for item in value if not self.valid_value(item)]
+        unknown = list(dict.fromkeys(item for item in value if not self.valid_value(item)))
         if unknown:
             names = [str(choice) for choice, _ in self.choices]
             what = "is not a status" if len(unknown) == 1 else "are not statuses"
+            # A few, each cut short: the answer should not echo a hostile query back at length.
+            shown = ", ".join(repr(item[:SHOWN_STATUS_LENGTH]) for item in unknown[:SHOWN_UNKNOWN_STATUSES])
+            more = (
+                f" (and {len(unknown) - SHOWN_UNKNOWN_STATUSES} more)" if len(unknown) > SHOWN_UNKNOWN_STATUSES else ""
+            )
             raise forms.ValidationError(
-                f"{', '.join(repr(item) for item in unknown)} {what}; use {', '.join(names[:-1])} or {names[-1]}.",
-                code="invalid_choice",
+                f"{shown}{more} {what}; use {', '.join(names[:-1])} or {names[-1]}.", code="invalid_choice"
             )
         super().validate(value)
 

@@ -272,6 +272,15 @@ def test_a_list_filter_naming_unknown_statuses_among_others_is_refused_naming_th
     }
 
 
+def test_a_status_filter_flooded_with_junk_is_refused_without_echoing_it_at_length(api):
+    junk = "&".join(f"status={index}{'x' * 200}" for index in range(50))
+    response = api.get(f"{ORDERS}?{junk}")
+    assert response.status_code == 400
+    detail = response.json()["detail"]
+    assert "(and 45 more) are not statuses" in detail
+    assert len(detail) < 500
+
+
 def test_list_with_unknown_status_filter_is_refused(api):
     response = api.get(ORDERS, {"status": "lost"})
     assert response.status_code == 400
