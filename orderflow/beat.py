@@ -21,6 +21,6 @@ class DatabaseScheduler(BaseDatabaseScheduler):
         super().__init__(*args, **kwargs)
         if kwargs.get("lazy"):
             return  # the instance beat makes only to describe itself at start; the running one follows
-        problem = broker_unreachable(self.app)
+        problem = broker_unreachable(self.app.conf.broker_url)
         if problem:
             logger.error("celery beat: %s; due tasks are sent once it answers", problem)

@@ -3,9 +3,8 @@ Celery beat start by connecting, and a driver's traceback (ninety lines; through
 redirect, 1,700) hides which setting is wrong. The same for the broker, which beat otherwise
 meets only when its first task is due."""
 
-from celery import Celery
 from django.db import DatabaseError, connections
-from kombu.exceptions import OperationalError
+from kombu import Connection
 
 
 def _shown(alias: str) -> str:
@@ -28,15 +27,22 @@ def database_unreachable(alias: str) -> str | None:
     return None
 
 
-def broker_unreachable(app: Celery) -> str | None:
-    """None if `app`'s broker answers within a few seconds; else one line saying where (no
-    password) and why not."""
-    connection = app.connection_for_write()
+def broker_error(url: str) -> tuple[str, Exception | None]:
+    """The broker at `url` as a person would recognise it (no password), and the error met
+    connecting to it within a few seconds, None if it answered."""
+    connection = Connection(url, connect_timeout=3)
     try:
-        connection.ensure_connection(max_retries=1, interval_start=0, timeout=2)
-    except (OperationalError, OSError) as error:
-        reason = " ".join(str(error).split()).rstrip(".")
-        return f"CELERY_BROKER_URL: cannot connect to {connection.as_uri()}: {reason}"
+        connection.ensure_connection(max_retries=1, interval_start=0, interval_step=0, timeout=3)
+    except Exception as error:  # kombu raises the transport's own errors
+        return connection.as_uri(), error
     finally:
         connection.release()
-    return None
+    return connection.as_uri(), None
+
+
+def broker_unreachable(url: str) -> str | None:
+    """None if the broker at `url` answers; else one line naming CELERY_BROKER_URL, where and why not."""
+    shown, error = broker_error(url)
+    if error is None:
+        return None
+    return f"CELERY_BROKER_URL: cannot connect to {shown}: {' '.join(str(error).split()).rstrip('.')}"

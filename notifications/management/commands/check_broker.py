@@ -1,6 +1,7 @@
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
-from kombu import Connection
+
+from orderflow.connectivity import broker_error
 
 HOW_TO_START = {
     "redis": "start one with `redis-server --daemonize yes` (Debian: apt-get install redis-server)",
@@ -14,14 +15,10 @@ class Command(BaseCommand):
     def handle(self, *args, **options):
         url = settings.CELERY_BROKER_URL
         transport = "amqp" if url.startswith(("amqp", "pyamqp")) else "redis"
-        connection = Connection(url, connect_timeout=3)
-        try:
-            connection.ensure_connection(max_retries=1, interval_start=0, interval_step=0, timeout=3)
-        except Exception as error:  # kombu raises the transport's own errors
+        shown, error = broker_error(url)
+        if error is not None:
             raise CommandError(
-                f"the broker at {connection.as_uri()} cannot be used ({error.__class__.__name__}: {error}); "
+                f"the broker at {shown} cannot be used ({error.__class__.__name__}: {error}); "
                 f"if it is not running, {HOW_TO_START[transport]}; else check CELERY_BROKER_URL."
-            ) from None
-        finally:
-            connection.release()
-        self.stdout.write(f"broker {connection.as_uri()} is reachable")
+            )
+        self.stdout.write(f"broker {shown} is reachable")
