@@ -4,6 +4,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-requirements
 
+# Where make run's processes (web, prefork workers, beat) write their metrics for /metrics to add
+# up; emptied at each start. A PROMETHEUS_MULTIPROC_DIR in the environment or .env is used instead.
+RUN_METRICS_DIR := .run/metrics
+
 # The suite needs PostgreSQL (workers in other processes share its database); override as you like.
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/orderflow
 
@@ -23,7 +27,8 @@ migrate: install
 run: install
 	@$(BIN)/python manage.py check_broker
 	$(BIN)/python manage.py migrate --noinput
-	$(BIN)/honcho start
+	rm -rf $(RUN_METRICS_DIR) && mkdir -p $(RUN_METRICS_DIR)
+	PROMETHEUS_MULTIPROC_DIR=$${PROMETHEUS_MULTIPROC_DIR:-$(CURDIR)/$(RUN_METRICS_DIR)} $(BIN)/honcho start
 
 test: install lint
 	DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} $(BIN)/pytest
