@@ -192,14 +192,14 @@ def machine_ticks() -> tuple[int, int]:
 
 
 class Gunicorn:
-    """docker-compose.yml's web command (`gunicorn orderflow.wsgi --workers 3 --access-logfile -`)
+    """docker-compose.yml's web command (`gunicorn orderflow.wsgi --preload --workers 3 --access-logfile -`)
     serving `app` on a free loopback port, in a process group of its own."""
 
     def __init__(self, *, name: str, app: str, env: dict, workers: int):
         self.name, self.env, self.workers = name, env, workers
         self.port = free_port()
         self.argv = [
-            *(sys.executable, "-m", "gunicorn", app),
+            *(sys.executable, "-m", "gunicorn", app, "--preload"),
             *("--bind", f"127.0.0.1:{self.port}", "--workers", str(workers), "--access-logfile", "-"),
             # Several servers run side by side here; each would take over the one default socket path.
             "--no-control-socket",

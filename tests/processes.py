@@ -9,9 +9,19 @@ import sys
 from contextlib import suppress
 from pathlib import Path
 
+import yaml
+
 from tests.fakes.smtp_server import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
+DEPLOYED_BIND = "0.0.0.0:8000"
+
+
+def web_command(*, bind: str) -> list[str]:
+    """docker-compose.yml's web command (gunicorn as deployed), serving on `bind` instead."""
+    command = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]["web"]["command"]
+    assert DEPLOYED_BIND in command, command
+    return [bind if argument == DEPLOYED_BIND else argument for argument in command]
 
 
 def run_deployed(*argv: str, **variables: str) -> subprocess.CompletedProcess:

@@ -7,7 +7,7 @@ import environ
 import pytest
 
 from orderflow.configuration import ConfigurationError, Rate, email_settings, parse_rate
-from tests.processes import run_deployed, unreachable_database_url
+from tests.processes import run_deployed, unreachable_database_url, web_command
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -162,7 +162,16 @@ def test_a_module_missing_inside_real_settings_is_a_defect_shown_in_full(tmp_pat
     assert result.stderr.strip().endswith("ModuleNotFoundError: No module named 'a_package_not_installed'")
 
 
-def test_gunicorn_stops_at_a_bad_variable_instead_of_starting_workers_into_it():
+@pytest.mark.parametrize("attempt", [1, 2, 3])  # several workers failing together stopped gunicorn unevenly
+def test_the_deployed_web_command_stops_at_a_bad_variable_with_its_one_line(attempt):
+    command = web_command(bind="127.0.0.1:0")
+    assert command[0] == "gunicorn" and "--workers" in command
+    result = run_deployed("-m", *command, DJANGO_SETTINGS_MODULE="orderflow.settings.bogus")
+    assert result.returncode == 3  # stopped, not a restart loop cut by the timeout
+    assert result.stderr.strip().splitlines() == [NO_SUCH_SETTINGS]
+
+
+def test_gunicorn_without_preload_stops_when_its_worker_cannot_boot():
     result = run_deployed(
         "-m",
         "gunicorn",

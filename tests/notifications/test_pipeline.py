@@ -2,11 +2,18 @@
 real twilio library against a Twilio-compatible server, and a real SMTP server."""
 
 import itertools
+import json
 import re
+import subprocess
+import sys
 import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import redis
+from rest_framework.authtoken.models import Token
 
 from notifications import sweeps
 from notifications.broker import publish
@@ -15,8 +22,10 @@ from notifications.ratelimit import PAUSE_READ_SECONDS
 from orders import services as order_services
 from orders.models import ChangeSource, Order
 from tests.factories import UserFactory, order_line
+from tests.fakes.smtp_server import free_port
 from tests.notifications.conftest import MAX_RETRIES, TWILIO_TOKEN, point_app_at, wait_until
 from tests.notifications.test_metrics import sample
+from tests.processes import ROOT, stop_group, web_command
 
 pytestmark = pytest.mark.integration
 
@@ -277,3 +286,68 @@ def test_metrics_count_the_workers_sends_and_failures(pipeline, fake_twilio, cli
     assert sample(text, 'orderflow_dead_letters{status="dead"}') >= 1
     assert sample(text, "orderflow_broker_up") == 1  # queue depths read from this module's broker
     assert sample(text, 'orderflow_queue_depth{queue="sms"}') >= 0
+
+
+def test_the_deployed_web_command_takes_orders_whose_customers_are_then_told(
+    pipeline, broker_url, worker_env, fake_twilio, fake_smtp, tmp_path
+):
+    """docker-compose.yml's web command (gunicorn, the app loaded before its workers fork) serving
+    orders from several clients at once: each is answered 201 and its SMS and email go out once."""
+    token = Token.objects.create(user=UserFactory(username="gunicorn-shop"))
+    port = free_port()
+    log_path = tmp_path / "gunicorn.log"
+    with log_path.open("w") as log:
+        server = subprocess.Popen(
+            [sys.executable, "-m", *web_command(bind=f"127.0.0.1:{port}"), "--no-control-socket"],
+            cwd=ROOT,
+            env={**worker_env, "CELERY_BROKER_URL": broker_url},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        wait_until(lambda: _get(port, "/readyz") == 200 or _exited(server, log_path), timeout=60, what="gunicorn")
+        phones = [new_phone() for _ in range(8)]
+        with ThreadPoolExecutor(max_workers=4) as clients:
+            answers = list(clients.map(lambda phone: _post_order(port, token.key, phone), phones))
+    finally:
+        stop_group(server, timeout=20)
+    assert [status for status, _ in answers] == [201] * len(phones), answers
+    for (_, order), phone in zip(answers, phones, strict=True):
+        finished(Order.objects.get(pk=order["id"]), 2)
+        assert len(fake_twilio.accepted(phone)) == 1
+        assert len(fake_smtp.delivered(order["customer_email"])) == 1
+
+
+def _exited(server: subprocess.Popen, log_path) -> bool:
+    if server.poll() is not None:
+        raise AssertionError(f"gunicorn exited {server.returncode}:\n{log_path.read_text()[-3000:]}")
+    return False
+
+
+def _get(port: int, path: str) -> int | None:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as answer:
+            return answer.status
+    except OSError:  # not listening yet, or an error status (HTTPError)
+        return None
+
+
+def _post_order(port: int, token: str, phone: str) -> tuple[int, dict]:
+    body = {
+        "customer_name": "Ada Lovelace",
+        "customer_email": f"web{phone[-4:]}@example.com",
+        "customer_phone": phone,
+        "items": [{"sku": "TEA-1", "name": "Green tea", "quantity": 1, "unit_price": "4.50"}],
+    }
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/api/orders/",
+        data=json.dumps(body).encode(),
+        headers={"Authorization": f"Token {token}", "Content-Type": "application/json"},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as answer:  # noqa: S310
+            return answer.status, json.loads(answer.read())
+    except urllib.error.HTTPError as error:
+        return error.code, {"body": error.read().decode(errors="replace")[:500]}
