@@ -3,6 +3,7 @@ real twilio library against a Twilio-compatible server, and a real SMTP server."
 
 import itertools
 import json
+import os
 import re
 import subprocess
 import sys
@@ -10,6 +11,8 @@ import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
+from pathlib import Path
 
 import pytest
 import redis
@@ -30,6 +33,7 @@ from tests.processes import ROOT, stop_group, web_command
 pytestmark = pytest.mark.integration
 
 _numbers = itertools.count(100)
+TCP_ESTABLISHED = "01"  # the state column of /proc/net/tcp
 
 
 def new_phone() -> str:
@@ -310,6 +314,8 @@ def test_the_deployed_web_command_takes_orders_whose_customers_are_then_told(
         phones = [new_phone() for _ in range(8)]
         with ThreadPoolExecutor(max_workers=4) as clients:
             answers = list(clients.map(lambda phone: _post_order(port, token.key, phone), phones))
+        # The arbiter holds no connection (database, broker, Redis) that its forked workers would share.
+        assert _established_connections(server.pid) == 0
     finally:
         stop_group(server, timeout=20)
     assert [status for status, _ in answers] == [201] * len(phones), answers
@@ -323,6 +329,22 @@ def _exited(server: subprocess.Popen, log_path) -> bool:
     if server.poll() is not None:
         raise AssertionError(f"gunicorn exited {server.returncode}:\n{log_path.read_text()[-3000:]}")
     return False
+
+
+def _established_connections(pid: int) -> int:
+    """How many established TCP connections process `pid` holds (from /proc)."""
+    sockets = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with suppress(FileNotFoundError):  # closed meanwhile, e.g. the one listing the directory
+            link = os.readlink(fd)
+            if link.startswith("socket:["):
+                sockets.add(link[len("socket:[") : -1])
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for row in Path(table).read_text().splitlines()[1:]:
+            fields = row.split()
+            count += fields[3] == TCP_ESTABLISHED and fields[9] in sockets
+    return count
 
 
 def _get(port: int, path: str) -> int | None:
