@@ -147,6 +147,24 @@ def test_a_settings_module_set_empty_is_one_line_saying_so(command):
     ]
 
 
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["manage.py", "check"],
+        ["-m", "celery", "-A", "orderflow", "inspect", "ping"],
+        ["-m", "gunicorn", "orderflow.wsgi", "--bind", "127.0.0.1:0", "--workers", "1"],
+    ],
+)
+def test_the_settings_package_itself_is_one_line_naming_the_modules(command):
+    result = run_deployed(*command, DJANGO_SETTINGS_MODULE="orderflow.settings")
+    assert result.returncode != 0
+    lines = [line for line in result.stderr.splitlines() if not line.startswith("[")]  # gunicorn's own
+    assert lines == [
+        "orderflow: configuration error: DJANGO_SETTINGS_MODULE: 'orderflow.settings' is the package of the "
+        "settings modules, not one; use one of orderflow.settings.local, orderflow.settings.production"
+    ]
+
+
 def test_a_module_missing_inside_real_settings_is_a_defect_shown_in_full(tmp_path):
     (tmp_path / "settings_needing_a_package.py").write_text(
         "from orderflow.settings.local import *  # noqa\nimport a_package_not_installed  # noqa\n"
