@@ -17,6 +17,8 @@ from django.core.exceptions import ImproperlyConfigured, ValidationError
 from django.core.validators import validate_email
 from kombu import Connection
 
+from orders.money import is_currency
+
 RATE_PERIODS = {"s": 1, "m": 60, "h": 3600}
 RATE_PATTERN = re.compile(r"^\s*(\d+)\s*/\s*([smh])\s*$")
 
@@ -186,6 +188,16 @@ def check_sender(variable: str, value: str) -> str:
             variable, f"{value!r} is neither a phone number in E.164 (+14155552671) nor a sender ID of up to 11 letters"
         )
     return value
+
+
+def check_currency(variable: str, value: str) -> str:
+    """An ISO 4217 currency code (any case), or empty for none; returned upper case."""
+    code = value.strip().upper()
+    if code and not is_currency(code):
+        raise ConfigurationError(
+            variable, f"{value[:40]!r} is not an ISO 4217 currency code, e.g. EUR, GBP or USD; leave it empty for none"
+        )
+    return code
 
 
 def check_directory(variable: str, value: str) -> str:

@@ -5,6 +5,7 @@ from orderflow.admin import ReadOnlyInline, report_outcome
 from orderflow.errors import ApplicationError
 from orders import services
 from orders.models import ChangeSource, Order, OrderItem, OrderStatus, OrderStatusChange
+from orders.money import format_money
 
 
 class OrderItemInline(ReadOnlyInline):
@@ -14,7 +15,7 @@ class OrderItemInline(ReadOnlyInline):
 
     @admin.display(description="line total")
     def line_total(self, item):
-        return item.line_total
+        return format_money(item.line_total, item.order.currency)  # the inline's items hold their order
 
 
 class OrderStatusChangeInline(ReadOnlyInline):
@@ -48,7 +49,7 @@ def _transition_action(to_status: str):
 
 @admin.register(Order)
 class OrderAdmin(admin.ModelAdmin):
-    list_display = ["id", "customer_name", "status", "total", "item_count", "contact", "owner", "created_at"]
+    list_display = ["id", "customer_name", "status", "amount", "item_count", "contact", "owner", "created_at"]
     list_filter = ["status", "created_at"]
     search_fields = ["=id", "customer_name", "customer_email", "customer_phone"]
     date_hierarchy = "created_at"
@@ -60,7 +61,7 @@ class OrderAdmin(admin.ModelAdmin):
         "customer_email",
         "customer_phone",
         "status",
-        "total",
+        "amount",
         "created_at",
         "updated_at",
     ]
@@ -70,6 +71,10 @@ class OrderAdmin(admin.ModelAdmin):
 
     def get_queryset(self, request):
         return super().get_queryset(request).annotate(item_count=Count("items"))
+
+    @admin.display(description="total", ordering="total")
+    def amount(self, order):
+        return format_money(order.total, order.currency)
 
     def has_add_permission(self, request):
         # Orders come in through the API, where the workflow service validates them.

@@ -15,6 +15,7 @@ from orderflow.errors import ApplicationError
 from orderflow.schema import ErrorSerializer
 from orders import selectors, services
 from orders.models import ChangeSource, Order, OrderItem, OrderStatus, OrderStatusChange
+from orders.money import is_currency
 
 MAX_ITEMS_PER_ORDER = 500
 IDEMPOTENCY_HEADER = "Idempotency-Key"
@@ -67,6 +68,17 @@ class OrderCreateSerializer(serializers.Serializer):
         help_text="Any international form; stored as E.164.",
     )
     items = OrderItemSerializer(many=True, allow_empty=False, min_length=1, max_length=MAX_ITEMS_PER_ORDER)
+    currency = serializers.CharField(
+        required=False,
+        max_length=3,
+        help_text="ISO 4217 code of the prices (EUR, GBP, JPY...); by default the shop's (ORDERS_CURRENCY).",
+    )
+
+    def validate_currency(self, value: str) -> str:
+        code = value.strip().upper()
+        if not is_currency(code):
+            raise serializers.ValidationError(f"{value!r} is not an ISO 4217 currency code, e.g. EUR, GBP or USD.")
+        return code
 
 
 class StatusChangeSerializer(serializers.ModelSerializer):
@@ -91,6 +103,7 @@ class OrderSerializer(serializers.ModelSerializer):
             "customer_email",
             "customer_phone",
             "total",
+            "currency",
             "items",
             "created_at",
             "updated_at",
@@ -213,6 +226,7 @@ class OrderViewSet(mixins.CreateModelMixin, mixins.ListModelMixin, mixins.Retrie
             items=[services.OrderLine(**item) for item in data["items"]],
             source=ChangeSource.API,
             idempotency_key=_idempotency_key(request),
+            currency=data.get("currency"),
         )
         order = self.get_queryset().prefetch_related("status_changes__changed_by").get(pk=result.order.pk)
         headers = {"Location": f"/api/orders/{order.pk}/"}

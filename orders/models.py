@@ -39,6 +39,10 @@ class Order(models.Model):
     customer_phone = models.CharField(max_length=20, blank=True, help_text="E.164")
     status = models.CharField(max_length=20, choices=OrderStatus, default=OrderStatus.PENDING)
     total = models.DecimalField(max_digits=12, decimal_places=2, default=Decimal("0.00"))
+    # Kept with the order: changing ORDERS_CURRENCY later does not relabel the orders before it.
+    currency = models.CharField(
+        max_length=3, blank=True, default="", help_text="ISO 4217 code; empty when none was configured"
+    )
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -5,6 +5,7 @@ import json
 from dataclasses import asdict, dataclass
 from decimal import Decimal
 
+from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
 
@@ -18,6 +19,7 @@ from orders.models import (
     OrderStatus,
     OrderStatusChange,
 )
+from orders.money import is_currency, minor_digits
 from orders.phones import phone_to_e164
 from orders.signals import order_placed, order_status_changed
 
@@ -61,10 +63,12 @@ def order_create(
     items: list[OrderLine],
     source: str = ChangeSource.API,
     idempotency_key: str | None = None,
+    currency: str | None = None,
 ) -> OrderCreateResult:
     """Create an order with its items, record its creation and send `order_placed`.
 
-    With an idempotency key, a repeat of the same request returns the first order.
+    `currency` (ISO 4217) defaults to ORDERS_CURRENCY. With an idempotency key, a repeat of the
+    same request returns the first order.
     """
     customer_name = customer_name.strip()
     customer_email = customer_email.strip()
@@ -77,13 +81,14 @@ def order_create(
     if not items:
         message = "An order needs at least one item."
         raise ApplicationError(message, fields={"items": [message]})
+    order_currency = _checked_currency(settings.ORDERS_CURRENCY if currency is None else currency, items)
 
     total = sum((line.unit_price * line.quantity for line in items), Decimal("0.00"))
     if total > MAX_ORDER_TOTAL:
         message = f"The order total {total} is over the largest this system takes ({MAX_ORDER_TOTAL})."
         raise ApplicationError(message, fields={"items": [message]})
 
-    fingerprint = _fingerprint(customer_name, customer_email, customer_phone, items)
+    fingerprint = _fingerprint(customer_name, customer_email, customer_phone, items, currency)
     if idempotency_key:
         replay = _replay(owner=owner, key=idempotency_key, fingerprint=fingerprint)
         if replay:
@@ -98,6 +103,7 @@ def order_create(
                 customer_email=customer_email,
                 customer_phone=customer_phone,
                 total=total,
+                currency=order_currency,
             )
             order_items = OrderItem.objects.bulk_create(OrderItem(order=order, **asdict(line)) for line in items)
             OrderStatusChange.objects.create(
@@ -143,13 +149,32 @@ def order_transition(*, order_id: int, to_status: str, by: AbstractBaseUser | No
     return order
 
 
-def _fingerprint(customer_name, customer_email, customer_phone, items: list[OrderLine]) -> str:
+def _checked_currency(currency: str, items: list[OrderLine]) -> str:
+    """The order's currency, upper case, if it is one; each price with no more decimals than it has."""
+    currency = currency.strip().upper()
+    if not currency:
+        return ""
+    if not is_currency(currency):
+        message = f"{currency[:10]!r} is not an ISO 4217 currency code, e.g. EUR, GBP or USD."
+        raise ApplicationError(message, fields={"currency": [message]})
+    digits = minor_digits(currency)
+    for number, line in enumerate(items):
+        if line.unit_price != round(line.unit_price, digits):
+            decimals = f"{digits} decimal{'s' if digits != 1 else ''}" if digits else "no decimals"
+            message = f"{currency} prices have {decimals}: item {number + 1} ({line.sku[:40]}) costs {line.unit_price}."
+            raise ApplicationError(message, fields={"items": [message]})
+    return currency
+
+
+def _fingerprint(customer_name, customer_email, customer_phone, items: list[OrderLine], currency: str | None) -> str:
     payload = {
         "customer_name": customer_name,
         "customer_email": customer_email,
         "customer_phone": customer_phone,
         "items": [{**asdict(line), "unit_price": str(line.unit_price)} for line in items],
     }
+    if currency is not None:  # named in the request; one that left it to ORDERS_CURRENCY hashes as before
+        payload["currency"] = currency.strip().upper()
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 

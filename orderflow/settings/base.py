@@ -12,6 +12,7 @@ from kombu import Exchange, Queue
 from orderflow.configuration import (
     ConfigurationError,
     check_broker_url,
+    check_currency,
     check_directory,
     check_email_address,
     check_sender,
@@ -268,6 +269,11 @@ if PROMETHEUS_MULTIPROC_DIR:
     check_directory("PROMETHEUS_MULTIPROC_DIR", PROMETHEUS_MULTIPROC_DIR)
 # A scraper sends `Authorization: Bearer <METRICS_TOKEN>`; without a token only staff may read /metrics.
 METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+
+# --- Orders ----------------------------------------------------------------------------
+# The currency of orders that name none (ISO 4217); each order keeps the one it was placed in.
+# Empty: amounts are shown bare.
+ORDERS_CURRENCY = check_currency("ORDERS_CURRENCY", env.str("ORDERS_CURRENCY", default=""))
 
 # --- API -------------------------------------------------------------------------------
 REST_FRAMEWORK = {

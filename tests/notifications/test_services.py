@@ -180,6 +180,20 @@ def test_texts_read_the_same_whatever_language_is_active(shop, published, settin
     assert "<td>1200 &times;</td>" in email.html_body and "<strong>1481400.00</strong>" in email.html_body
 
 
+@pytest.mark.parametrize("currency", ["GBP", "EUR", "INR", "JPY"])
+def test_texts_show_amounts_in_the_order_currency_and_the_sms_stays_gsm(shop, published, settings, currency):
+    settings.ORDERS_CURRENCY = currency
+    order = place_order(owner=shop, items=[order_line(quantity=1200, unit_price=Decimal("1234"))])
+    sms = sms_of(order).body
+    assert f"order #{order.pk}, total 1,480,800{'' if currency == 'JPY' else '.00'} {currency})" in sms
+    assert sms.isascii() and len(sms) <= 160  # a symbol such as ₹ would make it UCS-2, 70 characters a segment
+    email = Notification.objects.get(order=order, channel="email")
+    symbol = {"GBP": "£", "EUR": "€", "INR": "₹", "JPY": "¥"}[currency]
+    total = f"{symbol}1,480,800{'' if currency == 'JPY' else '.00'}"
+    assert f"1200 x Green tea (TEA-1)  {total}" in email.body and f"Total: {total}" in email.body
+    assert f"<strong>{total}</strong>" in email.html_body
+
+
 def test_a_cancellation_email_does_not_thank_the_customer_for_the_order(shop, published):
     order = place_order(owner=shop)
     order_services.order_transition(order_id=order.pk, to_status="cancelled", by=shop, source=ChangeSource.API)
