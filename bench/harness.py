@@ -43,6 +43,8 @@ os.environ.update(
         "CELERY_BROKER_URL": BROKER_URL,
         "CELERY_RESULT_BACKEND": "django-db",
         "REDIS_URL": LIMITER_URL,
+        # As .env.example: texts show amounts with their currency.
+        "ORDERS_CURRENCY": "EUR",
         # The services log every notification at INFO; thousands of lines would bury the figures.
         "LOG_LEVEL": "WARNING",
     }
