@@ -1,5 +1,6 @@
 """The operator's console: notifications, dead letters, what failed and why, and sending again."""
 
+import contextlib
 import json
 
 from django import forms
@@ -18,12 +19,14 @@ from django.utils.text import Truncator
 
 from notifications import dead_letters, services
 from notifications.models import (
+    Channel,
     DeadLetter,
     Notification,
     NotificationAttempt,
     NotificationStatus,
     RecipientCorrection,
     RequeueBatch,
+    Suppression,
 )
 from orderflow.admin import REASONS_SHOWN, ReadOnlyInline, report_outcome
 from orderflow.errors import ApplicationError, Conflict
@@ -484,6 +487,73 @@ class DeadLetterAdmin(PipelineRowAdmin):
             "opts": self.model._meta,
         }
         return TemplateResponse(request, "admin/notifications/deadletter/batch.html", context)
+
+
+class SuppressionForm(forms.ModelForm):
+    class Meta:
+        model = Suppression
+        fields = ["channel", "recipient", "reason"]
+        help_texts = {"reason": "Why nothing more is sent to it, e.g. the customer asked us to stop."}
+
+    def clean(self):
+        cleaned = super().clean()
+        channel, recipient = cleaned.get("channel"), cleaned.get("recipient")
+        if channel and recipient:
+            try:
+                cleaned["recipient"] = services.valid_recipient(channel, recipient)
+            except ApplicationError as error:
+                self.add_error("recipient", error.message)
+        return cleaned
+
+
+@admin.register(Suppression)
+class SuppressionAdmin(admin.ModelAdmin):
+    """Recipients nothing more is sent to: added by a provider's refusal or by an operator,
+    lifted by deleting them (or by requeueing the dead letter that added them)."""
+
+    list_display = ["id", "channel", "masked_recipient", "error_code", "short_reason", "created_by", "created_at"]
+    list_filter = ["channel", "error_code", "created_at"]
+    search_fields = ["recipient"]
+    search_help_text = "Exact recipient: a phone in E.164 or an email address."
+    list_select_related = ["created_by"]
+    show_full_result_count = False
+    form = SuppressionForm
+    readonly_fields = ["error_code", "notification", "created_by", "created_at"]
+
+    def get_fields(self, request, obj=None):
+        return (
+            ["channel", "recipient", "reason"]
+            if obj is None
+            else ["channel", "recipient", "reason", *self.readonly_fields]
+        )
+
+    def get_readonly_fields(self, request, obj=None):
+        return [] if obj is None else ["channel", "recipient", "reason", *self.readonly_fields]
+
+    def get_search_results(self, request, queryset, search_term):
+        term = search_term.strip()  # exact, on the unique index; a phone as written anywhere is normalised
+        if not term:
+            return queryset, False
+        candidates = {term}
+        for channel in Channel.values:
+            with contextlib.suppress(ApplicationError):
+                candidates.add(services.valid_recipient(channel, term))
+        return queryset.filter(recipient__in=candidates), False
+
+    def has_change_permission(self, request, obj=None):
+        return False  # a suppression is added or lifted, not edited
+
+    @admin.display(description="recipient", ordering="recipient")
+    def masked_recipient(self, suppression):
+        return mask_recipient(suppression.recipient)
+
+    @admin.display(description="reason")
+    def short_reason(self, suppression):
+        return Truncator(suppression.reason).chars(80)
+
+    def save_model(self, request, obj, form, change):
+        obj.created_by = request.user
+        super().save_model(request, obj, form, change)
 
 
 @admin.register(RequeueBatch)

@@ -2,7 +2,8 @@
 
 Requeueing puts the original task back on its original queue with its original arguments
 and gives the notification a fresh set of retries. A dead letter is requeued at most once,
-and never when its notification has been sent (or is on its way) since.
+and never when its notification has been sent (or is on its way) since. Requeueing says "send
+to this recipient": it lifts the recipient's suppression on that channel, if there is one.
 """
 
 from dataclasses import dataclass, field
@@ -15,8 +16,20 @@ from django.utils import timezone
 
 from notifications import broker
 from notifications.events import log_event
-from notifications.models import DeadLetter, DeadLetterStatus, Notification, NotificationStatus, RequeueBatch
-from notifications.services import PublishJob, notification_reset_for_sending, publish_after_commit, publish_jobs
+from notifications.models import (
+    DeadLetter,
+    DeadLetterStatus,
+    Notification,
+    NotificationStatus,
+    RequeueBatch,
+)
+from notifications.services import (
+    PublishJob,
+    notification_reset_for_sending,
+    publish_after_commit,
+    publish_jobs,
+    suppressions_lift,
+)
 from orderflow.errors import ApplicationError, Conflict, NotFound
 
 # Dead letters handled per transaction: short locks, and a batch's progress shows as it goes.
@@ -60,6 +73,7 @@ def dead_letters_requeue(*, ids: list[int], by) -> RequeueOutcome:
             if not eligible:
                 continue
             notification_reset_for_sending([letter.notification_id for letter in eligible if letter.notification_id])
+            lifted = suppressions_lift([letter.notification for letter in eligible if letter.notification])
             _resolve(eligible, DeadLetterStatus.REQUEUED, by=by, message="Requeued")
             jobs = [
                 PublishJob(
@@ -70,7 +84,14 @@ def dead_letters_requeue(*, ids: list[int], by) -> RequeueOutcome:
             publish_after_commit(publish_jobs, jobs)
             for letter in eligible:
                 if letter.notification:
-                    log_event("notification.requeued", letter.notification, dead_letter_id=letter.pk, by=by)
+                    was_suppressed = (letter.notification.channel, letter.notification.recipient) in lifted
+                    log_event(
+                        "notification.requeued",
+                        letter.notification,
+                        dead_letter_id=letter.pk,
+                        by=by,
+                        suppression_lifted=was_suppressed or None,
+                    )
         outcome.requeued += len(eligible)
     return outcome
 

@@ -10,7 +10,15 @@ CODE_LENGTH = 50
 class DeliveryError(Exception):
     permanent = False
 
-    def __init__(self, message: str, *, code: str = "", retry_after: float | None = None, throttled: bool = False):
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str = "",
+        retry_after: float | None = None,
+        throttled: bool = False,
+        refuses_recipient: bool = False,
+    ):
         message = message.replace("\x00", "")  # PostgreSQL refuses NUL in text
         super().__init__(message)
         self.message = message
@@ -20,6 +28,9 @@ class DeliveryError(Exception):
         # The provider said the sends come too fast (HTTP 429, Twilio 20429 or 30001, SMTP 421):
         # no send on the channel should follow at once, from any worker, not only this retry.
         self.throttled = throttled
+        # The provider refused the recipient itself, for good (unsubscribed, not a mobile number,
+        # no such mailbox): nothing more is sent to it until an operator lifts the suppression.
+        self.refuses_recipient = refuses_recipient
 
 
 class TransientDeliveryError(DeliveryError):

@@ -42,6 +42,11 @@ CHANNEL_PAUSES = Counter(
     "Times a provider's answer (too many requests, Retry-After) paused a channel for every worker",
     ["channel"],
 )
+SUPPRESSED = Counter(
+    "orderflow_notifications_suppressed",
+    "Notifications cancelled unsent: their provider had refused the recipient for good",
+    ["channel"],
+)
 QUEUES = ("sms", "email", "notifications", "default")
 
 

@@ -3,6 +3,8 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+from orderflow.masking import mask_recipient
+
 
 class Channel(models.TextChoices):
     SMS = "sms", "SMS"
@@ -28,7 +30,7 @@ class NotificationStatus(models.TextChoices):
     DELIVERED = "delivered"  # confirmed by a delivery receipt
     FAILED = "failed"  # a transient error; another attempt is due at next_attempt_at
     DEAD = "dead"  # a permanent error or retries exhausted; see its DeadLetter
-    CANCELLED = "cancelled"  # withdrawn by an operator
+    CANCELLED = "cancelled"  # withdrawn by an operator, or its recipient is suppressed
 
 
 # Statuses whose stale_after deadline the sweep watches: not yet published, or claimed by a worker.
@@ -227,6 +229,48 @@ class RecipientCorrection(models.Model):
 
     def __str__(self) -> str:
         return f"{self.old_recipient} -> {self.new_recipient}"
+
+
+class Suppression(models.Model):
+    """A recipient a channel's provider refused for good (unsubscribed, not a mobile number, no
+    such mailbox): later notifications to it are cancelled unsent, not sent into the same refusal.
+
+    An operator lifts one by deleting it (the customer subscribed again) or by requeueing the
+    dead letter that made it.
+    """
+
+    channel = models.CharField(max_length=10, choices=Channel)
+    recipient = models.CharField(max_length=254, help_text="E.164 phone number or email address")
+    error_code = models.CharField(max_length=50, blank=True, help_text="The provider's refusal, e.g. twilio-21610")
+    reason = models.TextField()
+    notification = models.ForeignKey(
+        Notification,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="The send the provider refused",
+    )
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="Empty when a provider's refusal made it",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            # Also the index the claim's NOT EXISTS reads on every send.
+            models.UniqueConstraint(fields=["recipient", "channel"], name="suppression_recipient_channel"),
+        ]
+
+    def __str__(self) -> str:
+        # Masked: the admin shows it in lists, confirmations and its history.
+        return f"{self.get_channel_display()} to {mask_recipient(self.recipient)}"
 
 
 class RequeueBatch(models.Model):

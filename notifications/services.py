@@ -18,7 +18,7 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured, ValidationError
 from django.core.validators import validate_email
 from django.db import DatabaseError, InterfaceError, OperationalError, close_old_connections, connection, transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.db.models.sql import Query
 from django.utils import timezone
 from django.utils.crypto import salted_hmac
@@ -30,6 +30,7 @@ from notifications.errors import DeliveryError, PermanentDeliveryError, Transien
 from notifications.events import log_event
 from notifications.fingerprints import fingerprint
 from notifications.models import (
+    FINISHED_STATUSES,
     PROVIDER_MESSAGE_ID_LENGTH,
     Channel,
     DeadLetter,
@@ -39,6 +40,7 @@ from notifications.models import (
     NotificationAttempt,
     NotificationStatus,
     RecipientCorrection,
+    Suppression,
 )
 from notifications.ratelimit import LONGEST_CALL_SECONDS, LimiterUnavailable, limiter_for
 from notifications.rendering import render_notification
@@ -68,6 +70,8 @@ SEND_SOFT_TIME_LIMITS = {
 SEND_TIME_LIMITS = {channel: seconds + 10 for channel, seconds in SEND_SOFT_TIME_LIMITS.items()}
 # How long to wait before trying again when Redis (the rate limiter) does not answer.
 LIMITER_DOWN_RETRY_SECONDS = 15
+# last_error_code of a notification cancelled unsent because its recipient is suppressed.
+SUPPRESSED_CODE = "suppressed"
 # How long a channel pauses when its provider says "too many requests" without a Retry-After.
 THROTTLE_PAUSE_SECONDS = 1.0
 # A channel backend that cannot be built (its configuration) is tried again this often, unsent.
@@ -384,9 +388,10 @@ def sending_lease_seconds(channel: str) -> int:
 
 
 # One statement claims the row and returns it (an UPDATE, then a SELECT, cost a round trip per
-# send). Claimable: not yet sent, a retry that is due, or a send whose worker died mid-way. The
-# columns are named: a prepared statement returning `*` fails once a migration adds a column.
-# The lease depends on the channel, the row's: each channel's send task has its own time limits.
+# send). Claimable: not yet sent, a retry that is due, or a send whose worker died mid-way, and
+# to a recipient not suppressed (one probe of the suppressions' unique index). The columns are
+# named: a prepared statement returning `*` fails once a migration adds a column. The lease
+# depends on the channel, the row's: each channel's send task has its own time limits.
 CLAIM_FIELDS = Notification._meta.concrete_fields
 CLAIM_LEASE = "CASE channel {} ELSE %(lease_longest)s END".format(
     " ".join(f"WHEN '{channel}' THEN %(lease_{channel})s" for channel in Channel.values)
@@ -398,8 +403,11 @@ CLAIM_SQL = f"""
        AND (status IN ('pending', 'queued')
             OR (status = 'failed' AND next_attempt_at <= %(now)s)
             OR (status = 'sending' AND stale_after <= %(now)s))
+       AND NOT EXISTS (SELECT 1 FROM {Suppression._meta.db_table} suppressed
+                        WHERE suppressed.recipient = {Notification._meta.db_table}.recipient
+                          AND suppressed.channel = {Notification._meta.db_table}.channel)
     RETURNING {", ".join(field.column for field in CLAIM_FIELDS)}
-"""  # noqa: S608 - only the table and column names are formatted in, from the model
+"""  # noqa: S608 - only the table and column names are formatted in, from the models
 
 
 def _db_datetime(value):
@@ -435,12 +443,47 @@ def _claim(notification_id: int) -> Notification | SendResult:
     notification = Notification.objects.filter(pk=notification_id).first()
     if notification is None:
         return SendResult("skipped", detail="no such notification")
+    if notification.status not in FINISHED_STATUSES and _cancel_if_suppressed(notification, now=now):
+        return SendResult("skipped", detail="recipient suppressed")
     if notification.status == NotificationStatus.SENDING:
         # Another worker holds it; look again when its lease ends in case that worker died.
         return SendResult("deferred", retry_in=(notification.stale_after - now).total_seconds() + 1, detail="busy")
     if notification.status == NotificationStatus.FAILED:
         return SendResult("deferred", retry_in=(notification.next_attempt_at - now).total_seconds(), detail="not due")
     return SendResult("skipped", detail=f"already {notification.status}")
+
+
+def _cancel_if_suppressed(notification: Notification, *, now) -> bool:
+    """Cancel a notification, unsent, whose recipient its channel's provider refused for good
+    earlier; True if it was. One a worker holds (its lease still running) is left to that worker."""
+    suppression = Suppression.objects.filter(channel=notification.channel, recipient=notification.recipient).first()
+    if suppression is None:
+        return False
+    since = f"{suppression.created_at:%Y-%m-%d}"
+    why = (
+        f"the provider refused this recipient on {since} ({suppression.error_code}: {suppression.reason})"
+        if suppression.error_code
+        else f"an operator suppressed this recipient on {since} ({suppression.reason})"
+    )
+    reason = f"not sent: {why}; lift its suppression to send to it again"
+    cancelled = (
+        Notification.objects.filter(pk=notification.pk)
+        .filter(
+            Q(status__in=[NotificationStatus.PENDING, NotificationStatus.QUEUED, NotificationStatus.FAILED])
+            | Q(status=NotificationStatus.SENDING, stale_after__lte=now)
+        )
+        .update(
+            status=NotificationStatus.CANCELLED,
+            last_error_code=SUPPRESSED_CODE,
+            last_error_message=reason,
+            next_attempt_at=None,
+            stale_after=None,
+        )
+    )
+    if cancelled:
+        metrics.SUPPRESSED.labels(notification.channel).inc()
+        log_event("notification.suppressed", notification, suppression_id=suppression.pk, code=suppression.error_code)
+    return bool(cancelled)
 
 
 def _release(notification: Notification) -> None:
@@ -643,6 +686,8 @@ def _record_failure(notification: Notification, error: DeliveryError, *, started
             )
             if still_ours:
                 _bury(notification, error, reason=reason, attempts=attempt_since_requeue, task_id=task_id, now=now)
+                if error.refuses_recipient:
+                    _suppress(notification, error)
         else:
             Notification.objects.filter(pk=notification.pk, status=NotificationStatus.SENDING).update(
                 status=NotificationStatus.FAILED, next_attempt_at=now + timedelta(seconds=delay), **fields
@@ -664,6 +709,30 @@ def _record_failure(notification: Notification, error: DeliveryError, *, started
         "notification.retry", notification, task_id=task_id, attempt=attempt, code=error.code, retry_in=round(delay, 1)
     )
     return SendResult("retry", retry_in=delay, detail=error.message)
+
+
+def _suppress(notification: Notification, error: DeliveryError) -> None:
+    """Keep the recipient the provider refused for good, so that nothing more is sent to it."""
+    _, created = Suppression.objects.get_or_create(
+        channel=notification.channel,
+        recipient=notification.recipient,
+        defaults={"error_code": error.code, "reason": error.message, "notification": notification},
+    )
+    if created:
+        log_event("notification.recipient_suppressed", notification, level=logging.WARNING, code=error.code)
+
+
+def suppressions_lift(notifications: list[Notification]) -> set[tuple[str, str]]:
+    """An operator sends these notifications again: their recipients' suppressions go. Returns
+    the (channel, recipient) pairs lifted."""
+    wanted = Q(pk__in=[])
+    for notification in notifications:
+        wanted |= Q(channel=notification.channel, recipient=notification.recipient)
+    suppressions = Suppression.objects.filter(wanted)
+    lifted = set(suppressions.values_list("channel", "recipient"))
+    if lifted:
+        suppressions.delete()
+    return lifted
 
 
 def _pause_channel(notification: Notification, error: DeliveryError, *, task_id: str) -> None:
@@ -813,12 +882,13 @@ def notification_resend(*, notification_id: int, by) -> Notification:
         if notification.status not in RESENDABLE_STATUSES:
             raise Conflict(f"Notification {notification.pk} is {notification.status}: it is already on its way.")
         notification_reset_for_sending([notification.pk])
+        lifted = suppressions_lift([notification])
         DeadLetter.objects.filter(pk__in=open_letters).update(
             status=DeadLetterStatus.REQUEUED, resolved_at=timezone.now(), resolved_by=by
         )
         publish_after_commit(notifications_publish, notifications=[(notification.pk, notification.channel)])
     notification.refresh_from_db()
-    log_event("notification.resend", notification, by=by)
+    log_event("notification.resend", notification, by=by, suppression_lifted=bool(lifted) or None)
     return notification
 
 
@@ -858,7 +928,7 @@ def notification_correct_recipient(
                 f"The recipient of notification {notification.pk} was changed by someone else while you were "
                 "correcting it; look at it again and correct it if it still needs it."
             )
-        recipient = _valid_recipient(notification.channel, recipient)
+        recipient = valid_recipient(notification.channel, recipient)
         if notification.status not in CORRECTABLE_STATUSES:
             raise Conflict(
                 f"Notification {notification.pk} is {notification.status}; its recipient can no longer be changed."
@@ -878,7 +948,8 @@ def notification_correct_recipient(
     return notification
 
 
-def _valid_recipient(channel: str, recipient: str) -> str:
+def valid_recipient(channel: str, recipient: str) -> str:
+    """`recipient` as the channel stores it (a phone in E.164, an email address), or ApplicationError."""
     recipient = recipient.strip()
     if channel == Channel.SMS:
         return phone_to_e164(recipient, field="recipient")

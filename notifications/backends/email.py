@@ -1,3 +1,4 @@
+import re
 import smtplib
 from email.utils import parseaddr
 
@@ -65,7 +66,7 @@ class EmailBackend:
             raise no_answer() from error
         except smtplib.SMTPRecipientsRefused as error:
             code, reason = next(iter(error.recipients.values()))
-            raise classify_smtp_reply(code, reason, what="recipient refused") from error
+            raise classify_smtp_reply(code, reason, what="recipient refused", at_recipient=True) from error
         except smtplib.SMTPResponseException as error:
             raise classify_smtp_reply(error.smtp_code, error.smtp_error, what="SMTP error") from error
         except (smtplib.SMTPException, OSError) as error:
@@ -80,12 +81,21 @@ def no_answer() -> TransientDeliveryError:
 # 530 and 535: authentication required or refused, a setting to fix, not a bad recipient.
 TRANSIENT_SMTP_5XX = {530, 535}
 SMTP_SERVER_BUSY = 421
+# A refusal of the address itself suppresses the recipient (Suppression): a 550, 551 or 553
+# reply to RCPT TO whose enhanced status (RFC 3463) is 5.1.x, "bad destination mailbox
+# address". The same codes also refuse relaying or the sender's reputation (5.7.x), about us and
+# not the address: those, and replies without an enhanced status, suppress nobody.
+RECIPIENT_REFUSING_SMTP_CODES = {550, 551, 553}
+BAD_ADDRESS_STATUS = re.compile(r"5\.1\.\d{1,3}\b")
 
 
-def classify_smtp_reply(code: int, reason: bytes | str, *, what: str):
+def classify_smtp_reply(code: int, reason: bytes | str, *, what: str, at_recipient: bool = False):
     text = reason.decode(errors="replace") if isinstance(reason, bytes) else str(reason)
     message = f"{what}: {code} {text}"
     if 400 <= code < 500 or code in TRANSIENT_SMTP_5XX:
         # 421 is about the server, not the recipient: busy, or "too many, slow down".
         return TransientDeliveryError(message, code=f"smtp-{code}", throttled=code == SMTP_SERVER_BUSY)
-    return PermanentDeliveryError(message, code=f"smtp-{code}")
+    refuses_recipient = (
+        at_recipient and code in RECIPIENT_REFUSING_SMTP_CODES and bool(BAD_ADDRESS_STATUS.match(text.lstrip()))
+    )
+    return PermanentDeliveryError(message, code=f"smtp-{code}", refuses_recipient=refuses_recipient)

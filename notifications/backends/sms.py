@@ -26,6 +26,9 @@ TRANSIENT_TWILIO_CODES = {20003, 20429, 30001}
 TRANSIENT_HTTP_STATUSES = {401, 403, 429}
 # Twilio saying the account sends too fast: 20429 too many requests, 30001 its queue overflowed.
 THROTTLING_TWILIO_CODES = {20429, 30001}
+# Twilio refusing the number itself, whatever is sent: 21610 it replied STOP (unsubscribed),
+# 21614 it is not a mobile number. The recipient is suppressed (Suppression).
+RECIPIENT_REFUSING_TWILIO_CODES = {21610, 21614}
 TWILIO_TIMEOUT_SECONDS = 10
 # Connections kept open to the API's host by one worker process; it sends one message at a
 # time, the spare ones serve an SMS sent from a management command or a shell in the same process.
@@ -167,7 +170,7 @@ def classify_twilio_error(error: TwilioRestException, *, retry_after: float | No
     if error.code in TRANSIENT_TWILIO_CODES or error.status in TRANSIENT_HTTP_STATUSES or error.status >= 500:
         throttled = error.status == 429 or error.code in THROTTLING_TWILIO_CODES
         return TransientDeliveryError(message, code=code, retry_after=retry_after, throttled=throttled)
-    return PermanentDeliveryError(message, code=code)
+    return PermanentDeliveryError(message, code=code, refuses_recipient=error.code in RECIPIENT_REFUSING_TWILIO_CODES)
 
 
 class ConsoleBackend:

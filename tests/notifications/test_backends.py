@@ -78,6 +78,16 @@ def test_twilio_answers_are_classified(twilio, answer, error, code):
     assert isinstance(raised.value.__cause__, TwilioRestException)
 
 
+@pytest.mark.parametrize(("code", "refuses"), [(21610, True), (21614, True), (21211, False), (21408, False)])
+def test_twilio_refusing_the_number_itself_says_so(twilio, code, refuses):
+    """Unsubscribed (21610) or not a mobile (21614): nothing more should go to that number.
+    21408 is about the account's regions, fixed by an operator; 21211 is about how it was written."""
+    twilio.script("+14155552671", (400, code))
+    with pytest.raises(PermanentDeliveryError) as raised:
+        TwilioBackend().send(recipient="+14155552671", body="hello")
+    assert raised.value.refuses_recipient is refuses
+
+
 @pytest.mark.parametrize(
     ("answer", "retry_after", "throttled"),
     [
@@ -282,6 +292,29 @@ def test_only_a_busy_smtp_server_pauses_the_email_channel(code, throttled):
     """421 speaks for the server (too busy, too many messages); 45x for one recipient (greylisting,
     a full mailbox), which should not hold everybody else's email."""
     assert classify_smtp_reply(code, b"4.7.0 try again later", what="x").throttled is throttled
+
+
+@pytest.mark.parametrize(
+    ("reply", "refuses"),
+    [
+        ("550 5.1.1 <gone@example.com>: Recipient address rejected: User unknown", True),
+        ("553 5.1.3 Bad recipient address syntax", True),
+        ("551 5.1.6 User has moved; no forwarding", True),
+        ("550 5.7.1 Relaying denied", False),  # about us, not the address
+        ("554 5.7.1 Service unavailable; client host blocked", False),
+        ("552 5.2.2 Mailbox full", False),  # it empties
+        ("550 Requested action not taken: mailbox unavailable", False),  # no enhanced status: cannot tell
+    ],
+)
+def test_an_smtp_refusal_of_the_address_itself_says_so(smtp, reply, refuses):
+    smtp.script("gone@example.com", reply)
+    with pytest.raises(PermanentDeliveryError) as raised:
+        EmailBackend().send(recipient="gone@example.com", subject="Hi", body="plain")
+    assert raised.value.refuses_recipient is refuses
+
+
+def test_a_refusal_after_the_recipient_was_accepted_suppresses_nobody():
+    assert classify_smtp_reply(550, b"5.1.1 user unknown", what="SMTP error").refuses_recipient is False
 
 
 @pytest.fixture

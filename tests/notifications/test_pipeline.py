@@ -20,7 +20,7 @@ from rest_framework.authtoken.models import Token
 
 from notifications import sweeps
 from notifications.broker import publish
-from notifications.models import DeadLetter, Notification
+from notifications.models import DeadLetter, Notification, Suppression
 from notifications.ratelimit import PAUSE_READ_SECONDS
 from orders import services as order_services
 from orders.models import ChangeSource, Order
@@ -180,6 +180,27 @@ def test_email_retried_after_smtp_4xx_and_dead_after_5xx(pipeline, fake_smtp):
     assert (dead_mail.status, dead_mail.attempts, dead_mail.last_error_code) == ("dead", 1, "smtp-550")
     assert DeadLetter.objects.get(notification=dead_mail).queue == "email"
     assert fake_smtp.attempts(refused) == 1
+
+
+def test_an_unsubscribed_number_gets_no_more_sms_and_no_more_dead_letters(pipeline, fake_twilio, fake_smtp):
+    phone = new_phone()
+    fake_twilio.script(phone, (400, 21610))
+    first = place(customer_phone=phone)
+    sms = next(row for row in finished(first, 2) if row.channel == "sms")
+    assert sms.status == "dead"
+    assert Suppression.objects.get(channel="sms", recipient=phone).error_code == "twilio-21610"
+
+    later = place(customer_phone=phone)
+    rows = {row.channel: row for row in wait_until(lambda: _settled(later), timeout=40, what="the later order")}
+    assert (rows["sms"].status, rows["sms"].last_error_code) == ("cancelled", "suppressed")
+    assert rows["email"].status == "sent"
+    assert len(fake_twilio.received(phone)) == 1  # only the refused first one reached Twilio
+    assert DeadLetter.objects.filter(notification__recipient=phone).count() == 1
+
+
+def _settled(order):
+    rows = list(Notification.objects.filter(order=order))
+    return rows if len(rows) == 2 and all(row.status in ("sent", "dead", "cancelled") for row in rows) else None
 
 
 def test_same_task_published_twice_sends_once(pipeline, fake_twilio):
