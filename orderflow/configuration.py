@@ -17,8 +17,6 @@ from django.core.exceptions import ImproperlyConfigured, ValidationError
 from django.core.validators import validate_email
 from kombu import Connection
 
-from orders.money import is_currency
-
 RATE_PERIODS = {"s": 1, "m": 60, "h": 3600}
 RATE_PATTERN = re.compile(r"^\s*(\d+)\s*/\s*([smh])\s*$")
 
@@ -193,10 +191,12 @@ def check_sender(variable: str, value: str) -> str:
 def check_currency(variable: str, value: str) -> str:
     """An ISO 4217 currency code (any case), or empty for none; returned upper case."""
     code = value.strip().upper()
-    if code and not is_currency(code):
-        raise ConfigurationError(
-            variable, f"{value[:40]!r} is not an ISO 4217 currency code, e.g. EUR, GBP or USD; leave it empty for none"
-        )
+    if not code:
+        return ""
+    from orders.money import currency_problem  # Babel's data, loaded only when a currency is set
+
+    if problem := currency_problem(code):
+        raise ConfigurationError(variable, f"{problem}; leave it empty for none")
     return code
 
 

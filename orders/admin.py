@@ -10,12 +10,19 @@ from orders.money import format_money
 
 class OrderItemInline(ReadOnlyInline):
     model = OrderItem
-    fields = ["sku", "name", "quantity", "unit_price", "line_total"]
+    fields = ["sku", "name", "quantity", "price", "line_total"]
     readonly_fields = fields
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("order")  # each line shows the order's currency
+
+    @admin.display(description="unit price")
+    def price(self, item):
+        return format_money(item.unit_price, item.order.currency)
 
     @admin.display(description="line total")
     def line_total(self, item):
-        return format_money(item.line_total, item.order.currency)  # the inline's items hold their order
+        return format_money(item.line_total, item.order.currency)
 
 
 class OrderStatusChangeInline(ReadOnlyInline):

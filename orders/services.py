@@ -19,7 +19,7 @@ from orders.models import (
     OrderStatus,
     OrderStatusChange,
 )
-from orders.money import is_currency, minor_digits
+from orders.money import currency_problem, minor_digits
 from orders.phones import phone_to_e164
 from orders.signals import order_placed, order_status_changed
 
@@ -154,8 +154,8 @@ def _checked_currency(currency: str, items: list[OrderLine]) -> str:
     currency = currency.strip().upper()
     if not currency:
         return ""
-    if not is_currency(currency):
-        message = f"{currency[:10]!r} is not an ISO 4217 currency code, e.g. EUR, GBP or USD."
+    if problem := currency_problem(currency):
+        message = f"{problem}."
         raise ApplicationError(message, fields={"currency": [message]})
     digits = minor_digits(currency)
     for number, line in enumerate(items):
