@@ -500,7 +500,8 @@ class SuppressionForm(forms.ModelForm):
         channel, recipient = cleaned.get("channel"), cleaned.get("recipient")
         if channel and recipient:
             try:
-                cleaned["recipient"] = services.valid_recipient(channel, recipient)
+                # As it is stored, so that the unique check below compares like with like.
+                cleaned["recipient"] = services.suppression_key(services.valid_recipient(channel, recipient))
             except ApplicationError as error:
                 self.add_error("recipient", error.message)
         return cleaned
@@ -534,10 +535,10 @@ class SuppressionAdmin(admin.ModelAdmin):
         term = search_term.strip()  # exact, on the unique index; a phone as written anywhere is normalised
         if not term:
             return queryset, False
-        candidates = {term}
+        candidates = {services.suppression_key(term)}
         for channel in Channel.values:
             with contextlib.suppress(ApplicationError):
-                candidates.add(services.valid_recipient(channel, term))
+                candidates.add(services.suppression_key(services.valid_recipient(channel, term)))
         return queryset.filter(recipient__in=candidates), False
 
     def has_change_permission(self, request, obj=None):
@@ -552,8 +553,19 @@ class SuppressionAdmin(admin.ModelAdmin):
         return Truncator(suppression.reason).chars(80)
 
     def save_model(self, request, obj, form, change):
-        obj.created_by = request.user
-        super().save_model(request, obj, form, change)
+        try:
+            saved = services.suppression_add(
+                channel=obj.channel, recipient=obj.recipient, reason=obj.reason, by=request.user
+            )
+        except Conflict:  # another operator added it since this form was checked: it is there
+            saved = Suppression.objects.get(channel=obj.channel, recipient=obj.recipient)
+        obj.pk, obj.created_by, obj.created_at = saved.pk, saved.created_by, saved.created_at
+
+    def delete_model(self, request, obj):
+        services.suppressions_remove(suppressions=[obj], by=request.user)
+
+    def delete_queryset(self, request, queryset):
+        services.suppressions_remove(suppressions=list(queryset), by=request.user)
 
 
 @admin.register(RequeueBatch)

@@ -2,8 +2,8 @@
 
 Requeueing puts the original task back on its original queue with its original arguments
 and gives the notification a fresh set of retries. A dead letter is requeued at most once,
-and never when its notification has been sent (or is on its way) since. Requeueing says "send
-to this recipient": it lifts the recipient's suppression on that channel, if there is one.
+and never when its notification has been sent (or is on its way) since. Requeueing a refusal
+that suppressed its recipient lifts that suppression: it says "send to this recipient".
 """
 
 from dataclasses import dataclass, field
@@ -28,7 +28,9 @@ from notifications.services import (
     notification_reset_for_sending,
     publish_after_commit,
     publish_jobs,
-    suppressions_lift,
+    suppression_key,
+    suppressions_lift_on_resend,
+    suppressions_of,
 )
 from orderflow.errors import ApplicationError, Conflict, NotFound
 
@@ -70,10 +72,27 @@ def dead_letters_requeue(*, ids: list[int], by) -> RequeueOutcome:
                     outcome.skipped[letter.pk] = reason
                 else:
                     eligible.append(letter)
+            lifted = suppressions_lift_on_resend(
+                [letter.notification for letter in eligible if letter.notification], by=by
+            )
+            lifted_for = {suppression.notification_id for suppression in lifted}
+            # A recipient still suppressed (the customer asked, or another refusal) would only be
+            # cancelled unsent: the operator is told instead.
+            blocked = {
+                (suppression.channel, suppression.recipient): suppression
+                for suppression in suppressions_of([letter.notification for letter in eligible if letter.notification])
+            }
+            for letter in list(eligible):
+                notification = letter.notification
+                suppression = notification and blocked.get(
+                    (notification.channel, suppression_key(notification.recipient))
+                )
+                if suppression:
+                    outcome.skipped[letter.pk] = f"its recipient is suppressed: {suppression.explained()}"
+                    eligible.remove(letter)
             if not eligible:
                 continue
             notification_reset_for_sending([letter.notification_id for letter in eligible if letter.notification_id])
-            lifted = suppressions_lift([letter.notification for letter in eligible if letter.notification])
             _resolve(eligible, DeadLetterStatus.REQUEUED, by=by, message="Requeued")
             jobs = [
                 PublishJob(
@@ -84,13 +103,12 @@ def dead_letters_requeue(*, ids: list[int], by) -> RequeueOutcome:
             publish_after_commit(publish_jobs, jobs)
             for letter in eligible:
                 if letter.notification:
-                    was_suppressed = (letter.notification.channel, letter.notification.recipient) in lifted
                     log_event(
                         "notification.requeued",
                         letter.notification,
                         dead_letter_id=letter.pk,
                         by=by,
-                        suppression_lifted=was_suppressed or None,
+                        suppression_lifted=(letter.notification_id in lifted_for) or None,
                     )
         outcome.requeued += len(eligible)
     return outcome

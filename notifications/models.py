@@ -272,6 +272,16 @@ class Suppression(models.Model):
         # Masked: the admin shows it in lists, confirmations and its history.
         return f"{self.get_channel_display()} to {mask_recipient(self.recipient)}"
 
+    def explained(self) -> str:
+        """Why nothing is sent to the recipient, and what to do about it, for an operator."""
+        since = f"{self.created_at:%Y-%m-%d}"
+        why = (
+            f"the provider refused this recipient on {since} ({self.error_code}: {self.reason})"
+            if self.error_code
+            else f"an operator suppressed this recipient on {since} ({self.reason})"
+        )
+        return f"{why}; lift its suppression (Suppressions, #{self.pk}) to send to it again"
+
 
 class RequeueBatch(models.Model):
     """A set of dead letters frozen when an operator asked to requeue everything matching a filter.

@@ -15,6 +15,7 @@ from functools import cache
 
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
+from django.contrib.admin.models import DELETION, LogEntry
 from django.core.exceptions import ImproperlyConfigured, ValidationError
 from django.core.validators import validate_email
 from django.db import DatabaseError, InterfaceError, OperationalError, close_old_connections, connection, transaction
@@ -46,6 +47,7 @@ from notifications.ratelimit import LONGEST_CALL_SECONDS, LimiterUnavailable, li
 from notifications.rendering import render_notification
 from orderflow.database import prepared_cursor
 from orderflow.errors import ApplicationError, Conflict, NotFound
+from orderflow.masking import mask_recipient
 from orders.phones import phone_to_e164
 
 logger = logging.getLogger(__name__)
@@ -404,7 +406,7 @@ CLAIM_SQL = f"""
             OR (status = 'failed' AND next_attempt_at <= %(now)s)
             OR (status = 'sending' AND stale_after <= %(now)s))
        AND NOT EXISTS (SELECT 1 FROM {Suppression._meta.db_table} suppressed
-                        WHERE suppressed.recipient = {Notification._meta.db_table}.recipient
+                        WHERE suppressed.recipient = LOWER({Notification._meta.db_table}.recipient)
                           AND suppressed.channel = {Notification._meta.db_table}.channel)
     RETURNING {", ".join(field.column for field in CLAIM_FIELDS)}
 """  # noqa: S608 - only the table and column names are formatted in, from the models
@@ -456,16 +458,12 @@ def _claim(notification_id: int) -> Notification | SendResult:
 def _cancel_if_suppressed(notification: Notification, *, now) -> bool:
     """Cancel a notification, unsent, whose recipient its channel's provider refused for good
     earlier; True if it was. One a worker holds (its lease still running) is left to that worker."""
-    suppression = Suppression.objects.filter(channel=notification.channel, recipient=notification.recipient).first()
+    suppression = Suppression.objects.filter(
+        channel=notification.channel, recipient=suppression_key(notification.recipient)
+    ).first()
     if suppression is None:
         return False
-    since = f"{suppression.created_at:%Y-%m-%d}"
-    why = (
-        f"the provider refused this recipient on {since} ({suppression.error_code}: {suppression.reason})"
-        if suppression.error_code
-        else f"an operator suppressed this recipient on {since} ({suppression.reason})"
-    )
-    reason = f"not sent: {why}; lift its suppression to send to it again"
+    reason = f"not sent: {suppression.explained()}"
     cancelled = (
         Notification.objects.filter(pk=notification.pk)
         .filter(
@@ -711,27 +709,77 @@ def _record_failure(notification: Notification, error: DeliveryError, *, started
     return SendResult("retry", retry_in=delay, detail=error.message)
 
 
+def suppression_key(recipient: str) -> str:
+    """A recipient as suppressions hold it: an email address in lower case (mail systems treat
+    Ada@Example.com and ada@example.com as one mailbox); a phone in E.164 has no case."""
+    return recipient.lower()
+
+
 def _suppress(notification: Notification, error: DeliveryError) -> None:
     """Keep the recipient the provider refused for good, so that nothing more is sent to it."""
     _, created = Suppression.objects.get_or_create(
         channel=notification.channel,
-        recipient=notification.recipient,
+        recipient=suppression_key(notification.recipient),
         defaults={"error_code": error.code, "reason": error.message, "notification": notification},
     )
     if created:
         log_event("notification.recipient_suppressed", notification, level=logging.WARNING, code=error.code)
 
 
-def suppressions_lift(notifications: list[Notification]) -> set[tuple[str, str]]:
-    """An operator sends these notifications again: their recipients' suppressions go. Returns
-    the (channel, recipient) pairs lifted."""
+def suppression_add(*, channel: str, recipient: str, reason: str, by) -> Suppression:
+    """An operator stops every notification to a recipient on a channel (the customer asked)."""
+    reason = reason.strip()
+    if not reason:
+        raise ApplicationError("Say why nothing more is sent to it.", fields={"reason": ["This field is required."]})
+    recipient = suppression_key(valid_recipient(channel, recipient))
+    suppression, created = Suppression.objects.get_or_create(
+        channel=channel, recipient=recipient, defaults={"reason": reason, "created_by": by}
+    )
+    if not created:
+        raise Conflict(
+            f"{mask_recipient(recipient)} is already suppressed on {channel} since {suppression.created_at:%Y-%m-%d}.",
+            fields={"recipient": ["Already suppressed on this channel."]},
+        )
+    logger.info("suppression.added id=%s channel=%s by=%s", suppression.pk, channel, by)
+    return suppression
+
+
+def suppressions_remove(*, suppressions, by) -> int:
+    """An operator lifts suppressions: their recipients can be sent to again. Returns how many."""
+    ids = [suppression.pk for suppression in suppressions]
+    removed, _ = Suppression.objects.filter(pk__in=ids).delete()
+    if removed:
+        logger.info("suppression.lifted ids=%s by=%s", ids, by)
+    return removed
+
+
+def suppressions_of(notifications: list[Notification]) -> list[Suppression]:
+    """The suppressions that stop these notifications' recipients."""
     wanted = Q(pk__in=[])
     for notification in notifications:
-        wanted |= Q(channel=notification.channel, recipient=notification.recipient)
-    suppressions = Suppression.objects.filter(wanted)
-    lifted = set(suppressions.values_list("channel", "recipient"))
+        wanted |= Q(channel=notification.channel, recipient=suppression_key(notification.recipient))
+    return list(Suppression.objects.filter(wanted))
+
+
+def suppressions_lift_on_resend(notifications: list[Notification], *, by) -> list[Suppression]:
+    """An operator sends refused notifications again (requeue, resend): the suppressions their
+    own refusal made go with it, recorded in the admin's history. One an operator added (the
+    customer asked) stays: it is lifted only in its own right."""
+    lifted = list(
+        Suppression.objects.filter(
+            notification__in=[notification.pk for notification in notifications], created_by__isnull=True
+        )
+    )
     if lifted:
-        suppressions.delete()
+        if by is not None:
+            LogEntry.objects.log_actions(
+                user_id=by.pk,
+                queryset=lifted,
+                action_flag=DELETION,
+                change_message="Lifted: the notification it refused was sent again",
+                single_object=False,
+            )
+        Suppression.objects.filter(pk__in=[suppression.pk for suppression in lifted]).delete()
     return lifted
 
 
@@ -881,8 +929,10 @@ def notification_resend(*, notification_id: int, by) -> Notification:
         notification = _locked(notification_id)
         if notification.status not in RESENDABLE_STATUSES:
             raise Conflict(f"Notification {notification.pk} is {notification.status}: it is already on its way.")
+        lifted = suppressions_lift_on_resend([notification], by=by)
+        if still_suppressed := suppressions_of([notification]):
+            raise Conflict(f"Notification {notification.pk} would not be sent: {still_suppressed[0].explained()}.")
         notification_reset_for_sending([notification.pk])
-        lifted = suppressions_lift([notification])
         DeadLetter.objects.filter(pk__in=open_letters).update(
             status=DeadLetterStatus.REQUEUED, resolved_at=timezone.now(), resolved_by=by
         )

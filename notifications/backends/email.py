@@ -82,11 +82,13 @@ def no_answer() -> TransientDeliveryError:
 TRANSIENT_SMTP_5XX = {530, 535}
 SMTP_SERVER_BUSY = 421
 # A refusal of the address itself suppresses the recipient (Suppression): a 550, 551 or 553
-# reply to RCPT TO whose enhanced status (RFC 3463) is 5.1.x, "bad destination mailbox
-# address". The same codes also refuse relaying or the sender's reputation (5.7.x), about us and
-# not the address: those, and replies without an enhanced status, suppress nobody.
+# reply to RCPT TO whose enhanced status (RFC 3463, RFC 7505) says the destination address is
+# bad: 5.1.1 no such mailbox, 5.1.2 no such system, 5.1.3 bad syntax, 5.1.6 moved, 5.1.10 a
+# null MX. Other 5.1.x speak of the sender (5.1.7, 5.1.8; Postfix also refuses a sender with
+# 5.1.0 at RCPT TO), 5.7.x of relaying or our reputation: about us, not the address. Those, a
+# reply naming the sender, and a reply without an enhanced status suppress nobody.
 RECIPIENT_REFUSING_SMTP_CODES = {550, 551, 553}
-BAD_ADDRESS_STATUS = re.compile(r"5\.1\.\d{1,3}\b")
+BAD_ADDRESS_STATUS = re.compile(r"5\.1\.(1|2|3|6|10)(?!\d)")
 
 
 def classify_smtp_reply(code: int, reason: bytes | str, *, what: str, at_recipient: bool = False):
@@ -96,6 +98,9 @@ def classify_smtp_reply(code: int, reason: bytes | str, *, what: str, at_recipie
         # 421 is about the server, not the recipient: busy, or "too many, slow down".
         return TransientDeliveryError(message, code=f"smtp-{code}", throttled=code == SMTP_SERVER_BUSY)
     refuses_recipient = (
-        at_recipient and code in RECIPIENT_REFUSING_SMTP_CODES and bool(BAD_ADDRESS_STATUS.match(text.lstrip()))
+        at_recipient
+        and code in RECIPIENT_REFUSING_SMTP_CODES
+        and bool(BAD_ADDRESS_STATUS.match(text.lstrip()))
+        and "sender" not in text.lower()
     )
     return PermanentDeliveryError(message, code=f"smtp-{code}", refuses_recipient=refuses_recipient)

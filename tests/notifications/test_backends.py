@@ -300,7 +300,11 @@ def test_only_a_busy_smtp_server_pauses_the_email_channel(code, throttled):
         ("550 5.1.1 <gone@example.com>: Recipient address rejected: User unknown", True),
         ("553 5.1.3 Bad recipient address syntax", True),
         ("551 5.1.6 User has moved; no forwarding", True),
+        ("550 5.1.10 Recipient address has null MX", True),
         ("550 5.7.1 Relaying denied", False),  # about us, not the address
+        ("550 5.1.0 <orders@shop.example>: Sender address rejected: User unknown", False),  # Postfix, at RCPT TO
+        ("550 5.1.8 Access denied, bad outbound sender", False),
+        ("550 5.1.1 <orders@shop.example>: Sender address rejected: not owned by user", False),
         ("554 5.7.1 Service unavailable; client host blocked", False),
         ("552 5.2.2 Mailbox full", False),  # it empties
         ("550 Requested action not taken: mailbox unavailable", False),  # no enhanced status: cannot tell

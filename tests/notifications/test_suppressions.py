@@ -8,6 +8,7 @@ from django.contrib.admin.models import LogEntry
 from notifications import dead_letters, services
 from notifications.errors import PermanentDeliveryError
 from notifications.models import DeadLetter, Notification, Suppression
+from orderflow.errors import Conflict
 from orders import services as order_services
 from orders.models import ChangeSource
 from tests.factories import UserFactory, place_order
@@ -81,18 +82,74 @@ def test_requeueing_its_dead_letter_lifts_the_suppression_and_sends(
     assert scripted.sent == [(PHONE, suppressed.body)]
 
 
-def test_resending_a_cancelled_notification_lifts_the_suppression(suppressed, shop, staff, scripted):
+def test_resending_one_it_stopped_says_to_lift_the_suppression_first(suppressed, shop, staff, scripted):
     later = sms_of(place_order(owner=shop))
     assert send(later) == "skipped"
+    suppression = Suppression.objects.get()
+    with pytest.raises(
+        Conflict, match=rf"would not be sent: the provider refused .* \(Suppressions, #{suppression.pk}\)"
+    ):
+        services.notification_resend(notification_id=later.pk, by=staff)
+    assert Notification.objects.get(pk=later.pk).status == "cancelled"
+
+    services.suppressions_remove(suppressions=[suppression], by=staff)
     services.notification_resend(notification_id=later.pk, by=staff)
-    assert not Suppression.objects.exists()
     assert send(later) == "sent"
+    assert scripted.sent == [(PHONE, later.body)]
 
 
-def test_one_suppression_per_recipient_and_channel(suppressed):
-    """A second refusal (a send claimed before the first came back) adds no second row."""
-    services._suppress(suppressed, UNSUBSCRIBED)
-    assert Suppression.objects.count() == 1
+def test_resending_the_refused_one_itself_lifts_what_its_refusal_made(suppressed, staff):
+    services.notification_resend(notification_id=suppressed.pk, by=staff)
+    assert not Suppression.objects.exists()
+    assert send(suppressed) == "sent"
+
+
+def test_requeueing_records_the_lifting_in_the_admin_history(suppressed, staff, django_capture_on_commit_callbacks):
+    suppression = Suppression.objects.get()
+    with django_capture_on_commit_callbacks(execute=True):
+        dead_letters.dead_letters_requeue(ids=[DeadLetter.objects.get().pk], by=staff)
+    entry = LogEntry.objects.get(object_id=str(suppression.pk))
+    assert (entry.user, entry.is_deletion()) == (staff, True)
+    assert entry.change_message == "Lifted: the notification it refused was sent again"
+
+
+def test_one_the_customer_asked_for_survives_requeueing_an_unrelated_failure(
+    shop, staff, published, scripted, django_capture_on_commit_callbacks
+):
+    """An operator's suppression (the customer asked us to stop) is lifted only in its own right."""
+    scripted.script.append(PermanentDeliveryError("Twilio 21408: region not enabled", code="twilio-21408"))
+    refused = sms_of(place_order(owner=shop))
+    assert send(refused) == "dead"
+    services.suppression_add(channel="sms", recipient=PHONE, reason="asked us to stop", by=staff)
+    letter = DeadLetter.objects.get()
+    with django_capture_on_commit_callbacks(execute=True):
+        outcome = dead_letters.dead_letters_requeue(ids=[letter.pk], by=staff)
+    assert outcome.requeued == 0
+    assert "its recipient is suppressed: an operator suppressed this recipient" in outcome.skipped[letter.pk]
+    assert "(asked us to stop)" in outcome.skipped[letter.pk]
+    assert Suppression.objects.filter(recipient=PHONE).exists()
+    assert DeadLetter.objects.get().status == "dead"
+    assert Notification.objects.get(pk=refused.pk).status == "dead"
+    assert scripted.sent == []
+
+
+@pytest.mark.parametrize(
+    ("suppressed_as", "ordered_as"), [("Ada@Example.COM", "ada@example.com"), ("ada@example.com", "ADA@example.com")]
+)
+def test_an_email_address_is_suppressed_whatever_its_case(shop, staff, published, suppressed_as, ordered_as):
+    services.suppression_add(channel="email", recipient=suppressed_as, reason="no such mailbox", by=staff)
+    order = place_order(owner=shop, customer_email=ordered_as, customer_phone="")
+    email = Notification.objects.get(order=order, channel="email")
+    assert send(email) == "skipped"
+    email.refresh_from_db()
+    assert (email.status, email.last_error_code) == ("cancelled", "suppressed")
+
+
+def test_a_refusal_suppresses_an_address_in_lower_case(shop, published, scripted):
+    scripted.script.append(UNSUBSCRIBED)
+    send(sms_of(place_order(owner=shop)))
+    assert Suppression.objects.get().recipient == PHONE
+    assert services.suppression_key("Ada@Example.COM") == "ada@example.com"
 
 
 # --- the admin --------------------------------------------------------------------------------
@@ -143,10 +200,15 @@ def test_a_bad_recipient_is_a_form_error(client, operator, channel, recipient, s
 
 def test_the_same_recipient_twice_is_a_form_error(client, operator):
     Suppression.objects.create(channel="sms", recipient=PHONE, reason="unsubscribed")
+    response = client.post(f"{SUPPRESSIONS}add/", {"channel": "email", "recipient": "Ada@Example.com", "reason": "x"})
+    assert response.status_code == 302
+    response = client.post(f"{SUPPRESSIONS}add/", {"channel": "email", "recipient": "ADA@example.com", "reason": "x"})
+    assert response.status_code == 200
+    assert "already exists" in response.content.decode()
     response = client.post(f"{SUPPRESSIONS}add/", {"channel": "sms", "recipient": "+44 20 7946 0958", "reason": "x"})
     assert response.status_code == 200
     assert "already exists" in response.content.decode()
-    assert Suppression.objects.count() == 1
+    assert Suppression.objects.count() == 2
 
 
 def test_the_list_masks_recipients_finds_them_in_any_form_and_deleting_lifts(client, operator):
