@@ -43,10 +43,19 @@ class Rate:
         return f"{self.count}/{unit}"
 
 
+# The most a rate may count in its period: far above any provider's limit, and within what the
+# limiter's Redis script computes with (a larger count failed every token request there).
+MAX_RATE_COUNT = 1_000_000
+
+
 def parse_rate(variable: str, value: str) -> Rate:
     match = RATE_PATTERN.match(value)
     if not match or int(match.group(1)) == 0:
         raise ConfigurationError(variable, f"{value!r} is not a rate; write a positive count per s, m or h, e.g. 10/m")
+    if int(match.group(1)) > MAX_RATE_COUNT:
+        raise ConfigurationError(
+            variable, f"{value[:40]!r} counts more than {MAX_RATE_COUNT:,} per period; no provider takes that many"
+        )
     return Rate(count=int(match.group(1)), period_seconds=RATE_PERIODS[match.group(2)])
 
 

@@ -20,7 +20,9 @@ def test_rates_in_celery_syntax_parse(text, rate):
     assert parse_rate("X", text) == rate
 
 
-@pytest.mark.parametrize("text", ["10", "10/x", "ten/m", "0/m", "-1/m", "10/min", ""])
+@pytest.mark.parametrize(
+    "text", ["10", "10/x", "ten/m", "0/m", "-1/m", "10/min", "", "1000001/s", "99999999999999999999/s"]
+)
 def test_bad_rate_names_the_variable(text):
     with pytest.raises(ConfigurationError, match=r"^NOTIFICATIONS_SMS_RATE_LIMIT: "):
         parse_rate("NOTIFICATIONS_SMS_RATE_LIMIT", text)
@@ -45,6 +47,25 @@ def test_migrate_with_a_database_it_cannot_reach_says_so_in_one_line(url, said):
     where = url.replace(":hunter2", "").replace("postgres://", "postgresql://")
     assert line.startswith(f"CommandError: DATABASE_URL: cannot connect to {where}: ")
     assert said in line
+
+
+def test_production_settings_run_with_debug_off_unless_told(tmp_path):
+    """A deployment that forgot DJANGO_DEBUG must not show debug pages nor run on the development key."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("DJANGO_", "PYTEST"))}
+    env["DJANGO_SETTINGS_MODULE"] = "orderflow.settings.production"
+    shell = ["manage.py", "shell", "-c", "from django.conf import settings; print('DEBUG', settings.DEBUG)"]
+
+    def run(**variables):
+        return subprocess.run(
+            [sys.executable, *shell], cwd=ROOT, env={**env, **variables}, capture_output=True, text=True, timeout=60
+        )
+
+    refused = run()
+    assert refused.stderr.strip().splitlines() == [
+        "orderflow: configuration error: DJANGO_SECRET_KEY: must be set (not empty) when DJANGO_DEBUG is false"
+    ]
+    assert run(DJANGO_SECRET_KEY="k" * 60).stdout.splitlines()[-1] == "DEBUG False"
+    assert run(DJANGO_DEBUG="true").stdout.splitlines()[-1] == "DEBUG True"
 
 
 def test_default_configuration_starts():

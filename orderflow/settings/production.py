@@ -1,8 +1,20 @@
-"""Settings for a deployment behind a TLS-terminating proxy."""
+"""Settings for a deployment behind a TLS-terminating proxy. DJANGO_DEBUG defaults to false
+here, so a missing variable never shows a debug page, nor runs with the development key."""
 
-from orderflow.configuration import parse_bool, read
-from orderflow.settings.base import *  # noqa: F403
-from orderflow.settings.base import MIDDLEWARE, env
+import os
+from pathlib import Path
+
+import environ
+
+# The .env file first, as base reads it (a DJANGO_DEBUG there still counts), then the default.
+DOTENV = Path(__file__).resolve().parents[2] / ".env"
+if DOTENV.is_file():
+    environ.Env.read_env(DOTENV)
+os.environ.setdefault("DJANGO_DEBUG", "false")
+
+from orderflow.configuration import parse_bool, read  # noqa: E402 - after the default above
+from orderflow.settings.base import *  # noqa: E402, F403
+from orderflow.settings.base import MIDDLEWARE, env  # noqa: E402
 
 # Static files (the admin's) served by the app itself: http://whitenoise.readthedocs.io
 MIDDLEWARE = [MIDDLEWARE[0], "whitenoise.middleware.WhiteNoiseMiddleware", *MIDDLEWARE[1:]]

@@ -14,6 +14,7 @@ from notifications.errors import TransientDeliveryError
 from notifications.models import DeadLetter, Notification
 from notifications.tasks import send_order_status_update
 from tests.factories import UserFactory, place_order
+from tests.processes import run_deployed
 
 pytestmark = pytest.mark.django_db
 
@@ -154,3 +155,16 @@ def test_credential_failures_are_retried_not_dead_lettered():
 
     assert not classify_twilio_error(TwilioRestException(401, "uri", msg="Authenticate", code=20003)).permanent
     assert not classify_smtp_reply(535, b"5.7.8 bad credentials", what="SMTP error").permanent
+
+
+def test_requeue_dead_letters_knows_the_send_tasks_in_a_process_of_its_own(tmp_path):
+    """--task checked the name against the tasks this process had happened to import: in a fresh
+    `manage.py` it refused notifications.tasks.send_sms_notification, its own example."""
+    database = f"sqlite:///{tmp_path / 'db.sqlite3'}"
+    assert run_deployed("manage.py", "migrate", "--noinput", DATABASE_URL=database).returncode == 0
+    for task in ["notifications.tasks.send_sms_notification", "notifications.tasks.send_email_notification"]:
+        result = run_deployed("manage.py", "requeue_dead_letters", "--task", task, "--dry-run", DATABASE_URL=database)
+        assert result.returncode == 0, result.stderr
+    result = run_deployed("manage.py", "requeue_dead_letters", "--task", "send_sms", "--dry-run", DATABASE_URL=database)
+    assert result.returncode == 1
+    assert "--task: no task 'send_sms'" in result.stderr

@@ -51,6 +51,7 @@ class Command(BaseCommand):
         queues = sorted(queue.name for queue in settings.CELERY_TASK_QUEUES)
         if queue and queue not in queues:
             raise CommandError(f"--queue: no queue {queue!r}; the queues are {', '.join(queues)}.")
+        app.loader.import_default_modules()  # the tasks of every app, as a worker knows them
         if task and task not in app.tasks:
             raise CommandError(f"--task: no task {task!r}; e.g. notifications.tasks.send_sms_notification.")
         letters = DeadLetter.objects.filter(status=DeadLetterStatus.DEAD)
