@@ -284,9 +284,13 @@ def _publish(jobs: list[PublishJob]) -> list[int | None]:
 # --- sending --------------------------------------------------------------------------------
 
 
-def notification_send(*, notification_id: int, task_id: str = "", worker: str = "") -> SendResult:
-    """Claim a notification, wait for a rate-limit token, send it and record what happened."""
-    claimed = _claim(notification_id)
+def notification_send(*, notification_id: int, task_id: str = "", worker: str = "", deferrals: int = 0) -> SendResult:
+    """Claim a notification, wait for a rate-limit token, send it and record what happened.
+
+    `deferrals`: how often this send was put off already (its task's retries), to wait longer
+    each time for an earlier notification of its order (IN_ORDER_WAIT_SECONDS).
+    """
+    claimed = _claim(notification_id, deferrals=deferrals)
     if isinstance(claimed, SendResult):
         logger.info(
             "notification.not_claimed notification_id=%s task_id=%s outcome=%s detail=%s",
@@ -390,10 +394,13 @@ def sending_lease_seconds(channel: str) -> int:
 
 
 # One statement claims the row and returns it (an UPDATE, then a SELECT, cost a round trip per
-# send). Claimable: not yet sent, a retry that is due, or a send whose worker died mid-way, and
-# to a recipient not suppressed (one probe of the suppressions' unique index). The columns are
-# named: a prepared statement returning `*` fails once a migration adds a column. The lease
-# depends on the channel, the row's: each channel's send task has its own time limits.
+# send). Claimable: not yet sent, a retry that is due, or a send whose worker died mid-way; to a
+# recipient not suppressed (one probe of the suppressions' unique index); and with no earlier
+# notification of its order on its channel still to go (one probe of notification_order), so
+# that a customer reads "confirmed" after "received" even when a send waited behind the rate
+# limit and went to the back of the queue. The columns are named: a prepared statement
+# returning `*` fails once a migration adds a column. The lease depends on the channel, the
+# row's: each channel's send task has its own time limits.
 CLAIM_FIELDS = Notification._meta.concrete_fields
 CLAIM_LEASE = "CASE channel {} ELSE %(lease_longest)s END".format(
     " ".join(f"WHEN '{channel}' THEN %(lease_{channel})s" for channel in Channel.values)
@@ -408,6 +415,13 @@ CLAIM_SQL = f"""
        AND NOT EXISTS (SELECT 1 FROM {Suppression._meta.db_table} suppressed
                         WHERE suppressed.recipient = LOWER({Notification._meta.db_table}.recipient)
                           AND suppressed.channel = {Notification._meta.db_table}.channel)
+       AND NOT EXISTS (SELECT 1 FROM {Notification._meta.db_table} earlier
+                        WHERE earlier.order_id = {Notification._meta.db_table}.order_id
+                          AND earlier.channel = {Notification._meta.db_table}.channel
+                          AND earlier.status IN ('pending', 'queued', 'sending', 'failed')
+                          AND (earlier.created_at < {Notification._meta.db_table}.created_at
+                               OR (earlier.created_at = {Notification._meta.db_table}.created_at
+                                   AND earlier.id < {Notification._meta.db_table}.id)))
     RETURNING {", ".join(field.column for field in CLAIM_FIELDS)}
 """  # noqa: S608 - only the table and column names are formatted in, from the models
 
@@ -431,7 +445,7 @@ def _claim_converters(alias: str) -> dict:
     return compiler.get_converters(field.get_col(Notification._meta.db_table) for field in CLAIM_FIELDS)
 
 
-def _claim(notification_id: int) -> Notification | SendResult:
+def _claim(notification_id: int, *, deferrals: int = 0) -> Notification | SendResult:
     now = timezone.now()
     params = {"id": notification_id, "now": _db_datetime(now)}
     leases = {channel: sending_lease_seconds(channel) for channel in Channel.values}
@@ -447,12 +461,58 @@ def _claim(notification_id: int) -> Notification | SendResult:
         return SendResult("skipped", detail="no such notification")
     if notification.status not in FINISHED_STATUSES and _cancel_if_suppressed(notification, now=now):
         return SendResult("skipped", detail="recipient suppressed")
+    if _claimable(notification, now) and (earlier := _earlier_to_go(notification)):
+        return SendResult("deferred", retry_in=_in_order_wait(earlier, now, deferrals), detail=f"after {earlier.pk}")
     if notification.status == NotificationStatus.SENDING:
         # Another worker holds it; look again when its lease ends in case that worker died.
         return SendResult("deferred", retry_in=(notification.stale_after - now).total_seconds() + 1, detail="busy")
     if notification.status == NotificationStatus.FAILED:
         return SendResult("deferred", retry_in=(notification.next_attempt_at - now).total_seconds(), detail="not due")
     return SendResult("skipped", detail=f"already {notification.status}")
+
+
+# How long a send waits for an earlier notification of its order to go first: the earlier one's
+# next attempt when it is retrying, else 5 s, doubling with each wait up to 5 minutes (a send
+# put to the back of a long queue may take that long to come round).
+IN_ORDER_WAIT_SECONDS = 5
+IN_ORDER_WAIT_MAX_SECONDS = 300
+UNSENT_STATUSES = (
+    NotificationStatus.PENDING,
+    NotificationStatus.QUEUED,
+    NotificationStatus.SENDING,
+    NotificationStatus.FAILED,
+)
+
+
+def _claimable(notification: Notification, now) -> bool:
+    """As the claim's conditions, bar its order's: the row itself could be sent now."""
+    status = notification.status
+    return (
+        status in (NotificationStatus.PENDING, NotificationStatus.QUEUED)
+        or (status == NotificationStatus.FAILED and notification.next_attempt_at <= now)
+        or (status == NotificationStatus.SENDING and notification.stale_after <= now)
+    )
+
+
+def _earlier_to_go(notification: Notification) -> Notification | None:
+    """The first notification of the same order and channel, made before this one, still to go."""
+    return (
+        Notification.objects.filter(
+            order_id=notification.order_id, channel=notification.channel, status__in=UNSENT_STATUSES
+        )
+        .filter(
+            Q(created_at__lt=notification.created_at) | Q(created_at=notification.created_at, pk__lt=notification.pk)
+        )
+        .order_by("created_at", "pk")
+        .only("pk", "status", "next_attempt_at")
+        .first()
+    )
+
+
+def _in_order_wait(earlier: Notification, now, deferrals: int) -> float:
+    if earlier.status == NotificationStatus.FAILED and earlier.next_attempt_at:
+        return max(0.0, (earlier.next_attempt_at - now).total_seconds()) + IN_ORDER_WAIT_SECONDS
+    return float(min(IN_ORDER_WAIT_SECONDS * 2 ** min(deferrals, 10), IN_ORDER_WAIT_MAX_SECONDS))
 
 
 def _cancel_if_suppressed(notification: Notification, *, now) -> bool:

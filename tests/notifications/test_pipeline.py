@@ -203,6 +203,27 @@ def _settled(order):
     return rows if len(rows) == 2 and all(row.status in ("sent", "dead", "cancelled") for row in rows) else None
 
 
+def test_a_status_sms_published_first_still_reaches_the_customer_after_the_confirmation(
+    pipeline, broker_url, fake_twilio
+):
+    """As when the first SMS waited behind the rate limit and went to the back of the queue."""
+    point_app_at("redis://127.0.0.1:1/0" if broker_url.startswith("redis") else "amqp://guest:guest@127.0.0.1:1//")
+    try:  # nothing is published while the order is placed and confirmed: both SMS stay pending
+        order = place(customer_email="")
+        order_services.order_transition(order_id=order.pk, to_status="confirmed", by=None, source=ChangeSource.SYSTEM)
+    finally:
+        point_app_at(broker_url)
+    placed, confirmed = (Notification.objects.get(order=order, event=event) for event in ("placed", "confirmed"))
+    publish("notifications.tasks.send_sms_notification", args=[confirmed.pk], queue="sms")
+    time.sleep(1)  # the worker has it, and puts it off
+    publish("notifications.tasks.send_sms_notification", args=[placed.pk], queue="sms")
+    wait_until(
+        lambda: Notification.objects.filter(order=order, status="sent").count() == 2, timeout=40, what="both SMS"
+    )
+    bodies = [request["Body"] for request in fake_twilio.accepted(order.customer_phone)]
+    assert bodies == [placed.body, confirmed.body]
+
+
 def test_same_task_published_twice_sends_once(pipeline, fake_twilio):
     phone = new_phone()
     order = place(customer_phone=phone, customer_email="")

@@ -109,8 +109,8 @@ def test_a_cancel_during_the_send_is_not_overwritten(shop, published, scripted, 
     scripted.script.append(TransientDeliveryError("slow", code="http-503"))
     original = services._claim
 
-    def claim_then_cancelled(notification_id):
-        claimed = original(notification_id)
+    def claim_then_cancelled(notification_id, **options):
+        claimed = original(notification_id, **options)
         Notification.objects.filter(pk=notification_id).update(status="cancelled")  # an operator, meanwhile
         return claimed
 

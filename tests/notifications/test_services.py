@@ -241,8 +241,8 @@ def test_a_send_cancelled_meanwhile_stays_cancelled_and_its_attempt_is_kept(
     sms = sms_of(place_order(owner=shop))
     claim = services._claim
 
-    def claimed_then_cancelled(notification_id):
-        claimed = claim(notification_id)
+    def claimed_then_cancelled(notification_id, **options):
+        claimed = claim(notification_id, **options)
         Notification.objects.filter(pk=notification_id).update(status="cancelled")  # an operator, meanwhile
         return claimed
 

@@ -108,7 +108,7 @@ def test_requeueing_records_the_lifting_in_the_admin_history(suppressed, staff, 
     suppression = Suppression.objects.get()
     with django_capture_on_commit_callbacks(execute=True):
         dead_letters.dead_letters_requeue(ids=[DeadLetter.objects.get().pk], by=staff)
-    entry = LogEntry.objects.get(object_id=str(suppression.pk))
+    entry = LogEntry.objects.get(object_id=str(suppression.pk), content_type__model="suppression")
     assert (entry.user, entry.is_deletion()) == (staff, True)
     assert entry.change_message == "Lifted: the notification it refused was sent again"
 
