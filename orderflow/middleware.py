@@ -1,9 +1,12 @@
-"""An admin list asked for with filters its database cannot apply shows a message, not a 500.
+"""Requests that fail for want of something other than the code: a 503 or a message, not a 500.
 
-The admin checks a filter's name, not its value: a NUL, an invalid regular expression or a
-year outside 1 to 9999 in the query string reaches the database or `datetime` and fails
-there, for every list, ours and the installed apps' alike. A hand-made action request whose
-selected rows are not ids fails the same way.
+- The database unreachable (restarting, failed over): a JSON 503 with Retry-After, so that an
+  API client knows to try again, and a line in the log.
+- An admin list asked for with filters its database cannot apply: the list, with a message.
+  The admin checks a filter's name, not its value: a NUL, an invalid regular expression or a
+  year outside 1 to 9999 in the query string reaches the database or `datetime` and fails
+  there, for every list, ours and the installed apps' alike. A hand-made action request whose
+  selected rows are not ids fails the same way.
 """
 
 import logging
@@ -12,7 +15,8 @@ from django.contrib import messages
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.contrib.admin.options import IS_POPUP_VAR, TO_FIELD_VAR
 from django.core.exceptions import ValidationError
-from django.db import DataError, OperationalError
+from django.db import DataError, InterfaceError, OperationalError
+from django.http import JsonResponse
 from django.shortcuts import redirect
 from django.utils.http import urlencode
 
@@ -40,6 +44,32 @@ def first_line(error: BaseException) -> str:
     """An error as an operator reads it: the database's first line, without its context."""
     text = str(error)
     return text.splitlines()[0] if text else error.__class__.__name__
+
+
+# Seconds a client is asked to wait before trying again while the database is away.
+DATABASE_RETRY_AFTER_SECONDS = 30
+
+
+class DatabaseUnavailableMiddleware:
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        return self.get_response(request)
+
+    def process_exception(self, request, exception):
+        if not isinstance(exception, OperationalError | InterfaceError) or is_bad_filter_error(exception):
+            return None
+        logger.error("database unavailable for %s %s: %s", request.method, request.path, first_line(exception))
+        return JsonResponse(
+            {
+                "detail": "The service cannot reach its database just now. Try again shortly; with the same "
+                "Idempotency-Key a retried order is not placed twice.",
+                "code": "unavailable",
+            },
+            status=503,
+            headers={"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)},
+        )
 
 
 class AdminBadInputMiddleware:

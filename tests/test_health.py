@@ -1,5 +1,6 @@
 import pytest
-from django.db import connection
+from django.contrib.auth import get_user_model
+from django.db import OperationalError, connection
 
 from tests.notifications.conftest import point_app_at
 
@@ -65,3 +66,24 @@ def test_a_post_is_a_json_405_naming_get(client, url):
     response = client.post(url)
     assert (response.status_code, response["Allow"]) == (405, "GET, HEAD")
     assert "use GET or HEAD" in response.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("get", "/api/orders/"), ("post", "/api/orders/"), ("get", "/admin/orders/order/"), ("get", "/metrics")],
+)
+def test_the_database_away_is_a_503_to_try_again_not_a_500(api, client, method, path, caplog):
+    """A restart or fail-over of PostgreSQL: clients are told to come back, and the log says why."""
+    client.force_login(get_user_model().objects.create_user("operator", is_staff=True, is_superuser=True))
+
+    def unreachable(execute, sql, params, many, context):
+        raise OperationalError("connection to server at 127.0.0.1, port 5432 failed: Connection refused")
+
+    caller = api if path.startswith("/api/") else client
+    with connection.execute_wrapper(unreachable):
+        response = getattr(caller, method)(path, {}, format="json") if caller is api else getattr(caller, method)(path)
+    assert response.status_code == 503
+    assert response["Retry-After"] == "30"
+    assert response.json()["code"] == "unavailable"
+    assert "cannot reach its database" in response.json()["detail"]
+    assert "database unavailable for" in caplog.text
