@@ -279,6 +279,15 @@ class DeadLetterAdmin(PipelineRowAdmin):
     ]  # fmt: skip
     fields = readonly_fields
 
+    def get_fields(self, request, obj=None):
+        # "correct it" leads to a form only those who may resend can use; the others see the recipient.
+        if request.user.has_perm("notifications.resend_notification"):
+            return self.fields
+        return ["plain_recipient" if field == "recipient" else field for field in self.fields]
+
+    def get_readonly_fields(self, request, obj=None):
+        return self.get_fields(request, obj)
+
     def get_urls(self):
         wrap = self.admin_site.admin_view
         custom = [
@@ -328,6 +337,10 @@ class DeadLetterAdmin(PipelineRowAdmin):
             return "-"
         url = reverse("admin:notifications_notification_correct_recipient", args=[letter.notification_id])
         return format_html('{} (<a href="{}">correct it</a>)', letter.notification.recipient, url)
+
+    @admin.display(description="recipient")
+    def plain_recipient(self, letter):
+        return letter.notification.recipient if letter.notification else "-"
 
     @admin.display(description="order")
     def order_link(self, letter):

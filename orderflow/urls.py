@@ -9,6 +9,9 @@ from notifications.views import metrics
 from notifications.webhooks import twilio_status
 from orderflow import api, health
 
+# The admin's "View site" linked to /, where nothing is served: the API and the admin are the site.
+admin.site.site_url = None
+
 urlpatterns = [
     path("admin/dashboard/", admin.site.admin_view(dashboard_view), name="admin-dashboard"),
     path("admin/", admin.site.urls),

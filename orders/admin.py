@@ -79,6 +79,12 @@ class OrderAdmin(admin.ModelAdmin):
     def get_queryset(self, request):
         return super().get_queryset(request).annotate(item_count=Count("items"))
 
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        # Every field is read-only (orders change through the workflow's actions): a Save button
+        # would only report "changed successfully" for nothing.
+        hidden = {"show_save": False, "show_save_and_continue": False, "show_save_and_add_another": False}
+        return super().change_view(request, object_id, form_url, {**hidden, **(extra_context or {})})
+
     @admin.display(description="total", ordering="total")
     def amount(self, order):
         return format_money(order.total, order.currency)

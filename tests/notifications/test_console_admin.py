@@ -86,6 +86,15 @@ def test_detail_page_is_readable(client, letters):
     assert f"/admin/notifications/notification/{letter.notification_id}/change/" in page
 
 
+def test_the_correct_it_link_is_offered_only_to_those_who_may_use_it(client, letters):
+    letter = letters[0]
+    operator_with(client, "view_deadletter", "requeue_deadletter")
+    page = client.get(f"{LIST}{letter.pk}/change/").content.decode()
+    assert letter.notification.recipient in page and "correct it" not in page
+    operator_with(client, "view_deadletter", "resend_notification", username="resender")
+    assert "correct it" in client.get(f"{LIST}{letter.pk}/change/").content.decode()
+
+
 def test_staff_without_permissions_see_no_actions_and_a_forged_post_changes_nothing(client, letters, published):
     operator_with(client, "view_deadletter")
     page = client.get(LIST).content.decode()

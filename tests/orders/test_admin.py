@@ -115,3 +115,12 @@ def test_staff_without_change_permission_cannot_run_actions(client, shop):
     client.post(CHANGELIST, {"action": "mark_confirmed", "_selected_action": [order.pk]})
     order.refresh_from_db()
     assert order.status == "pending"
+
+
+def test_the_order_page_offers_no_save_for_fields_it_does_not_let_change(client, operator, shop):
+    page = client.get(f"{CHANGELIST}{place_order(owner=shop).pk}/change/").content.decode()
+    assert 'name="_save"' not in page and 'name="_continue"' not in page
+
+
+def test_the_admin_links_to_no_site_it_does_not_serve(client, operator):
+    assert "View site" not in client.get("/admin/").content.decode()
