@@ -43,9 +43,29 @@ def no_control_characters(value: str) -> None:
         raise serializers.ValidationError("Must contain a visible character.")
 
 
+# A number written as text: ASCII digits only. Python reads "1_0" as 10 and Arabic-Indic or
+# full-width digits as theirs, so DRF took them as other numbers than a person meant.
+WHOLE_NUMBER_TEXT = re.compile(r"^\s*[+-]?[0-9]+\s*$")
+DECIMAL_TEXT = re.compile(r"^\s*[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)\s*$")
+
+
+class PlainIntegerField(serializers.IntegerField):
+    def to_internal_value(self, data):
+        if isinstance(data, str) and not WHOLE_NUMBER_TEXT.match(data):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class PlainDecimalField(serializers.DecimalField):
+    def to_internal_value(self, data):
+        if isinstance(data, str) and not DECIMAL_TEXT.match(data):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
 class OrderItemSerializer(serializers.ModelSerializer):
-    quantity = serializers.IntegerField(min_value=1, max_value=1_000_000)
-    unit_price = serializers.DecimalField(max_digits=10, decimal_places=2, min_value=0)
+    quantity = PlainIntegerField(min_value=1, max_value=1_000_000)
+    unit_price = PlainDecimalField(max_digits=10, decimal_places=2, min_value=0)
 
     class Meta:
         model = OrderItem

@@ -519,3 +519,28 @@ def test_an_accept_header_nothing_matches_is_a_406_naming_the_media_types(api):
 def test_a_known_format_still_chooses_the_rendering(api):
     response = api.get(ORDERS, {"format": "json"})
     assert (response.status_code, response["Content-Type"]) == (200, "application/json")
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("quantity", "1_0"),
+        ("quantity", "\u0661\u0662"),  # Arabic-Indic 12
+        ("quantity", "\uff11\uff12"),  # full-width 12
+        ("unit_price", "1_000"),
+        ("unit_price", "\u0661\u0662"),
+        ("unit_price", "\uff11\uff12.50"),
+        ("unit_price", "1e3"),
+    ],
+)
+def test_numbers_written_other_than_in_plain_digits_are_refused_not_read_as_others(api, field, value):
+    response = api.post(ORDERS, order_body(items=[item(**{field: value})]), format="json")
+    assert response.status_code == 400, response.content
+    assert field in response.json()["errors"]["items"]["0"]
+    assert not Order.objects.exists()
+
+
+@pytest.mark.parametrize(("quantity", "unit_price"), [("3", "4.5"), (" 3 ", ".50"), (3, 4.5), ("+3", "4.50")])
+def test_numbers_as_text_or_json_numbers_still_read(api, quantity, unit_price):
+    response = api.post(ORDERS, order_body(items=[item(quantity=quantity, unit_price=unit_price)]), format="json")
+    assert response.status_code == 201, response.content
