@@ -1,6 +1,7 @@
 #!/usr/bin/env python
 import os
 import sys
+import threading
 
 
 def main():
@@ -12,7 +13,21 @@ def main():
 
     with exit_on_bad_configuration():
         settings.INSTALLED_APPS  # noqa: B018 - load and check the settings before anything runs
-    execute_from_command_line(sys.argv)
+
+    from orderflow.connectivity import exit_if_database_unreachable
+
+    default_thread_hook = threading.excepthook
+
+    def thread_hook(failure):  # runserver runs its checks in a thread of its own
+        exit_if_database_unreachable(failure.exc_value)
+        default_thread_hook(failure)
+
+    threading.excepthook = thread_hook
+    try:
+        execute_from_command_line(sys.argv)
+    except Exception as error:
+        exit_if_database_unreachable(error)
+        raise
 
 
 if __name__ == "__main__":

@@ -3,7 +3,10 @@ Celery beat start by connecting, and a driver's traceback (ninety lines; through
 redirect, 1,700) hides which setting is wrong. The same for the broker, which beat otherwise
 meets only when its first task is due."""
 
-from django.db import DatabaseError, connections
+import os
+import sys
+
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, InterfaceError, OperationalError, connections
 from kombu import Connection
 
 
@@ -25,6 +28,18 @@ def database_unreachable(alias: str) -> str | None:
     except DatabaseError as error:
         return f"DATABASE_URL: cannot connect to {_shown(alias)}: {' '.join(str(error).split())}"
     return None
+
+
+def exit_if_database_unreachable(error: BaseException) -> None:
+    """For a command that met `error`: if the database cannot be reached at all, end the process
+    with one line naming DATABASE_URL (status 1) instead of the driver's traceback. Any other
+    database error (a missing table, a bad statement) returns, to be shown in full."""
+    if not isinstance(error, OperationalError | InterfaceError):
+        return
+    problem = database_unreachable(DEFAULT_DB_ALIAS)
+    if problem:
+        print(f"CommandError: {problem}", file=sys.stderr, flush=True)
+        os._exit(1)  # also from a command's thread (runserver's): the whole process stops
 
 
 def broker_error(url: str) -> tuple[str, Exception | None]:

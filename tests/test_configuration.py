@@ -68,6 +68,26 @@ def test_production_settings_run_with_debug_off_unless_told(tmp_path):
     assert run(DJANGO_DEBUG="true").stdout.splitlines()[-1] == "DEBUG True"
 
 
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["showmigrations"],
+        ["drf_create_token", "shop"],
+        ["createsuperuser", "--noinput", "--username", "ops", "--email", "ops@example.com"],
+        ["requeue_dead_letters", "--dry-run"],
+        ["runserver", "127.0.0.1:0"],  # make run's web process: its checks run in a thread of their own
+    ],
+)
+def test_any_command_meeting_an_unreachable_database_says_so_in_one_line(command):
+    url = unreachable_database_url("hunter2")
+    result = run_deployed("manage.py", *command, DATABASE_URL=url)
+    assert result.returncode == 1
+    where = url.replace(":hunter2", "").replace("postgres://", "postgresql://")
+    assert result.stderr.strip().splitlines()[-1].startswith(f"CommandError: DATABASE_URL: cannot connect to {where}: ")
+    assert "Traceback" not in result.stderr
+    assert "hunter2" not in result.stderr
+
+
 def test_default_configuration_starts():
     result = start()
     assert result.returncode == 0, result.stderr
