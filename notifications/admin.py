@@ -21,6 +21,7 @@ from notifications import dead_letters, services
 from notifications.models import (
     Channel,
     DeadLetter,
+    DeadLetterStatus,
     Notification,
     NotificationAttempt,
     NotificationStatus,
@@ -157,6 +158,22 @@ class NotificationAdmin(PipelineRowAdmin):
     def has_cancel_permission(self, request):
         return request.user.has_perm("notifications.cancel_notification")
 
+    @staticmethod
+    def may_requeue_dead_letters(request) -> bool:
+        return request.user.has_perm("notifications.requeue_deadletter")
+
+    def dead_letter_refusal(self, request, notification_id: int) -> str:
+        """Sending a dead notification again requeues its dead letter: that takes the permission
+        the dead-letter console asks for too, not only resend_notification."""
+        if self.may_requeue_dead_letters(request):
+            return ""
+        if not DeadLetter.objects.filter(notification_id=notification_id, status=DeadLetterStatus.DEAD).exists():
+            return ""
+        return (
+            f"Notification {notification_id} has a dead letter waiting; sending it again requeues that, "
+            "which needs the permission notifications.requeue_deadletter."
+        )
+
     @admin.action(description="Send selected notifications again", permissions=["resend"])
     def resend_selected(self, request, queryset):
         done, waiting, refused = 0, 0, []
@@ -165,6 +182,9 @@ class NotificationAdmin(PipelineRowAdmin):
             if len(selection) > 1 and status in (NotificationStatus.SENT, NotificationStatus.DELIVERED):
                 # The customer has it already: sending it again is a choice made one at a time.
                 refused.append(f"Notification {notification_id} was {status}; resend it on its own.")
+                continue
+            if refusal := self.dead_letter_refusal(request, notification_id):
+                refused.append(refusal)
                 continue
             try:
                 resent = services.notification_resend(notification_id=notification_id, by=request.user)
@@ -237,6 +257,9 @@ class NotificationAdmin(PipelineRowAdmin):
         return TemplateResponse(request, "admin/notifications/correct_recipient.html", context)
 
     def _send_corrected(self, request, notification):
+        if refusal := self.dead_letter_refusal(request, notification.pk):
+            self.message_user(request, f"{refusal} The recipient is corrected; it was not sent.", messages.WARNING)
+            return
         open_letters = list(notification.dead_letters.filter(status="dead").values_list("pk", flat=True))
         try:
             if open_letters:

@@ -238,7 +238,7 @@ def test_an_action_on_rows_gone_meanwhile_says_which_were_left_out(
 
 @pytest.mark.django_db(transaction=True)  # as a request runs: the publish follows the resend's commit
 def test_a_resend_with_the_broker_away_says_the_sweep_will_send_it(client, letters, monkeypatch):
-    operator_with(client, "view_notification", "resend_notification")
+    operator_with(client, "view_notification", "resend_notification", "requeue_deadletter")
 
     def away(messages):
         raise services.broker.BrokerUnavailable("connection refused")
@@ -254,6 +254,33 @@ def test_a_resend_with_the_broker_away_says_the_sweep_will_send_it(client, lette
     assert not any("queued to send again" in message for message in said)
     assert any("could not be handed to the broker now; the sweep sends them" in message for message in said)
     assert Notification.objects.get(pk=notification_id).status == "pending"
+
+
+def test_sending_a_dead_notification_again_needs_the_dead_letter_permission_too(client, letters, published):
+    """Resending requeues the notification's dead letter, which the console guards with requeue_deadletter."""
+    operator_with(client, "view_notification", "resend_notification")
+    letter = letters[0]
+    response = client.post(
+        "/admin/notifications/notification/",
+        {"action": "resend_selected", "_selected_action": [letter.notification_id]},
+        follow=True,
+    )
+    assert any("needs the permission notifications.requeue_deadletter" in message for message in messages_of(response))
+    letter.refresh_from_db()
+    assert (letter.status, letter.notification.status) == ("dead", "dead")
+
+    url = f"/admin/notifications/notification/{letter.notification_id}/correct-recipient/"
+    seen = letter.notification.recipient
+    response = client.post(
+        url, {"recipient": "+12025550199", "seen_recipient": seen, "reason": "typo", "requeue": "on"}, follow=True
+    )
+    assert any("The recipient is corrected; it was not sent." in message for message in messages_of(response))
+    letter.refresh_from_db()
+    assert (letter.status, letter.notification.status, letter.notification.recipient) == (
+        "dead",
+        "dead",
+        "+12025550199",
+    )
 
 
 def test_correcting_needs_the_permission(client, letters):
