@@ -19,4 +19,4 @@ USER orderflow
 EXPOSE 8000
 # --preload: the app loads once, before the workers fork. A bad variable stops gunicorn with its
 # one line (exit 3) instead of three workers failing at once, and the workers share its memory.
-CMD ["gunicorn", "orderflow.wsgi", "--preload", "--bind", "0.0.0.0:8000", "--workers", "3", "--access-logfile", "-"]
+CMD ["gunicorn", "orderflow.wsgi", "--preload", "--bind", "0.0.0.0:8000", "--workers", "3", "--access-logfile", "-", "--logger-class", "orderflow.gunicorn_logging.MaskedAccessLogger"]

@@ -201,6 +201,7 @@ class Gunicorn:
         self.argv = [
             *(sys.executable, "-m", "gunicorn", app, "--preload"),
             *("--bind", f"127.0.0.1:{self.port}", "--workers", str(workers), "--access-logfile", "-"),
+            *("--logger-class", "orderflow.gunicorn_logging.MaskedAccessLogger"),
             # Several servers run side by side here; each would take over the one default socket path.
             "--no-control-socket",
         ]

@@ -2,6 +2,7 @@
 
 import logging
 import re
+from urllib.parse import unquote
 
 
 def mask_recipient(value: str) -> str:
@@ -18,6 +19,9 @@ def mask_recipient(value: str) -> str:
 
 EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
 PHONE = re.compile(r"\+\d[\d\s().-]{6,}\d")
+# The same in a URL's query string, as a request line logs it: ?q=ada%40example.com, ?q=%2B4420...
+ENCODED_EMAIL = re.compile(r"[\w.%+-]+%40[\w-]+(?:\.[\w-]+)+")
+ENCODED_PHONE = re.compile(r"%2[Bb]\d(?:[\d().-]|%20){6,}\d")
 
 
 def mask_text(text: str, keep: tuple[str, ...] = ()) -> str:
@@ -28,6 +32,11 @@ def mask_text(text: str, keep: tuple[str, ...] = ()) -> str:
         text = _substitute(EMAIL, text, keep, mask_recipient)
     if "+" in text:
         text = _substitute(PHONE, text, keep, lambda found: mask_recipient(re.sub(r"[^\d+]", "", found)))
+    if "%" in text:
+        text = _substitute(ENCODED_EMAIL, text, keep, lambda found: mask_recipient(unquote(found)))
+        text = _substitute(
+            ENCODED_PHONE, text, keep, lambda found: mask_recipient(re.sub(r"[^\d+]", "", unquote(found)))
+        )
     return text
 
 

@@ -68,3 +68,25 @@ def test_a_kept_id_never_unmasks_a_number_or_address_it_is_part_of(provider_id):
     )
     MaskingFilter().filter(record)
     assert record.getMessage() == "reason=call +49***78 or b***@example.com"
+
+
+@pytest.mark.parametrize(
+    ("line", "masked"),
+    [
+        ('"GET /admin/notifications/deadletter/?q=+14155550111 HTTP/1.1" 200', "?q=+14***11 "),
+        ('"GET /admin/?q=%2B14155550111&o=1 HTTP/1.1" 200', "?q=+14***11&o=1 "),
+        ('"GET /admin/?q=%2b44%2020%207946%200958 HTTP/1.1" 200', "?q=+44***58 "),
+        ('"GET /admin/orders/order/?q=ada%40example.com HTTP/1.1" 200', "?q=a***@example.com "),
+    ],
+)
+def test_a_request_line_is_masked_also_where_its_query_is_url_encoded(line, masked):
+    assert masked in mask_text(line)
+    assert "4155550111" not in mask_text(line) and "ada%40" not in mask_text(line)
+
+
+def test_the_development_servers_request_lines_pass_the_mask(settings):
+    """make run serves with runserver, whose request lines Django logs through a handler of its own."""
+    logging.config.dictConfig(settings.LOGGING)
+    server = logging.getLogger("django.server")
+    assert server.handlers and not server.propagate
+    assert all(any(isinstance(found, MaskingFilter) for found in handler.filters) for handler in server.handlers)

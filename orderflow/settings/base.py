@@ -327,6 +327,9 @@ LOGGING = {
     "loggers": {
         # The twilio library logs each request's parameters (numbers, texts) at INFO.
         "twilio": {"level": "WARNING"},
+        # The development server's request lines (make run's web process): masked like the rest,
+        # where Django's own handler for them would print a searched phone number whole.
+        "django.server": {"handlers": ["console"], "level": "INFO", "propagate": False},
     },
 }
 # Workers log through the configuration above, not Celery's own.

@@ -358,8 +358,13 @@ def test_the_deployed_web_command_takes_orders_whose_customers_are_then_told(
             answers = list(clients.map(lambda phone: _post_order(port, token.key, phone), phones))
         # The arbiter holds no connection (database, broker, Redis) that its forked workers would share.
         assert _established_connections(server.pid) == 0
+        # A query naming a customer reaches the access log masked, as every log line is.
+        assert _get(port, "/healthz?q=%2B14155550111&e=ada%40example.com&p=+14155550112") == 200
     finally:
         stop_group(server, timeout=20)
+    access_log = log_path.read_text()
+    assert "/healthz?q=+14***11&e=a***@example.com&p=+14***12" in access_log
+    assert "4155550111" not in access_log and "ada%40" not in access_log
     assert [status for status, _ in answers] == [201] * len(phones), answers
     for (_, order), phone in zip(answers, phones, strict=True):
         finished(Order.objects.get(pk=order["id"]), 2)
