@@ -93,6 +93,13 @@ class CorrectRecipientForm(forms.Form):
     # The recipient as this form showed it: a change by someone else meanwhile is refused.
     seen_recipient = forms.CharField(max_length=254, widget=forms.HiddenInput, strip=False, required=False)
     reason = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}))
+    for_the_order = forms.BooleanField(
+        required=False,
+        initial=True,
+        label="Also for the order",
+        help_text="Correct the order's phone or email too, and its other unsent notifications that go to the "
+        "old one, so that its next updates reach the customer.",
+    )
     requeue = forms.BooleanField(required=False, initial=True, label="Send it again now")
 
 
@@ -233,6 +240,7 @@ class NotificationAdmin(PipelineRowAdmin):
                     reason=form.cleaned_data["reason"],
                     by=request.user,
                     seen_recipient=form.cleaned_data["seen_recipient"] or None,
+                    for_the_order=form.cleaned_data["for_the_order"],
                 )
                 self.log_change(request, notification, f"Recipient corrected: {form.cleaned_data['reason']}")
                 if form.cleaned_data["requeue"]:

@@ -15,7 +15,7 @@ from functools import cache
 
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
-from django.contrib.admin.models import DELETION, LogEntry
+from django.contrib.admin.models import CHANGE, DELETION, LogEntry
 from django.core.exceptions import ImproperlyConfigured, ValidationError
 from django.core.validators import validate_email
 from django.db import DatabaseError, InterfaceError, OperationalError, close_old_connections, connection, transaction
@@ -48,6 +48,7 @@ from notifications.rendering import render_notification
 from orderflow.database import prepared_cursor
 from orderflow.errors import ApplicationError, Conflict, NotFound
 from orderflow.masking import mask_recipient
+from orders.models import Order
 from orders.phones import phone_to_e164
 
 logger = logging.getLogger(__name__)
@@ -1021,12 +1022,21 @@ def notification_cancel(*, notification_id: int, by) -> Notification:
 
 
 def notification_correct_recipient(
-    *, notification_id: int, recipient: str, reason: str, by, seen_recipient: str | None = None
+    *,
+    notification_id: int,
+    recipient: str,
+    reason: str,
+    by,
+    seen_recipient: str | None = None,
+    for_the_order: bool = False,
 ) -> Notification:
     """Fix where a notification goes, keeping the old value, who changed it and why.
 
     `seen_recipient`: the value the operator corrected; if someone changed it meanwhile,
     nothing is changed (two corrections at once must not both be told they were used).
+    `for_the_order`: the order's contact on that channel is corrected too, where it still is
+    the old value, with the order's other notifications not yet on their way to it; else its
+    next status update would go to the old value again.
     """
     reason = reason.strip()
     if not reason:
@@ -1045,17 +1055,47 @@ def notification_correct_recipient(
             )
         if recipient == notification.recipient:
             raise ApplicationError("That is already the recipient.", fields={"recipient": ["Unchanged."]})
-        RecipientCorrection.objects.create(
-            notification=notification,
-            old_recipient=notification.recipient,
-            new_recipient=recipient,
-            reason=reason,
-            changed_by=by,
+        corrected = [notification]
+        if for_the_order:
+            corrected += _correct_the_order_contact(notification, recipient, reason=reason, by=by)
+        RecipientCorrection.objects.bulk_create(
+            RecipientCorrection(
+                notification=row, old_recipient=row.recipient, new_recipient=recipient, reason=reason, changed_by=by
+            )
+            for row in corrected
         )
-        Notification.objects.filter(pk=notification.pk).update(recipient=recipient)
+        Notification.objects.filter(pk__in=[row.pk for row in corrected]).update(recipient=recipient)
     notification.refresh_from_db()
-    log_event("notification.recipient_corrected", notification, by=by)
+    log_event("notification.recipient_corrected", notification, by=by, with_the_order=for_the_order or None)
     return notification
+
+
+# The order's contact field for each channel.
+ORDER_CONTACT_FIELDS = {Channel.SMS: "customer_phone", Channel.EMAIL: "customer_email"}
+
+
+def _correct_the_order_contact(notification: Notification, recipient: str, *, reason: str, by) -> list[Notification]:
+    """Correct the order's phone or email where it still is the notification's old recipient,
+    recorded in the order's history in the admin; return the order's other notifications on
+    that channel, not yet on their way, that go to the old value."""
+    field = ORDER_CONTACT_FIELDS[notification.channel]
+    order = Order.objects.select_for_update().get(pk=notification.order_id)
+    if getattr(order, field) == notification.recipient:
+        Order.objects.filter(pk=order.pk).update(**{field: recipient}, updated_at=timezone.now())
+        if by is not None:
+            LogEntry.objects.log_actions(
+                user_id=by.pk,
+                queryset=[order],
+                action_flag=CHANGE,
+                change_message=f"{field} corrected with notification {notification.pk}: {reason}",
+                single_object=True,
+            )
+    return list(
+        Notification.objects.select_for_update()
+        .filter(order_id=order.pk, channel=notification.channel, recipient=notification.recipient)
+        .filter(status__in=[*CORRECTABLE_STATUSES, NotificationStatus.PENDING, NotificationStatus.QUEUED])
+        .exclude(pk=notification.pk)
+    )
 
 
 def valid_recipient(channel: str, recipient: str) -> str:

@@ -10,6 +10,8 @@ from notifications.errors import PermanentDeliveryError, TransientDeliveryError
 from notifications.fingerprints import normalise_message
 from notifications.models import DeadLetter, Notification, RecipientCorrection, RequeueBatch
 from orderflow.errors import ApplicationError, Conflict
+from orders import services as order_services
+from orders.models import ChangeSource
 from tests.factories import place_order
 from tests.notifications.conftest import send_into_dead_letter
 
@@ -145,6 +147,36 @@ def test_correcting_a_recipient_keeps_the_old_value_who_and_why(dead, staff):
     )
     assert correction.old_recipient == "+442079460958"
     assert Notification.objects.get(pk=dead.notification_id).recipient == "+12025550147"
+
+
+def test_a_correction_for_the_order_reaches_its_next_updates_too(shop, staff, published, scripted):
+    """The customer gave a wrong number: the confirmation died; corrected for the order, the
+    update already waiting and the ones to come go to the right number."""
+    order = place_order(owner=shop, customer_email="")
+    order_services.order_transition(order_id=order.pk, to_status="confirmed", by=shop, source=ChangeSource.API)
+    placed, confirmed = (Notification.objects.get(order=order, event=event) for event in ("placed", "confirmed"))
+    scripted.script.append(PermanentDeliveryError("Twilio 21211: invalid number", code="twilio-21211"))
+    assert services.notification_send(notification_id=placed.pk).outcome == "dead"
+
+    services.notification_correct_recipient(
+        notification_id=placed.pk, recipient="+1 202 555 0147", reason="customer called", by=staff, for_the_order=True
+    )
+    order.refresh_from_db()
+    assert order.customer_phone == "+12025550147"
+    assert Notification.objects.get(pk=confirmed.pk).recipient == "+12025550147"
+    assert RecipientCorrection.objects.filter(notification=confirmed).get().reason == "customer called"
+    entry = LogEntry.objects.get(object_id=str(order.pk), content_type__model="order")
+    assert entry.change_message == f"customer_phone corrected with notification {placed.pk}: customer called"
+
+    order_services.order_transition(order_id=order.pk, to_status="processing", by=shop, source=ChangeSource.API)
+    assert Notification.objects.get(order=order, event="processing").recipient == "+12025550147"
+
+
+def test_a_correction_of_one_notification_leaves_the_order_as_it_was(dead, staff):
+    services.notification_correct_recipient(
+        notification_id=dead.notification_id, recipient="+1 202 555 0147", reason="this once", by=staff
+    )
+    assert Notification.objects.get(pk=dead.notification_id).order.customer_phone == "+442079460958"
 
 
 @pytest.mark.parametrize(
