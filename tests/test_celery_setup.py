@@ -53,6 +53,23 @@ def test_beat_with_a_database_it_cannot_reach_says_so_in_one_line(tmp_path):
     assert line.startswith(f"celery beat: DATABASE_URL: cannot connect to {where}: ")
 
 
+def test_beat_on_a_database_not_yet_migrated_says_to_migrate_in_one_line(tmp_path):
+    result = run_deployed(
+        "-m",
+        "celery",
+        "-A",
+        "orderflow",
+        "beat",
+        "--schedule",
+        str(tmp_path / "schedule"),
+        DATABASE_URL=f"sqlite:///{tmp_path / 'empty.sqlite3'}",
+    )
+    assert result.returncode == 1
+    assert [line for line in result.stderr.splitlines() if line.strip()] == [
+        "celery beat: DATABASE_URL: the database has no schedules yet; run `python manage.py migrate` first"
+    ]
+
+
 @pytest.mark.parametrize(
     "name", ["broker_pool_acquire_timeout", "task_always_eager", "task_send_sent_event", "task_repr_maxlevels"]
 )
