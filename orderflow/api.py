@@ -33,6 +33,9 @@ class Pagination(PageNumberPagination):
         for name, most in limits.items():
             value = request.query_params.get(name)
             number = whole_number(value) if value is not None else None
+            if name == self.page_query_param and number is None and value and value.isascii() and value.isdigit():
+                # A whole number, past any page there can be.
+                raise exceptions.NotFound(f"Page {value[:30]}{'…' if len(value) > 30 else ''} does not exist.")
             if value is not None and not (number is not None and 1 <= number <= (most or number)):
                 span = f"from 1 to {most}" if most else "from 1"
                 raise exceptions.ValidationError({name: [f"{name} must be a whole number {span}, not {value!r}."]})

@@ -105,8 +105,13 @@ def email_settings(variable: str, value: str, env) -> dict:
     # The URL may hold a password: the messages below do not repeat it.
     try:
         config = env.email_url_config(value)
-    except (ValueError, ImproperlyConfigured) as error:
-        raise ConfigurationError(variable, f"is not a valid email URL ({error})") from None
+    except (ValueError, ImproperlyConfigured):
+        schemes = ", ".join(f"{scheme}://" for scheme in env.EMAIL_SCHEMES)
+        raise ConfigurationError(
+            variable,
+            f"{without_password(value)[:80]!r} is not an email URL; one of {schemes}, "
+            "e.g. smtp://user:pass@host:587/?tls=True",
+        ) from None
     options = config.pop("OPTIONS", {})
     for name in ("EMAIL_USE_TLS", "EMAIL_USE_SSL"):
         if name in config:

@@ -135,7 +135,13 @@ class OrderDetailSerializer(OrderSerializer):
 
 
 class TransitionSerializer(serializers.Serializer):
-    status = serializers.ChoiceField(OrderStatus.choices)
+    status = serializers.ChoiceField(
+        OrderStatus.choices,
+        error_messages={
+            "invalid_choice": f"{{input!r}} is not a status; use {', '.join(OrderStatus.values[:-1])} "
+            f"or {OrderStatus.values[-1]}."
+        },
+    )
 
 
 SHOWN_UNKNOWN_STATUSES, SHOWN_STATUS_LENGTH = 5, 40

@@ -88,6 +88,15 @@ def test_any_command_meeting_an_unreachable_database_says_so_in_one_line(command
     assert "hunter2" not in result.stderr
 
 
+@pytest.mark.parametrize("url", ["nonsense", "carrierpigeon://user:hunter2@coop"])
+def test_an_email_url_of_no_known_kind_names_the_kinds_without_its_password(url):
+    with pytest.raises(ConfigurationError) as raised:
+        email_settings("EMAIL_URL", url, environ.Env())
+    message = str(raised.value)
+    assert message.startswith("EMAIL_URL: '") and "is not an email URL; one of smtp://, smtps://" in message
+    assert "hunter2" not in message
+
+
 def test_default_configuration_starts():
     result = start()
     assert result.returncode == 0, result.stderr

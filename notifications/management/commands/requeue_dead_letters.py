@@ -30,7 +30,9 @@ def parse_since(value: str):
         moment = parse_datetime(value)
         if moment is None and (day := parse_date(value)):
             moment = timezone.datetime(day.year, day.month, day.day)
-    except (ValueError, OverflowError) as error:  # 2026-02-30, or a duration back past year 1
+    except OverflowError:  # a duration back past year 1
+        raise argparse.ArgumentTypeError(f"{hint} (that reaches back before any date)") from None
+    except ValueError as error:  # 2026-02-30
         raise argparse.ArgumentTypeError(f"{hint} ({error})") from None
     if moment is None:
         raise argparse.ArgumentTypeError(hint)
