@@ -41,7 +41,12 @@ POPUP_PARAMETERS = (IS_POPUP_VAR, TO_FIELD_VAR)
 
 
 def first_line(error: BaseException) -> str:
-    """An error as an operator reads it: the database's first line, without its context."""
+    """An error as an operator reads it: the database's first line, without its context; a
+    validation error's messages, not the list they are kept in."""
+    if isinstance(error, ValidationError):
+        return "; ".join(error.messages)
+    if isinstance(error.__cause__ or error.__context__, ValidationError):  # the admin's IncorrectLookupParameters
+        return first_line(error.__cause__ or error.__context__)
     text = str(error)
     return text.splitlines()[0] if text else error.__class__.__name__
 

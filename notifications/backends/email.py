@@ -64,6 +64,11 @@ class EmailBackend:
             raise no_answer() from error
         except TimeoutError as error:  # connecting, or a TLS handshake
             raise no_answer() from error
+        except smtplib.SMTPNotSupportedError as error:  # reachable, but not as EMAIL_URL asks (STARTTLS)
+            raise TransientDeliveryError(
+                f"SMTP server does not offer what EMAIL_URL asks for: {error}; check its tls and ssl options",
+                code="smtp-unsupported",
+            ) from error
         except smtplib.SMTPRecipientsRefused as error:
             code, reason = next(iter(error.recipients.values()))
             raise classify_smtp_reply(code, reason, what="recipient refused", at_recipient=True) from error

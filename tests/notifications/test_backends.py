@@ -333,6 +333,15 @@ def smtp(settings):
     server.stop()
 
 
+def test_an_smtp_server_without_starttls_is_named_as_such_not_unreachable(smtp, settings):
+    settings.EMAIL_USE_TLS = True  # EMAIL_URL's ?tls=True, against a server that offers no STARTTLS
+    with pytest.raises(TransientDeliveryError) as raised:
+        EmailBackend().send(recipient="a@example.com", subject="Hi", body="plain")
+    assert raised.value.code == "smtp-unsupported"
+    assert "SMTP server does not offer what EMAIL_URL asks for" in raised.value.message
+    assert "check its tls and ssl options" in raised.value.message
+
+
 def test_email_backend_sends_text_and_html_over_smtp(smtp):
     message_id = EmailBackend().send(recipient="a@example.com", subject="Hi", body="plain", html_body="<b>html</b>")
     [mail] = smtp.delivered("a@example.com")

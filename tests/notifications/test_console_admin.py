@@ -351,3 +351,4 @@ def test_requeue_matching_freezes_nothing_for_filters_it_cannot_apply(client, le
     assert response.status_code == 302
     assert not RequeueBatch.objects.exists()
     assert any(says in message for message in messages_of(response)), messages_of(response)
+    assert not any("['" in message for message in messages_of(response))  # words, not a Python list
