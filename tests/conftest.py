@@ -11,6 +11,14 @@ def shop(db):
 
 
 @pytest.fixture
+def operator(client, db):
+    """A superuser logged in to the admin through `client`."""
+    user = UserFactory(username="operator", is_staff=True, is_superuser=True)
+    client.force_login(user)
+    return user
+
+
+@pytest.fixture
 def other_shop(db):
     return UserFactory(username="other-shop")
 

@@ -2,16 +2,9 @@ import pytest
 from django.utils import timezone
 
 from notifications.models import DeadLetter, Notification, NotificationAttempt
-from tests.factories import UserFactory, place_order
+from tests.factories import place_order
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def operator(client):
-    user = UserFactory(username="operator", is_staff=True, is_superuser=True)
-    client.force_login(user)
-    return user
 
 
 @pytest.fixture

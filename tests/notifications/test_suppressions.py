@@ -157,13 +157,6 @@ def test_a_refusal_suppresses_an_address_in_lower_case(shop, published, scripted
 SUPPRESSIONS = "/admin/notifications/suppression/"
 
 
-@pytest.fixture
-def operator(client):
-    user = UserFactory(username="operator", is_staff=True, is_superuser=True)
-    client.force_login(user)
-    return user
-
-
 def test_an_operator_adds_one_for_a_customer_who_asked_and_the_phone_is_normalised(client, operator):
     response = client.post(
         f"{SUPPRESSIONS}add/", {"channel": "sms", "recipient": "+44 20 7946 0958", "reason": "asked by phone"}

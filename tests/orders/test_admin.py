@@ -9,13 +9,6 @@ pytestmark = pytest.mark.django_db
 CHANGELIST = "/admin/orders/order/"
 
 
-@pytest.fixture
-def operator(client):
-    user = UserFactory(username="operator", is_staff=True, is_superuser=True)
-    client.force_login(user)
-    return user
-
-
 def messages_of(response):
     return [str(message) for message in get_messages(response.wsgi_request)]
 

@@ -8,7 +8,7 @@ from orderflow.configuration import ConfigurationError, check_currency
 from orders import services
 from orders.models import Order
 from orders.money import format_money, format_money_code
-from tests.factories import UserFactory, order_line, place_order
+from tests.factories import order_line, place_order
 from tests.processes import run_deployed
 
 ORDERS = "/api/orders/"
@@ -114,8 +114,7 @@ def test_the_currency_named_in_a_request_is_part_of_its_idempotency(shop):
 
 
 @pytest.mark.django_db
-def test_the_admin_shows_totals_with_their_currency(client, shop, settings, django_assert_max_num_queries):
-    client.force_login(UserFactory(username="operator", is_staff=True, is_superuser=True))
+def test_the_admin_shows_totals_with_their_currency(client, operator, shop, settings):
     settings.ORDERS_CURRENCY = "GBP"
     order = place_order(owner=shop, items=[order_line(quantity=1200, unit_price=Decimal("1234.50"))])
     assert "£1,481,400.00" in client.get("/admin/orders/order/").content.decode()
@@ -125,9 +124,8 @@ def test_the_admin_shows_totals_with_their_currency(client, shop, settings, djan
 
 
 def test_an_order_of_many_lines_shows_them_in_its_currency_without_a_query_each(
-    client, shop, settings, django_assert_max_num_queries
+    client, operator, shop, settings, django_assert_max_num_queries
 ):
-    client.force_login(UserFactory(username="operator", is_staff=True, is_superuser=True))
     settings.ORDERS_CURRENCY = "EUR"
     lines = [order_line(sku=f"SKU-{number}", quantity=1, unit_price=Decimal("2.50")) for number in range(40)]
     order = place_order(owner=shop, items=lines)
