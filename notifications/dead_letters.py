@@ -72,15 +72,15 @@ def dead_letters_requeue(*, ids: list[int], by) -> RequeueOutcome:
                     outcome.skipped[letter.pk] = reason
                 else:
                     eligible.append(letter)
-            lifted = suppressions_lift_on_resend(
-                [letter.notification for letter in eligible if letter.notification], by=by
-            )
-            lifted_for = {suppression.notification_id for suppression in lifted}
+            notifications = [letter.notification for letter in eligible if letter.notification]
+            lifted_for = {
+                suppression.notification_id for suppression in suppressions_lift_on_resend(notifications, by=by)
+            }
             # A recipient still suppressed (the customer asked, or another refusal) would only be
             # cancelled unsent: the operator is told instead.
             blocked = {
                 (suppression.channel, suppression.recipient): suppression
-                for suppression in suppressions_of([letter.notification for letter in eligible if letter.notification])
+                for suppression in suppressions_of(notifications)
             }
             for letter in list(eligible):
                 notification = letter.notification

@@ -41,6 +41,8 @@ FINISHED_STATUSES = (
     NotificationStatus.DEAD,
     NotificationStatus.CANCELLED,
 )
+# Still to go: written, queued, being sent or waiting for a retry.
+UNFINISHED_STATUSES = tuple(status for status in NotificationStatus if status not in FINISHED_STATUSES)
 
 
 # Twilio's SIDs are 34 characters; an email's Message-ID is <time.pid.random@domain>, about 45

@@ -33,6 +33,7 @@ from notifications.fingerprints import fingerprint
 from notifications.models import (
     FINISHED_STATUSES,
     PROVIDER_MESSAGE_ID_LENGTH,
+    UNFINISHED_STATUSES,
     Channel,
     DeadLetter,
     DeadLetterStatus,
@@ -419,7 +420,7 @@ CLAIM_SQL = f"""
        AND NOT EXISTS (SELECT 1 FROM {Notification._meta.db_table} earlier
                         WHERE earlier.order_id = {Notification._meta.db_table}.order_id
                           AND earlier.channel = {Notification._meta.db_table}.channel
-                          AND earlier.status IN ('pending', 'queued', 'sending', 'failed')
+                          AND earlier.status IN ({", ".join(f"'{status}'" for status in UNFINISHED_STATUSES)})
                           AND (earlier.created_at < {Notification._meta.db_table}.created_at
                                OR (earlier.created_at = {Notification._meta.db_table}.created_at
                                    AND earlier.id < {Notification._meta.db_table}.id)))
@@ -477,12 +478,6 @@ def _claim(notification_id: int, *, deferrals: int = 0) -> Notification | SendRe
 # put to the back of a long queue may take that long to come round).
 IN_ORDER_WAIT_SECONDS = 5
 IN_ORDER_WAIT_MAX_SECONDS = 300
-UNSENT_STATUSES = (
-    NotificationStatus.PENDING,
-    NotificationStatus.QUEUED,
-    NotificationStatus.SENDING,
-    NotificationStatus.FAILED,
-)
 
 
 def _claimable(notification: Notification, now) -> bool:
@@ -499,7 +494,7 @@ def _earlier_to_go(notification: Notification) -> Notification | None:
     """The first notification of the same order and channel, made before this one, still to go."""
     return (
         Notification.objects.filter(
-            order_id=notification.order_id, channel=notification.channel, status__in=UNSENT_STATUSES
+            order_id=notification.order_id, channel=notification.channel, status__in=UNFINISHED_STATUSES
         )
         .filter(
             Q(created_at__lt=notification.created_at) | Q(created_at=notification.created_at, pk__lt=notification.pk)
@@ -519,9 +514,7 @@ def _in_order_wait(earlier: Notification, now, deferrals: int) -> float:
 def _cancel_if_suppressed(notification: Notification, *, now) -> bool:
     """Cancel a notification, unsent, whose recipient its channel's provider refused for good
     earlier; True if it was. One a worker holds (its lease still running) is left to that worker."""
-    suppression = Suppression.objects.filter(
-        channel=notification.channel, recipient=suppression_key(notification.recipient)
-    ).first()
+    suppression = next(iter(suppressions_of([notification])), None)
     if suppression is None:
         return False
     reason = f"not sent: {suppression.explained()}"

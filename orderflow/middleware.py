@@ -18,6 +18,7 @@ from django.core.exceptions import ValidationError
 from django.db import DataError, InterfaceError, OperationalError
 from django.http import JsonResponse
 from django.shortcuts import redirect
+from django.utils.deprecation import MiddlewareMixin
 from django.utils.http import urlencode
 
 logger = logging.getLogger(__name__)
@@ -55,13 +56,7 @@ def first_line(error: BaseException) -> str:
 DATABASE_RETRY_AFTER_SECONDS = 30
 
 
-class DatabaseUnavailableMiddleware:
-    def __init__(self, get_response):
-        self.get_response = get_response
-
-    def __call__(self, request):
-        return self.get_response(request)
-
+class DatabaseUnavailableMiddleware(MiddlewareMixin):
     def process_exception(self, request, exception):
         if not isinstance(exception, OperationalError | InterfaceError) or is_bad_filter_error(exception):
             return None
@@ -77,13 +72,7 @@ class DatabaseUnavailableMiddleware:
         )
 
 
-class AdminBadInputMiddleware:
-    def __init__(self, get_response):
-        self.get_response = get_response
-
-    def __call__(self, request):
-        return self.get_response(request)
-
+class AdminBadInputMiddleware(MiddlewareMixin):
     def process_exception(self, request, exception):
         model_admin = self._changelist_admin(request)
         if model_admin is None or not is_bad_filter_error(exception):
