@@ -1,7 +1,7 @@
 """API plumbing shared by every app: pagination and one JSON shape for every error.
 
 Every error body has `detail` (a sentence a person can act on) and `code`; field problems
-are listed under `errors`, keyed by field path.
+are listed under `errors`, keyed by field path (`items[1].quantity`), each a list of messages.
 """
 
 import logging
@@ -50,26 +50,39 @@ class Pagination(PageNumberPagination):
         return parameters
 
 
-def _first_message(errors, path: str = "") -> str:
-    """The first error as `field.path: message`, for the one-sentence `detail`."""
+NON_FIELD = "non_field_errors"
+
+
+def flat_errors(errors, path: str = "") -> dict[str, list[str]]:
+    """DRF's nested errors as one level: `{field path: [messages]}`, e.g. `items[1].quantity`.
+
+    An error of the whole input stays under `non_field_errors`; one of a list or object inside
+    it (an empty `items`) under that field's own path.
+    """
+    flat: dict[str, list[str]] = {}
     if isinstance(errors, dict):
         for key, value in errors.items():
             if isinstance(key, int) or str(key).isdigit():
                 child = f"{path}[{key}]"
-            elif key == "non_field_errors":
+            elif key == NON_FIELD:
                 child = path
             else:
                 child = f"{path}.{key}" if path else str(key)
-            message = _first_message(value, child)
-            if message:
-                return message
+            for field, messages in flat_errors(value, child).items():
+                flat.setdefault(field, []).extend(messages)
     elif isinstance(errors, list):
         for value in errors:
-            message = _first_message(value, path)
-            if message:
-                return message
+            for field, messages in flat_errors(value, path).items():
+                flat.setdefault(field, []).extend(messages)
     elif errors:
-        return f"{path}: {errors}" if path else str(errors)
+        flat[path or NON_FIELD] = [str(errors)]
+    return flat
+
+
+def _first_message(errors: dict[str, list[str]]) -> str:
+    """The first error as `field.path: message`, for the one-sentence `detail`."""
+    for field, messages in errors.items():
+        return messages[0] if field == NON_FIELD else f"{field}: {messages[0]}"
     return ""
 
 
@@ -103,7 +116,7 @@ def exception_handler(exc, context):
     if response is None:
         return None
     if isinstance(exc, exceptions.ValidationError):
-        errors = response.data if isinstance(response.data, dict) else {"non_field_errors": response.data}
+        errors = flat_errors(response.data)
         summary = _first_message(errors) or "The request is not valid."
         response.data = _error_body(f"Invalid input. {summary}", "invalid", errors)
     elif isinstance(response.data, dict) and "detail" in response.data:

@@ -8,7 +8,11 @@ from rest_framework.permissions import AllowAny
 class ErrorSerializer(serializers.Serializer):
     detail = serializers.CharField(help_text="What went wrong and what to do about it, for a person.")
     code = serializers.CharField(help_text="A stable word for programs: invalid, not_found, ...")
-    errors = serializers.DictField(required=False, help_text="Problems by field path, when the input was at fault.")
+    errors = serializers.DictField(
+        child=serializers.ListField(child=serializers.CharField()),
+        required=False,
+        help_text="Problems by field path (`items[1].quantity`), each a list of messages, when the input was at fault.",
+    )
 
     class Meta:
         ref_name = "Error"

@@ -86,14 +86,14 @@ def test_wrong_token_is_refused(anonymous_api):
     [
         (order_body(items=[]), "items", "may not be empty"),
         ({k: v for k, v in order_body().items() if k != "items"}, "items", "required"),
-        (order_body(items=[item(quantity=0)]), "items", "greater than or equal to 1"),
-        (order_body(items=[item(quantity=-3)]), "items", "greater than or equal to 1"),
-        (order_body(items=[item(quantity="two")]), "items", "valid integer"),
-        (order_body(items=[item(unit_price="-1.00")]), "items", "greater than or equal to 0"),
-        (order_body(items=[item(unit_price="1.005")]), "items", "no more than 2 decimal places"),
-        (order_body(items=[item(unit_price="abc")]), "items", "valid number"),
-        (order_body(items=[item(unit_price="NaN")]), "items", "valid number"),
-        (order_body(items=[item(sku="")]), "items", "may not be blank"),
+        (order_body(items=[item(quantity=0)]), "items[0].quantity", "greater than or equal to 1"),
+        (order_body(items=[item(quantity=-3)]), "items[0].quantity", "greater than or equal to 1"),
+        (order_body(items=[item(quantity="two")]), "items[0].quantity", "valid integer"),
+        (order_body(items=[item(unit_price="-1.00")]), "items[0].unit_price", "greater than or equal to 0"),
+        (order_body(items=[item(unit_price="1.005")]), "items[0].unit_price", "no more than 2 decimal places"),
+        (order_body(items=[item(unit_price="abc")]), "items[0].unit_price", "valid number"),
+        (order_body(items=[item(unit_price="NaN")]), "items[0].unit_price", "valid number"),
+        (order_body(items=[item(sku="")]), "items[0].sku", "may not be blank"),
         (order_body(items="not a list"), "items", "Expected a list"),
         (order_body(customer_phone="call me maybe"), "customer_phone", "not a valid phone number"),
         (order_body(customer_phone="+1 555"), "customer_phone", "not a valid phone number"),
@@ -118,10 +118,29 @@ def test_bad_order_is_refused_with_a_message_and_nothing_saved(api, body, field,
     assert Order.objects.count() == 0
 
 
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        (order_body(items=[]), "items"),
+        (order_body(items=[item(quantity="many")]), "items[0].quantity"),
+        (order_body(items=[item(quantity=1_000_000, unit_price="99999999.99")]), "items"),
+        (order_body(customer_email="", customer_phone=""), "non_field_errors"),
+        (order_body(customer_name=None, items=[item(sku="")]), "items[0].sku"),
+    ],
+)
+def test_errors_are_one_list_of_messages_per_field_path(api, body, field):
+    errors = api.post(ORDERS, body, format="json").json()["errors"]
+    assert field in errors
+    for path, messages in errors.items():
+        assert isinstance(messages, list), path
+        assert messages, path
+        assert all(isinstance(message, str) for message in messages), path
+
+
 def test_item_error_points_at_the_item(api):
     body = order_body(items=[item(), item(quantity=0)])
     error = api.post(ORDERS, body, format="json").json()
-    assert error["errors"]["items"] == {"1": {"quantity": ["Ensure this value is greater than or equal to 1."]}}
+    assert error["errors"] == {"items[1].quantity": ["Ensure this value is greater than or equal to 1."]}
     assert error["detail"] == "Invalid input. items[1].quantity: Ensure this value is greater than or equal to 1."
 
 
@@ -541,7 +560,7 @@ def test_a_known_format_still_chooses_the_rendering(api):
 def test_numbers_written_other_than_in_plain_digits_are_refused_not_read_as_others(api, field, value):
     response = api.post(ORDERS, order_body(items=[item(**{field: value})]), format="json")
     assert response.status_code == 400, response.content
-    assert field in response.json()["errors"]["items"]["0"]
+    assert f"items[0].{field}" in response.json()["errors"]
     assert not Order.objects.exists()
 
 
