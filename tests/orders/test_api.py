@@ -2,8 +2,10 @@ import json
 import threading
 
 import pytest
+from django.contrib.auth.models import Permission
 from django.db import connection
 
+from notifications.models import Notification
 from orders.models import Order
 from tests.factories import place_order
 
@@ -404,6 +406,32 @@ def test_transition_of_another_consumers_order_is_404(other_api, shop):
     assert response.status_code == 404
     order.refresh_from_db()
     assert order.status == "pending"
+
+
+def test_staff_without_the_change_permission_cannot_move_another_shops_order(staff_api, shop):
+    order = place_order(owner=shop)
+    response = staff_api.post(f"{ORDERS}{order.pk}/transition/", {"status": "cancelled"}, format="json")
+    assert response.status_code == 403
+    assert "orders.change_order" in response.json()["detail"]
+    order.refresh_from_db()
+    assert order.status == "pending"
+    assert not Notification.objects.filter(order=order, event="cancelled").exists()
+
+
+def test_staff_with_the_change_permission_move_any_order(staff, staff_api, shop):
+    staff.user_permissions.add(Permission.objects.get(codename="change_order", content_type__app_label="orders"))
+    order = place_order(owner=shop)
+    response = staff_api.post(f"{ORDERS}{order.pk}/transition/", {"status": "confirmed"}, format="json")
+    assert response.status_code == 200, response.content
+    assert response.json()["status_history"][-1]["changed_by"] == "staff"
+
+
+def test_a_huge_unknown_status_is_not_echoed_back_at_length(api, shop):
+    order = place_order(owner=shop)
+    response = api.post(f"{ORDERS}{order.pk}/transition/", {"status": "y" * 200_000}, format="json")
+    assert response.status_code == 400
+    assert len(response.content) < 1_000
+    assert response.json()["errors"]["status"][0].startswith(f"'{'y' * 40}…' is not a status")
 
 
 def test_transition_requires_token(anonymous_api, shop):
