@@ -218,6 +218,13 @@ TRANSITION_REFUSED = inline_serializer(
 )
 
 
+SERIALIZERS = {
+    "retrieve": OrderDetailSerializer,
+    "create": OrderCreateSerializer,
+    "transition": TransitionSerializer,
+}
+
+
 class OrderViewSet(mixins.CreateModelMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     serializer_class = OrderSerializer
     filterset_class = OrderFilter
@@ -232,7 +239,12 @@ class OrderViewSet(mixins.CreateModelMixin, mixins.ListModelMixin, mixins.Retrie
         return orders
 
     def get_serializer_class(self):
-        return OrderDetailSerializer if self.action == "retrieve" else OrderSerializer
+        action = self.action
+        if action == "metadata":
+            # OPTIONS describes the body each method takes (DRF asks with the request's method
+            # set to it): the create's or the transition's, not the order shown in answer.
+            action = self.action_map.get(self.request.method.lower(), action)
+        return SERIALIZERS.get(action, OrderSerializer)
 
     @extend_schema(
         request=OrderCreateSerializer,
