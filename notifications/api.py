@@ -1,7 +1,7 @@
 """`/api/orders/{id}/notifications/`: what the customer was told about an order, and how it went."""
 
 from django.shortcuts import get_object_or_404
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import generics, serializers
 
 from notifications.models import Notification
@@ -27,7 +27,11 @@ class NotificationSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-@extend_schema(summary="An order's notifications and their delivery status")
+@extend_schema(
+    summary="An order's notifications and their delivery status",
+    # The URL takes it as ASCII digits, with or without the trailing slash (orderflow.urls).
+    parameters=[OpenApiParameter("order_id", int, OpenApiParameter.PATH)],
+)
 class OrderNotificationList(generics.ListAPIView):
     serializer_class = NotificationSerializer
 

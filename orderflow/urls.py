@@ -1,13 +1,13 @@
 from django.contrib import admin
 from django.urls import include, path, re_path
 from django.views import defaults
-from drf_spectacular.views import SpectacularAPIView
 
 from notifications.api import OrderNotificationList
 from notifications.dashboard import dashboard_view
 from notifications.views import metrics
 from notifications.webhooks import twilio_status
 from orderflow import api, health
+from orderflow.schema_view import SchemaView
 
 # The admin's "View site" linked to /, where nothing is served: the API and the admin are the site.
 admin.site.site_url = None
@@ -22,8 +22,13 @@ urlpatterns = [
     # Without its slash too: APPEND_SLASH would answer a POST with a redirect, and lose it.
     path("webhooks/twilio/status", twilio_status),
     path("api/", include("orders.urls")),
-    path("api/orders/<int:order_id>/notifications/", OrderNotificationList.as_view(), name="order-notifications"),
-    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    # Each with or without its slash, as the order URLs (orders.urls).
+    re_path(
+        r"^api/orders/(?P<order_id>[0-9]+)/notifications/?$",
+        OrderNotificationList.as_view(),
+        name="order-notifications",
+    ),
+    re_path(r"^api/schema/?$", SchemaView.as_view(), name="schema"),
     # Anything else under /api/ is a JSON 404, in DEBUG too.
     re_path(r"^api/", api.json_not_found),
 ]

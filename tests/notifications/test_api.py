@@ -32,6 +32,12 @@ def test_staff_read_any_orders_notifications(staff_api, order):
     assert staff_api.get(f"/api/orders/{order.pk}/notifications/").json()["count"] == 2
 
 
+def test_the_trailing_slash_may_be_left_out(api, order):
+    response = api.get(f"/api/orders/{order.pk}/notifications")
+    assert response.status_code == 200
+    assert response.json()["count"] == 2
+
+
 def test_notifications_need_a_token(anonymous_api, order):
     assert anonymous_api.get(f"/api/orders/{order.pk}/notifications/").status_code == 401
 
@@ -39,6 +45,8 @@ def test_notifications_need_a_token(anonymous_api, order):
 def test_notifications_are_in_the_schema(api):
     schema = api.get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json").json()
     assert "/api/orders/{order_id}/notifications/" in schema["paths"]
+    parameters = schema["paths"]["/api/orders/{order_id}/notifications/"]["get"]["parameters"]
+    assert {"name": "order_id", "in": "path", "required": True, "schema": {"type": "integer"}} in parameters
 
 
 def test_a_page_number_in_other_digits_is_a_clear_400(api, shop):

@@ -558,6 +558,28 @@ def test_an_unknown_format_of_the_schema_is_a_406_in_json_too(api):
     }
 
 
+@pytest.mark.parametrize(
+    ("method", "path", "token", "status"),
+    [
+        ("post", "/api/schema/", None, 405),
+        ("get", "/api/schema/", "not-a-token", 401),
+        ("get", "/api/schema", "not-a-token", 401),
+    ],
+)
+def test_errors_of_the_schema_are_json_not_yaml(anonymous_api, method, path, token, status):
+    if token:
+        anonymous_api.credentials(HTTP_AUTHORIZATION=f"Token {token}")
+    response = getattr(anonymous_api, method)(path)
+    assert (response.status_code, response["Content-Type"]) == (status, "application/json")
+    assert response.json()["detail"]
+
+
+def test_the_schema_without_its_trailing_slash(api):
+    response = api.get("/api/schema", HTTP_ACCEPT="application/vnd.oai.openapi+json")
+    assert response.status_code == 200
+    assert response.json()["openapi"].startswith("3.")
+
+
 def test_an_accept_header_nothing_matches_is_a_406_naming_the_media_types(api):
     response = api.get(ORDERS, HTTP_ACCEPT="application/xml")
     assert response.status_code == 406
@@ -596,3 +618,15 @@ def test_numbers_written_other_than_in_plain_digits_are_refused_not_read_as_othe
 def test_numbers_as_text_or_json_numbers_still_read(api, quantity, unit_price):
     response = api.post(ORDERS, order_body(items=[item(quantity=quantity, unit_price=unit_price)]), format="json")
     assert response.status_code == 201, response.content
+
+
+def test_options_describe_the_body_each_post_takes(api, shop):
+    create = api.options(ORDERS).json()["actions"]["POST"]
+    assert create["customer_name"]["read_only"] is False
+    assert create["customer_name"]["required"] is True
+    assert create["items"]["required"] is True
+    assert "id" not in create
+    order = place_order(owner=shop)
+    transition = api.options(f"{ORDERS}{order.pk}/transition/").json()["actions"]["POST"]
+    assert set(transition) == {"status"}
+    assert transition["status"]["read_only"] is False
