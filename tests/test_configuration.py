@@ -68,6 +68,26 @@ def test_production_settings_run_with_debug_off_unless_told(tmp_path):
     assert run(DJANGO_DEBUG="true").stdout.splitlines()[-1] == "DEBUG True"
 
 
+def test_probes_and_metrics_are_answered_over_plain_http_the_rest_redirected_to_https():
+    """As compose's health check asks, with the redirect on (as .env.example has it)."""
+    script = (
+        "from django.test import Client; client = Client(HTTP_HOST='127.0.0.1'); "
+        "print([client.get(path).status_code for path in ('/healthz', '/metrics', '/api/orders/', '/admin/')])"
+    )
+    result = run_deployed(
+        "manage.py",
+        "shell",
+        "-c",
+        script,
+        DJANGO_SETTINGS_MODULE="orderflow.settings.production",
+        DJANGO_SECRET_KEY="k" * 60,
+        DJANGO_ALLOWED_HOSTS="127.0.0.1",
+        DJANGO_SECURE_SSL_REDIRECT="true",
+        METRICS_TOKEN="t" * 32,
+    )
+    assert result.stdout.splitlines()[-1] == "[200, 403, 301, 301]", result.stderr
+
+
 @pytest.mark.parametrize(
     "command",
     [
