@@ -2,6 +2,9 @@
 
 - The database unreachable (restarting, failed over): a JSON 503 with Retry-After, so that an
   API client knows to try again, and a line in the log.
+- A body sent in chunks (Transfer-Encoding: chunked, no Content-Length): Django reads no
+  body without a length, and the API would answer that fields the client sent are missing.
+  A 411 says what to send instead.
 - An admin list asked for with filters its database cannot apply: the list, with a message.
   The admin checks a filter's name, not its value: a NUL, an invalid regular expression or a
   year outside 1 to 9999 in the query string reaches the database or `datetime` and fails
@@ -70,6 +73,23 @@ class DatabaseUnavailableMiddleware(MiddlewareMixin):
             status=503,
             headers={"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)},
         )
+
+
+def length_required_middleware(get_response):
+    def middleware(request):
+        chunked = "chunked" in request.META.get("HTTP_TRANSFER_ENCODING", "").lower()
+        if chunked and not request.META.get("CONTENT_LENGTH"):
+            return JsonResponse(
+                {
+                    "detail": "Send the request body with a Content-Length header; a chunked body "
+                    "(Transfer-Encoding: chunked) is not read here.",
+                    "code": "length_required",
+                },
+                status=411,
+            )
+        return get_response(request)
+
+    return middleware
 
 
 class AdminBadInputMiddleware(MiddlewareMixin):

@@ -1,6 +1,7 @@
 """The pipeline end to end: real broker (Redis, then RabbitMQ), a real worker process, the
 real twilio library against a Twilio-compatible server, and a real SMTP server."""
 
+import http.client
 import itertools
 import json
 import os
@@ -358,6 +359,8 @@ def test_the_deployed_web_command_takes_orders_whose_customers_are_then_told(
             answers = list(clients.map(lambda phone: _post_order(port, token.key, phone), phones))
         # The arbiter holds no connection (database, broker, Redis) that its forked workers would share.
         assert _established_connections(server.pid) == 0
+        # gunicorn passes a chunked body on without a length, which Django would read as none.
+        assert _post_chunked(port, token.key) == (411, "length_required")
         # A query naming a customer reaches the access log masked, as every log line is.
         assert _get(port, "/healthz?q=%2B14155550111&e=ada%40example.com&p=+14155550112") == 200
     finally:
@@ -400,6 +403,22 @@ def _get(port: int, path: str) -> int | None:
             return answer.status
     except OSError:  # not listening yet, or an error status (HTTPError)
         return None
+
+
+def _post_chunked(port: int, token: str) -> tuple[int, str]:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        connection.request(
+            "POST",
+            "/api/orders/",
+            body=iter([b'{"customer_name": "Ada", ', b'"items": []}']),
+            headers={"Authorization": f"Token {token}", "Content-Type": "application/json"},
+            encode_chunked=True,
+        )
+        answer = connection.getresponse()
+        return answer.status, json.loads(answer.read())["code"]
+    finally:
+        connection.close()
 
 
 def _post_order(port: int, token: str, phone: str) -> tuple[int, dict]:

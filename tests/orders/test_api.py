@@ -173,6 +173,14 @@ def test_oversized_body_is_refused_with_413(api):
     assert Order.objects.count() == 0
 
 
+def test_a_chunked_body_without_a_length_is_411_not_read_as_empty(api):
+    # The test client sends no Content-Length for an empty body, as a chunked request has none.
+    response = api.generic("POST", ORDERS, "", content_type="application/json", HTTP_TRANSFER_ENCODING="chunked")
+    assert response.status_code == 411
+    assert "Content-Length" in response.json()["detail"]
+    assert Order.objects.count() == 0
+
+
 def test_too_many_items_are_refused(api):
     response = api.post(ORDERS, order_body(items=[item()] * 501), format="json")
     assert response.status_code == 400
