@@ -3,6 +3,7 @@
 import logging
 
 from django.conf import settings
+from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent
 from django.http import JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from twilio.request_validator import RequestValidator
@@ -10,6 +11,7 @@ from twilio.request_validator import RequestValidator
 from notifications import services
 from orderflow.api import allow_methods
 from orderflow.errors import ApplicationError
+from orderflow.middleware import too_many_fields
 
 logger = logging.getLogger(__name__)
 
@@ -23,7 +25,14 @@ def _signed_url(request) -> str:
 @allow_methods("POST")
 def twilio_status(request):
     signature = request.headers.get("X-Twilio-Signature", "")
-    params = request.POST.dict()
+    try:
+        params = request.POST.dict()
+    except TooManyFieldsSent:
+        return too_many_fields("form body")
+    except RequestDataTooBig:
+        return JsonResponse(
+            {"detail": "The request body is too large for a delivery receipt.", "code": "too_large"}, status=413
+        )
     if not (
         settings.TWILIO_AUTH_TOKEN
         and signature

@@ -61,7 +61,7 @@ SESSION_ENGINE = "orderflow.sessions"
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
-    "orderflow.middleware.length_required_middleware",
+    "orderflow.middleware.request_limits_middleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",

@@ -109,6 +109,26 @@ def test_a_receipt_without_sid_is_a_clear_400(client, sent_sms):
     assert "MessageSid" in response.json()["detail"]
 
 
+@pytest.mark.parametrize(
+    ("body", "status", "says"),
+    [
+        (
+            "&".join(f"f{number}=1" for number in range(2_000)),
+            400,
+            "Too many parameters in the form body: at most 1000",
+        ),
+        ("MessageSid=" + "x" * 3_000_000, 413, "too large"),
+    ],
+)
+def test_a_receipt_too_big_to_read_is_refused_in_words(client, sent_sms, settings, body, status, says):
+    settings.DEBUG = True  # where Django's own answer is a debug page
+    response = client.post(URL, body, content_type="application/x-www-form-urlencoded")
+    assert response.status_code == status
+    assert says in response.json()["detail"]
+    sent_sms.refresh_from_db()
+    assert sent_sms.status == "sent"
+
+
 def test_the_public_callback_url_is_what_is_checked(client, sent_sms, settings):
     settings.TWILIO_STATUS_CALLBACK_URL = "https://shop.example/webhooks/twilio/status/"
     params = {"MessageSid": sent_sms.provider_message_id, "MessageStatus": "delivered"}

@@ -181,6 +181,18 @@ def test_a_chunked_body_without_a_length_is_411_not_read_as_empty(api):
     assert Order.objects.count() == 0
 
 
+@pytest.mark.parametrize("debug", [False, True])
+@pytest.mark.parametrize("query", ["&".join(["a"] * 1_100), "&".join(["status=pending"] * 1_200)])
+def test_too_many_query_parameters_are_a_400_saying_so(api, settings, debug, query):
+    settings.DEBUG = debug  # the debug page read the parameters again: a bare 500
+    response = api.get(f"{ORDERS}?{query}")
+    assert response.status_code == 400
+    assert response.json() == {
+        "detail": "Too many parameters in the query string: at most 1000.",
+        "code": "too_many_parameters",
+    }
+
+
 def test_too_many_items_are_refused(api):
     response = api.post(ORDERS, order_body(items=[item()] * 501), format="json")
     assert response.status_code == 400
