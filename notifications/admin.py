@@ -426,6 +426,11 @@ class DeadLetterAdmin(PipelineRowAdmin):
     def has_requeue_permission(self, request):
         return request.user.has_perm("notifications.requeue_deadletter")
 
+    def may_requeue_in_bulk(self, request) -> bool:
+        # A batch page lists the dead letters it holds: requeueing alone must not show what
+        # the list, needing the view permission, does not.
+        return self.has_view_permission(request) and self.has_requeue_permission(request)
+
     def has_discard_permission(self, request):
         return request.user.has_perm("notifications.discard_deadletter")
 
@@ -478,7 +483,7 @@ class DeadLetterAdmin(PipelineRowAdmin):
     def requeue_matching_view(self, request):
         """Freeze what the changelist's current filters match (a POST: it writes the batch), then
         show it for confirmation. Filters it cannot apply freeze nothing: never "all" instead."""
-        if not self.has_requeue_permission(request):
+        if not self.may_requeue_in_bulk(request):
             raise PermissionDenied
         changelist_url = reverse("admin:notifications_deadletter_changelist")
         filtered_url = f"{changelist_url}?{request.GET.urlencode()}" if request.GET else changelist_url
@@ -511,7 +516,7 @@ class DeadLetterAdmin(PipelineRowAdmin):
         return redirect("admin:notifications_deadletter_batch", batch.pk)
 
     def batch_view(self, request, batch_id):
-        if not self.has_requeue_permission(request):
+        if not self.may_requeue_in_bulk(request):
             raise PermissionDenied
         batch = get_object_or_404(RequeueBatch, pk=batch_id)
         if request.method == "POST":

@@ -133,6 +133,17 @@ def test_requeue_permission_allows_requeue_but_not_discard(
     assert DeadLetter.objects.get(pk=letters[1].pk).status == "dead"
 
 
+def test_the_requeue_permission_alone_shows_no_dead_letter_through_a_batch(client, letters, shop):
+    operator_with(client, "requeue_deadletter")
+    assert client.get(LIST).status_code == 403
+    assert client.post(f"{LIST}requeue-matching/?status__exact=dead").status_code == 403
+    assert not RequeueBatch.objects.exists()
+    batch = RequeueBatch.objects.create(
+        dead_letter_ids=[letter.pk for letter in letters], description="by another", created_by=shop
+    )
+    assert client.get(f"{LIST}requeue-batch/{batch.pk}/").status_code == 403
+
+
 def test_discard_permission_discards(client, letters):
     user = operator_with(client, "view_deadletter", "discard_deadletter")
     response = client.post(LIST, {"action": "discard_selected", "_selected_action": [letters[0].pk]}, follow=True)
