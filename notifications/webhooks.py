@@ -9,9 +9,8 @@ from django.views.decorators.csrf import csrf_exempt
 from twilio.request_validator import RequestValidator
 
 from notifications import services
-from orderflow.api import allow_methods
+from orderflow.api import allow_methods, body_too_large, too_many_fields
 from orderflow.errors import ApplicationError
-from orderflow.middleware import too_many_fields
 
 logger = logging.getLogger(__name__)
 
@@ -30,9 +29,7 @@ def twilio_status(request):
     except TooManyFieldsSent:
         return too_many_fields("form body")
     except RequestDataTooBig:
-        return JsonResponse(
-            {"detail": "The request body is too large for a delivery receipt.", "code": "too_large"}, status=413
-        )
+        return body_too_large()
     if not (
         settings.TWILIO_AUTH_TOKEN
         and signature

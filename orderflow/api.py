@@ -7,6 +7,7 @@ are listed under `errors`, keyed by field path (`items[1].quantity`), each a lis
 import logging
 from functools import wraps
 
+from django.conf import settings
 from django.core.exceptions import PermissionDenied, RequestDataTooBig
 from django.http import Http404, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
@@ -21,6 +22,8 @@ from orderflow.parsers import whole_number
 logger = logging.getLogger(__name__)
 
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
+# Where every answer, errors included, is JSON; elsewhere (the admin) Django's pages.
+JSON_PREFIXES = ("/api/", "/webhooks/", "/healthz", "/readyz", "/metrics")
 
 
 class Pagination(PageNumberPagination):
@@ -71,8 +74,10 @@ def flat_errors(errors, path: str = "") -> dict[str, list[str]]:
             for field, messages in flat_errors(value, child).items():
                 flat.setdefault(field, []).extend(messages)
     elif isinstance(errors, list):
-        for value in errors:
-            for field, messages in flat_errors(value, path).items():
+        for index, value in enumerate(errors):
+            # A list of objects' errors (one per item, as DRF can give them) keeps each item's index.
+            child = f"{path}[{index}]" if isinstance(value, dict) else path
+            for field, messages in flat_errors(value, child).items():
                 flat.setdefault(field, []).extend(messages)
     elif errors:
         flat[path or NON_FIELD] = [str(errors)]
@@ -99,10 +104,7 @@ def exception_handler(exc, context):
         body = _error_body(exc.message, exc.code, exc.fields, **exc.extra)
         return Response(body, status=exc.status_code)
     if isinstance(exc, RequestDataTooBig):
-        return Response(
-            _error_body("The request body is too large.", "too_large"),
-            status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
-        )
+        return body_too_large()
     if isinstance(exc, exceptions.NotAcceptable):
         # In JSON whatever the page's formats: the request named none it has, and DRF would
         # answer in the page's first (the schema's is YAML).
@@ -165,4 +167,31 @@ def json_server_error(request):
 def json_bad_request(request, exception=None):
     return JsonResponse(
         _error_body("The request could not be understood.", "bad_request"), status=status.HTTP_400_BAD_REQUEST
+    )
+
+
+def body_too_large() -> JsonResponse:
+    return JsonResponse(
+        _error_body("The request body is too large.", "too_large"), status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    )
+
+
+def too_many_fields(where: str) -> JsonResponse:
+    return JsonResponse(
+        _error_body(
+            f"Too many parameters in the {where}: at most {settings.DATA_UPLOAD_MAX_NUMBER_FIELDS}.",
+            "too_many_parameters",
+        ),
+        status=status.HTTP_400_BAD_REQUEST,
+    )
+
+
+def length_required() -> JsonResponse:
+    return JsonResponse(
+        _error_body(
+            "Send the request body with a Content-Length header; a chunked body (Transfer-Encoding: chunked) "
+            "is not read here.",
+            "length_required",
+        ),
+        status=status.HTTP_411_LENGTH_REQUIRED,
     )

@@ -2,12 +2,12 @@
 
 - The database unreachable (restarting, failed over): a JSON 503 with Retry-After, so that an
   API client knows to try again, and a line in the log.
-- A body sent in chunks (Transfer-Encoding: chunked, no Content-Length): Django reads no
-  body without a length, and the API would answer that fields the client sent are missing.
-  A 411 says what to send instead.
-- A query string of more parameters than DATA_UPLOAD_MAX_NUMBER_FIELDS: a 400 saying so. Met
-  in a view it was a bare "could not be understood", and with DEBUG on a 500 (the debug page
-  reads the parameters again).
+- Under /api/ and the other JSON addresses: a body sent in chunks (Transfer-Encoding:
+  chunked, no Content-Length) to a WSGI server, which Django reads as none, so that the API
+  answered that fields the client sent were missing: a 411 says what to send instead. A query
+  string of more parameters than DATA_UPLOAD_MAX_NUMBER_FIELDS: a 400 saying so. Met in a
+  view it was a bare "could not be understood", and with DEBUG on a 500 (the debug page reads
+  the parameters again).
 - An admin list asked for with filters its database cannot apply: the list, with a message.
   The admin checks a filter's name, not its value: a NUL, an invalid regular expression or a
   year outside 1 to 9999 in the query string reaches the database or `datetime` and fails
@@ -17,7 +17,6 @@
 
 import logging
 
-from django.conf import settings
 from django.contrib import messages
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.contrib.admin.options import IS_POPUP_VAR, TO_FIELD_VAR
@@ -27,6 +26,8 @@ from django.http import JsonResponse
 from django.shortcuts import redirect
 from django.utils.deprecation import MiddlewareMixin
 from django.utils.http import urlencode
+
+from orderflow import api
 
 logger = logging.getLogger(__name__)
 
@@ -79,32 +80,33 @@ class DatabaseUnavailableMiddleware(MiddlewareMixin):
         )
 
 
+# Methods whose body a view reads: another's chunked body is left unread either way.
+BODY_METHODS = {"POST", "PUT", "PATCH"}
+
+
 def request_limits_middleware(get_response):
     def middleware(request):
-        chunked = "chunked" in request.META.get("HTTP_TRANSFER_ENCODING", "").lower()
-        if chunked and not request.META.get("CONTENT_LENGTH"):
-            return JsonResponse(
-                {
-                    "detail": "Send the request body with a Content-Length header; a chunked body "
-                    "(Transfer-Encoding: chunked) is not read here.",
-                    "code": "length_required",
-                },
-                status=411,
-            )
+        if not request.path.startswith(api.JSON_PREFIXES):
+            return get_response(request)
+        if _chunked_body_unread(request):
+            return api.length_required()
         try:
             request.GET  # noqa: B018 - parsed here, where its limit can be answered in words
         except TooManyFieldsSent:
-            return too_many_fields()
+            return api.too_many_fields("query string")
         return get_response(request)
 
     return middleware
 
 
-def too_many_fields(where: str = "query string") -> JsonResponse:
-    most = settings.DATA_UPLOAD_MAX_NUMBER_FIELDS
-    return JsonResponse(
-        {"detail": f"Too many parameters in the {where}: at most {most}.", "code": "too_many_parameters"},
-        status=400,
+def _chunked_body_unread(request) -> bool:
+    """A chunked body under WSGI, which Django reads as none (ASGI reads it whole)."""
+    chunked = "chunked" in request.META.get("HTTP_TRANSFER_ENCODING", "").lower()
+    return (
+        chunked
+        and request.method in BODY_METHODS
+        and "wsgi.input" in request.META
+        and not request.META.get("CONTENT_LENGTH")
     )
 
 

@@ -33,22 +33,20 @@ urlpatterns = [
     re_path(r"^api/", api.json_not_found),
 ]
 
-JSON_PREFIXES = ("/api/", "/webhooks/", "/healthz", "/readyz", "/metrics")
-
 
 def handler404(request, exception=None):
-    if request.path.startswith(JSON_PREFIXES):
+    if request.path.startswith(api.JSON_PREFIXES):
         return api.json_not_found(request, exception)
     return defaults.page_not_found(request, exception)
 
 
 def handler500(request):
-    if request.path.startswith(JSON_PREFIXES):
+    if request.path.startswith(api.JSON_PREFIXES):
         return api.json_server_error(request)
     return defaults.server_error(request)
 
 
 def handler400(request, exception=None):
-    if request.path.startswith(JSON_PREFIXES):
+    if request.path.startswith(api.JSON_PREFIXES):
         return api.json_bad_request(request, exception)
     return defaults.bad_request(request, exception)

@@ -1,11 +1,16 @@
+import io
 import json
 import threading
 
 import pytest
 from django.contrib.auth.models import Permission
+from django.core.handlers.asgi import ASGIRequest
 from django.db import connection
+from django.http import HttpResponse
 
 from notifications.models import Notification
+from orderflow.api import flat_errors
+from orderflow.middleware import request_limits_middleware
 from orders.models import Order
 from tests.factories import place_order
 
@@ -139,6 +144,16 @@ def test_errors_are_one_list_of_messages_per_field_path(api, body, field):
         assert all(isinstance(message, str) for message in messages), path
 
 
+def test_item_errors_given_as_a_list_keep_their_index():
+    """DRF gives a list serializer's errors as a list where LIST_SERIALIZER_ERRORS_AS_DICT is off."""
+    errors = {"items": [{}, {"quantity": ["Too few."]}, {"sku": ["Blank."]}], "non_field_errors": ["Whole."]}
+    assert flat_errors(errors) == {
+        "items[1].quantity": ["Too few."],
+        "items[2].sku": ["Blank."],
+        "non_field_errors": ["Whole."],
+    }
+
+
 def test_item_error_points_at_the_item(api):
     body = order_body(items=[item(), item(quantity=0)])
     error = api.post(ORDERS, body, format="json").json()
@@ -191,6 +206,27 @@ def test_too_many_query_parameters_are_a_400_saying_so(api, settings, debug, que
         "detail": "Too many parameters in the query string: at most 1000.",
         "code": "too_many_parameters",
     }
+
+
+def test_a_chunked_header_on_a_get_is_no_reason_to_refuse_it(api):
+    response = api.get(ORDERS, HTTP_TRANSFER_ENCODING="chunked")
+    assert response.status_code == 200
+
+
+def test_a_chunked_body_is_passed_on_under_asgi_which_reads_it():
+    """Django's ASGI request reads the whole body, with no Content-Length: nothing to refuse there."""
+    body = json.dumps(order_body()).encode()
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": ORDERS,
+        "query_string": b"",
+        "headers": [(b"transfer-encoding", b"chunked"), (b"content-type", b"application/json")],
+    }
+    request = ASGIRequest(scope, io.BytesIO(body))
+    assert "CONTENT_LENGTH" not in request.META
+    response = request_limits_middleware(lambda request: HttpResponse(request.body))(request)
+    assert (response.status_code, response.content) == (200, body)
 
 
 def test_too_many_items_are_refused(api):
@@ -451,7 +487,15 @@ def test_a_huge_unknown_status_is_not_echoed_back_at_length(api, shop):
     response = api.post(f"{ORDERS}{order.pk}/transition/", {"status": "y" * 200_000}, format="json")
     assert response.status_code == 400
     assert len(response.content) < 1_000
-    assert response.json()["errors"]["status"][0].startswith(f"'{'y' * 40}…' is not a status")
+    assert response.json()["errors"]["status"][0].startswith(f"'{'y' * 39}… is not a status")
+
+
+@pytest.mark.parametrize(("status", "quoted"), [(5, "5"), (True, "True"), (["pending"], "['pending']")])
+def test_a_status_of_another_type_is_quoted_as_sent(api, shop, status, quoted):
+    order = place_order(owner=shop)
+    response = api.post(f"{ORDERS}{order.pk}/transition/", {"status": status}, format="json")
+    assert response.status_code == 400
+    assert response.json()["errors"]["status"][0].startswith(f"{quoted} is not a status")
 
 
 def test_transition_requires_token(anonymous_api, shop):
