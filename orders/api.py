@@ -139,9 +139,9 @@ SHOWN_UNKNOWN_STATUSES, SHOWN_STATUS_LENGTH = 5, 40
 
 
 def shown(value) -> str:
-    """A value from a request as an error message may quote it: cut short, for the answer
-    should not echo a hostile request back at length."""
-    text = value if isinstance(value, str) else repr(value)
+    """A value from a request quoted for an error message (a string in quotes, a number or a
+    list as it is), cut short: the answer should not echo a hostile request back at length."""
+    text = repr(value)
     return text if len(text) <= SHOWN_STATUS_LENGTH else f"{text[:SHOWN_STATUS_LENGTH]}…"
 
 
@@ -156,7 +156,7 @@ class TransitionSerializer(serializers.Serializer):
     status = StatusChoiceField(
         OrderStatus.choices,
         error_messages={
-            "invalid_choice": f"{{input!r}} is not a status; use {', '.join(OrderStatus.values[:-1])} "
+            "invalid_choice": f"{{input}} is not a status; use {', '.join(OrderStatus.values[:-1])} "
             f"or {OrderStatus.values[-1]}."
         },
     )
@@ -175,7 +175,7 @@ class StatusesField(forms.MultipleChoiceField):
             names = [str(choice) for choice, _ in self.choices]
             what = "is not a status" if len(unknown) == 1 else "are not statuses"
             # A few, each cut short.
-            quoted = ", ".join(repr(shown(item)) for item in unknown[:SHOWN_UNKNOWN_STATUSES])
+            quoted = ", ".join(shown(item) for item in unknown[:SHOWN_UNKNOWN_STATUSES])
             more = (
                 f" (and {len(unknown) - SHOWN_UNKNOWN_STATUSES} more)" if len(unknown) > SHOWN_UNKNOWN_STATUSES else ""
             )
@@ -284,7 +284,11 @@ class OrderViewSet(mixins.CreateModelMixin, mixins.ListModelMixin, mixins.Retrie
 
     @extend_schema(
         request=TransitionSerializer,
-        responses={200: OrderDetailSerializer, 409: TRANSITION_REFUSED},
+        responses={
+            200: OrderDetailSerializer,
+            403: OpenApiResponse(ErrorSerializer, description="Another shop's order, without orders.change_order"),
+            409: TRANSITION_REFUSED,
+        },
     )
     @action(detail=True, methods=["post"])
     def transition(self, request, pk=None):
