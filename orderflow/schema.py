@@ -31,5 +31,5 @@ class AutoSchema(SpectacularAutoSchema):
         if not any(isinstance(permission, AllowAny) for permission in self.view.get_permissions()):
             codes.append("401")
         if self.method in ("POST", "PUT", "PATCH"):
-            codes += ["413", "415"]  # body too large; not JSON
+            codes += ["411", "413", "415"]  # a chunked body; body too large; not JSON
         return codes

@@ -162,7 +162,7 @@ def _checked_currency(currency: str, items: list[OrderLine]) -> str:
         if line.unit_price != round(line.unit_price, digits):
             decimals = f"{digits} decimal{'s' if digits != 1 else ''}" if digits else "no decimals"
             message = f"{currency} prices have {decimals}: item {number + 1} ({line.sku[:40]}) costs {line.unit_price}."
-            raise ApplicationError(message, fields={"items": [message]})
+            raise ApplicationError(message, fields={f"items[{number}].unit_price": [message]})
     return currency
 
 

@@ -99,7 +99,9 @@ def test_a_price_with_more_decimals_than_its_currency_has_is_refused(api, settin
         ORDERS, order_body(items=[item(unit_price="1200"), item(sku="B-2", unit_price="4.50")]), format="json"
     )
     assert response.status_code == 400
-    assert response.json()["errors"] == {"items": ["JPY prices have no decimals: item 2 (B-2) costs 4.50."]}
+    assert response.json()["errors"] == {
+        "items[1].unit_price": ["JPY prices have no decimals: item 2 (B-2) costs 4.50."]
+    }
     assert Order.objects.count() == 0
 
 
