@@ -427,8 +427,8 @@ class DeadLetterAdmin(PipelineRowAdmin):
         return request.user.has_perm("notifications.requeue_deadletter")
 
     def may_requeue_in_bulk(self, request) -> bool:
-        # A batch page lists the dead letters it holds: requeueing alone must not show what
-        # the list, needing the view permission, does not.
+        # The batch page lists its dead letters, so it needs the view permission the list needs;
+        # the requeue permission alone must not show them.
         return self.has_view_permission(request) and self.has_requeue_permission(request)
 
     def has_discard_permission(self, request):

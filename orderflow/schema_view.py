@@ -1,5 +1,5 @@
-"""/api/schema/. A module of its own: the DRF settings import orderflow.schema and
-orderflow.api, and drf-spectacular's views read those settings when imported."""
+"""/api/schema/. Not in orderflow.schema or orderflow.api: the DRF settings import those
+modules, and importing drf_spectacular.views reads the settings, which would be circular."""
 
 from drf_spectacular.views import SpectacularAPIView
 from rest_framework.renderers import JSONRenderer
