@@ -3,13 +3,12 @@
 import logging
 
 from django.conf import settings
-from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent
 from django.http import JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from twilio.request_validator import RequestValidator
 
 from notifications import services
-from orderflow.api import allow_methods, body_too_large, too_many_fields
+from orderflow.api import allow_methods
 from orderflow.errors import ApplicationError
 
 logger = logging.getLogger(__name__)
@@ -24,12 +23,7 @@ def _signed_url(request) -> str:
 @allow_methods("POST")
 def twilio_status(request):
     signature = request.headers.get("X-Twilio-Signature", "")
-    try:
-        params = request.POST.dict()
-    except TooManyFieldsSent:
-        return too_many_fields("form body")
-    except RequestDataTooBig:
-        return body_too_large()
+    params = request.POST.dict()  # its size and number of fields checked by request_limits_middleware
     if not (
         settings.TWILIO_AUTH_TOKEN
         and signature

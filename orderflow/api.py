@@ -62,26 +62,28 @@ def flat_errors(errors, path: str = "") -> dict[str, list[str]]:
     An error of the whole input stays under `non_field_errors`; one of a list or object inside
     it (an empty `items`) under that field's own path.
     """
-    flat: dict[str, list[str]] = {}
     if isinstance(errors, dict):
-        for key, value in errors.items():
-            if isinstance(key, int) or str(key).isdigit():
-                child = f"{path}[{key}]"
-            elif key == NON_FIELD:
-                child = path
-            else:
-                child = f"{path}.{key}" if path else str(key)
-            for field, messages in flat_errors(value, child).items():
-                flat.setdefault(field, []).extend(messages)
+        children = [(_child_path(path, key), value) for key, value in errors.items()]
     elif isinstance(errors, list):
-        for index, value in enumerate(errors):
-            # A list of objects' errors (one per item, as DRF can give them) keeps each item's index.
-            child = f"{path}[{index}]" if isinstance(value, dict) else path
-            for field, messages in flat_errors(value, child).items():
-                flat.setdefault(field, []).extend(messages)
-    elif errors:
-        flat[path or NON_FIELD] = [str(errors)]
+        # A list of objects' errors (one per item, as DRF can give them) keeps each item's index.
+        children = [
+            (f"{path}[{index}]" if isinstance(value, dict) else path, value) for index, value in enumerate(errors)
+        ]
+    else:
+        return {path or NON_FIELD: [str(errors)]} if errors else {}
+    flat: dict[str, list[str]] = {}
+    for child, value in children:
+        for field, messages in flat_errors(value, child).items():
+            flat.setdefault(field, []).extend(messages)
     return flat
+
+
+def _child_path(path: str, key) -> str:
+    if isinstance(key, int) or str(key).isdigit():
+        return f"{path}[{key}]"
+    if key == NON_FIELD:
+        return path
+    return f"{path}.{key}" if path else str(key)
 
 
 def _first_message(errors: dict[str, list[str]]) -> str:

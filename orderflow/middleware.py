@@ -5,9 +5,9 @@
 - Under /api/ and the other JSON addresses: a body sent in chunks (Transfer-Encoding:
   chunked, no Content-Length) to a WSGI server, which Django reads as none, so that the API
   answered that fields the client sent were missing: a 411 says what to send instead. A query
-  string of more parameters than DATA_UPLOAD_MAX_NUMBER_FIELDS: a 400 saying so. Met in a
-  view it was a bare "could not be understood", and with DEBUG on a 500 (the debug page reads
-  the parameters again).
+  string or form body of more parameters than DATA_UPLOAD_MAX_NUMBER_FIELDS, or a form body
+  over DATA_UPLOAD_MAX_MEMORY_SIZE: a 400 or 413 saying so. Met in a view it was a bare "could
+  not be understood", and with DEBUG on a 500 (the debug page reads the parameters again).
 - An admin list asked for with filters its database cannot apply: the list, with a message.
   The admin checks a filter's name, not its value: a NUL, an invalid regular expression or a
   year outside 1 to 9999 in the query string reaches the database or `datetime` and fails
@@ -20,7 +20,7 @@ import logging
 from django.contrib import messages
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.contrib.admin.options import IS_POPUP_VAR, TO_FIELD_VAR
-from django.core.exceptions import TooManyFieldsSent, ValidationError
+from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, ValidationError
 from django.db import DataError, InterfaceError, OperationalError
 from django.http import JsonResponse
 from django.shortcuts import redirect
@@ -82,6 +82,7 @@ class DatabaseUnavailableMiddleware(MiddlewareMixin):
 
 # Methods whose body a view reads: another's chunked body is left unread either way.
 BODY_METHODS = {"POST", "PUT", "PATCH"}
+FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
 
 
 def request_limits_middleware(get_response):
@@ -90,10 +91,19 @@ def request_limits_middleware(get_response):
             return get_response(request)
         if _chunked_body_unread(request):
             return api.length_required()
+        # Parsed here, where their limits can be answered in words: the query string, and a
+        # form body (a Twilio receipt; the API takes JSON, whose size its parser checks).
         try:
-            request.GET  # noqa: B018 - parsed here, where its limit can be answered in words
+            request.GET  # noqa: B018
         except TooManyFieldsSent:
             return api.too_many_fields("query string")
+        if request.content_type == FORM_CONTENT_TYPE:
+            try:
+                request.POST  # noqa: B018
+            except TooManyFieldsSent:
+                return api.too_many_fields("form body")
+            except RequestDataTooBig:
+                return api.body_too_large()
         return get_response(request)
 
     return middleware
