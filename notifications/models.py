@@ -23,7 +23,7 @@ class Event(models.TextChoices):
 
 
 class NotificationStatus(models.TextChoices):
-    PENDING = "pending"  # written with the order; not yet handed to the broker
+    PENDING = "pending"  # not handed to the broker: its publish failed, or it waits for an earlier one of its order
     QUEUED = "queued"  # published to its channel queue
     SENDING = "sending"  # claimed by a worker
     SENT = "sent"  # accepted by the provider

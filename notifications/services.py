@@ -19,7 +19,7 @@ from django.contrib.admin.models import CHANGE, DELETION, LogEntry
 from django.core.exceptions import ImproperlyConfigured, ValidationError
 from django.core.validators import validate_email
 from django.db import DatabaseError, InterfaceError, OperationalError, close_old_connections, connection, transaction
-from django.db.models import F, Q
+from django.db.models import F, OuterRef, Q, QuerySet
 from django.db.models.sql import Query
 from django.utils import timezone
 from django.utils.crypto import salted_hmac
@@ -121,7 +121,7 @@ class SentMessage:
 
 @dataclass(frozen=True)
 class SendResult:
-    outcome: str  # sent | retry | dead | deferred | skipped | unrecorded
+    outcome: str  # sent | retry | dead | deferred | waiting | skipped | unrecorded
     retry_in: float | None = None  # set when the task should run again after this many seconds
     detail: str = ""
     sent: SentMessage | None = None  # unrecorded: the send made, for the task's next run to write down
@@ -244,8 +244,9 @@ def publish_jobs(jobs: list[PublishJob]) -> int:
     """Publish messages for pending notifications and mark them queued; return how many went out."""
     published = _publish(jobs)
     if published:
-        # A worker may already have claimed one; only rows still pending become queued.
-        Notification.objects.filter(pk__in=published, status=NotificationStatus.PENDING).update(
+        # A worker may already have claimed one, or made it wait for an earlier one of its
+        # order: only rows still pending to be published become queued.
+        Notification.objects.filter(pk__in=published, status=NotificationStatus.PENDING).exclude(WAITING).update(
             status=NotificationStatus.QUEUED, queued_at=timezone.now(), stale_after=None
         )
     return len(published)
@@ -286,13 +287,9 @@ def _publish(jobs: list[PublishJob]) -> list[int | None]:
 # --- sending --------------------------------------------------------------------------------
 
 
-def notification_send(*, notification_id: int, task_id: str = "", worker: str = "", deferrals: int = 0) -> SendResult:
-    """Claim a notification, wait for a rate-limit token, send it and record what happened.
-
-    `deferrals`: how often this send was put off already (its task's retries), to wait longer
-    each time for an earlier notification of its order (IN_ORDER_WAIT_SECONDS).
-    """
-    claimed = _claim(notification_id, deferrals=deferrals)
+def notification_send(*, notification_id: int, task_id: str = "", worker: str = "") -> SendResult:
+    """Claim a notification, wait for a rate-limit token, send it and record what happened."""
+    claimed = _claim(notification_id)
     if isinstance(claimed, SendResult):
         logger.info(
             "notification.not_claimed notification_id=%s task_id=%s outcome=%s detail=%s",
@@ -403,28 +400,64 @@ def sending_lease_seconds(channel: str) -> int:
 # limit and went to the back of the queue. The columns are named: a prepared statement
 # returning `*` fails once a migration adds a column. The lease depends on the channel, the
 # row's: each channel's send task has its own time limits.
+TABLE = Notification._meta.db_table
+CLAIMABLE = """(status IN ('pending', 'queued')
+            OR (status = 'failed' AND next_attempt_at <= %(now)s)
+            OR (status = 'sending' AND stale_after <= %(now)s))"""
+
+
+def _still_to_go_before(later: str) -> str:
+    """SQL: `earlier` is a notification of `later`'s order and channel, made before it, still to go."""
+    return f"""earlier.order_id = {later}.order_id AND earlier.channel = {later}.channel
+               AND earlier.status IN ({", ".join(f"'{status}'" for status in UNFINISHED_STATUSES)})
+               AND (earlier.created_at < {later}.created_at
+                    OR (earlier.created_at = {later}.created_at AND earlier.id < {later}.id))"""
+
+
 CLAIM_FIELDS = Notification._meta.concrete_fields
 CLAIM_LEASE = "CASE channel {} ELSE %(lease_longest)s END".format(
     " ".join(f"WHEN '{channel}' THEN %(lease_{channel})s" for channel in Channel.values)
 )
 CLAIM_SQL = f"""
-    UPDATE {Notification._meta.db_table}
+    UPDATE {TABLE}
        SET status = 'sending', stale_after = {CLAIM_LEASE}, updated_at = %(now)s
      WHERE id = %(id)s
-       AND (status IN ('pending', 'queued')
-            OR (status = 'failed' AND next_attempt_at <= %(now)s)
-            OR (status = 'sending' AND stale_after <= %(now)s))
+       AND {CLAIMABLE}
        AND NOT EXISTS (SELECT 1 FROM {Suppression._meta.db_table} suppressed
-                        WHERE suppressed.recipient = LOWER({Notification._meta.db_table}.recipient)
-                          AND suppressed.channel = {Notification._meta.db_table}.channel)
-       AND NOT EXISTS (SELECT 1 FROM {Notification._meta.db_table} earlier
-                        WHERE earlier.order_id = {Notification._meta.db_table}.order_id
-                          AND earlier.channel = {Notification._meta.db_table}.channel
-                          AND earlier.status IN ({", ".join(f"'{status}'" for status in UNFINISHED_STATUSES)})
-                          AND (earlier.created_at < {Notification._meta.db_table}.created_at
-                               OR (earlier.created_at = {Notification._meta.db_table}.created_at
-                                   AND earlier.id < {Notification._meta.db_table}.id)))
+                        WHERE suppressed.recipient = LOWER({TABLE}.recipient)
+                          AND suppressed.channel = {TABLE}.channel)
+       AND NOT EXISTS (SELECT 1 FROM {TABLE} earlier WHERE {_still_to_go_before(TABLE)})
     RETURNING {", ".join(field.column for field in CLAIM_FIELDS)}
+"""  # noqa: S608 - only the table and column names are formatted in, from the models
+
+# A send that must wait for an earlier notification of its order waits out of the broker and
+# out of every worker's memory: its row turns `pending` without a lease (stale_after NULL:
+# WAITING) and its message is acknowledged. The earlier one publishes it once finished (sent,
+# dead or cancelled: publish_next_in_order), and the sweep publishes a waiting row whose
+# earlier ones are all finished, should that not have happened (a worker killed in between).
+# The earlier rows are locked (FOR SHARE) so that a send finishing at this moment either
+# comes first, and this row does not wait, or after, and finds it waiting. {lock} is empty
+# where the database has no row locks (SQLite writes one statement at a time).
+WAIT_SQL = f"""
+    WITH earlier AS (SELECT earlier.id, earlier.created_at FROM {TABLE} earlier, {TABLE} later
+                      WHERE later.id = %(id)s AND {_still_to_go_before("later")} {{lock}})
+    UPDATE {TABLE}
+       SET status = 'pending', stale_after = NULL, next_attempt_at = NULL, updated_at = %(now)s
+     WHERE id = %(id)s AND {CLAIMABLE} AND EXISTS (SELECT 1 FROM earlier)
+    RETURNING (SELECT id FROM earlier ORDER BY created_at, id LIMIT 1)
+"""  # noqa: S608 - only the table and column names are formatted in, from the models
+WAITING = Q(status=NotificationStatus.PENDING, stale_after__isnull=True)
+# The first waiting notification of an order on a channel, once nothing before it is still to
+# go, gets the lease of a row to publish and is published; at most one a call.
+NEXT_IN_ORDER_SQL = f"""
+    UPDATE {TABLE} SET stale_after = %(lease)s, updated_at = %(now)s
+     WHERE id = (SELECT waiting.id FROM {TABLE} waiting
+                  WHERE waiting.order_id = %(order_id)s AND waiting.channel = %(channel)s
+                    AND waiting.status = 'pending' AND waiting.stale_after IS NULL
+                  ORDER BY waiting.created_at, waiting.id LIMIT 1)
+       AND status = 'pending' AND stale_after IS NULL
+       AND NOT EXISTS (SELECT 1 FROM {TABLE} earlier WHERE {_still_to_go_before(TABLE)})
+    RETURNING id, channel
 """  # noqa: S608 - only the table and column names are formatted in, from the models
 
 
@@ -447,37 +480,42 @@ def _claim_converters(alias: str) -> dict:
     return compiler.get_converters(field.get_col(Notification._meta.db_table) for field in CLAIM_FIELDS)
 
 
-def _claim(notification_id: int, *, deferrals: int = 0) -> Notification | SendResult:
-    now = timezone.now()
-    params = {"id": notification_id, "now": _db_datetime(now)}
-    leases = {channel: sending_lease_seconds(channel) for channel in Channel.values}
-    for channel, seconds in [*leases.items(), ("longest", max(leases.values()))]:
-        params[f"lease_{channel}"] = _db_datetime(now + timedelta(seconds=seconds))
-    with prepared_cursor() as cursor:
-        cursor.execute(CLAIM_SQL, params)
-        claimed = cursor.fetchone()
-    if claimed is not None:
-        return _claimed(claimed)
-    notification = Notification.objects.filter(pk=notification_id).first()
-    if notification is None:
-        return SendResult("skipped", detail="no such notification")
-    if notification.status not in FINISHED_STATUSES and _cancel_if_suppressed(notification, now=now):
-        return SendResult("skipped", detail="recipient suppressed")
-    if _claimable(notification, now) and (earlier := _earlier_to_go(notification)):
-        return SendResult("deferred", retry_in=_in_order_wait(earlier, now, deferrals), detail=f"after {earlier.pk}")
+# A claim that finds its row claimable with nothing before it left to go (that changed since the
+# claim's statement) is made again; this many times, then the task tries again a second later.
+CLAIM_TRIES = 3
+
+
+def _claim(notification_id: int) -> Notification | SendResult:
+    for _ in range(CLAIM_TRIES):
+        now = timezone.now()
+        params = {"id": notification_id, "now": _db_datetime(now)}
+        leases = {channel: sending_lease_seconds(channel) for channel in Channel.values}
+        for channel, seconds in [*leases.items(), ("longest", max(leases.values()))]:
+            params[f"lease_{channel}"] = _db_datetime(now + timedelta(seconds=seconds))
+        with prepared_cursor() as cursor:
+            cursor.execute(CLAIM_SQL, params)
+            claimed = cursor.fetchone()
+        if claimed is not None:
+            return _claimed(claimed)
+        notification = Notification.objects.filter(pk=notification_id).first()
+        if notification is None:
+            return SendResult("skipped", detail="no such notification")
+        if notification.status not in FINISHED_STATUSES and _cancel_if_suppressed(notification, now=now):
+            return SendResult("skipped", detail="recipient suppressed")
+        if not _claimable(notification, now):
+            return _unclaimable(notification, now)
+        if earlier := _wait_behind_earlier(notification_id, now):
+            return SendResult("waiting", detail=f"after {earlier}")
+    return SendResult("deferred", retry_in=1, detail="claim contended")
+
+
+def _unclaimable(notification: Notification, now) -> SendResult:
     if notification.status == NotificationStatus.SENDING:
         # Another worker holds it; look again when its lease ends in case that worker died.
         return SendResult("deferred", retry_in=(notification.stale_after - now).total_seconds() + 1, detail="busy")
     if notification.status == NotificationStatus.FAILED:
         return SendResult("deferred", retry_in=(notification.next_attempt_at - now).total_seconds(), detail="not due")
     return SendResult("skipped", detail=f"already {notification.status}")
-
-
-# How long a send waits for an earlier notification of its order to go first: the earlier one's
-# next attempt when it is retrying, else 5 s, doubling with each wait up to 5 minutes (a send
-# put to the back of a long queue may take that long to come round).
-IN_ORDER_WAIT_SECONDS = 5
-IN_ORDER_WAIT_MAX_SECONDS = 300
 
 
 def _claimable(notification: Notification, now) -> bool:
@@ -490,25 +528,41 @@ def _claimable(notification: Notification, now) -> bool:
     )
 
 
-def _earlier_to_go(notification: Notification) -> Notification | None:
-    """The first notification of the same order and channel, made before this one, still to go."""
-    return (
-        Notification.objects.filter(
-            order_id=notification.order_id, channel=notification.channel, status__in=UNFINISHED_STATUSES
-        )
-        .filter(
-            Q(created_at__lt=notification.created_at) | Q(created_at=notification.created_at, pk__lt=notification.pk)
-        )
-        .order_by("created_at", "pk")
-        .only("pk", "status", "next_attempt_at")
-        .first()
+def _wait_behind_earlier(notification_id: int, now) -> int | None:
+    """Make the notification wait for the earlier one of its order still to go (WAIT_SQL); its id."""
+    lock = "FOR SHARE OF earlier" if connection.features.has_select_for_update else ""
+    with connection.cursor() as cursor:
+        cursor.execute(WAIT_SQL.format(lock=lock), {"id": notification_id, "now": _db_datetime(now)})
+        row = cursor.fetchone()
+    return row[0] if row else None
+
+
+def earlier_still_to_go() -> QuerySet:
+    """For Exists(): the notifications of the outer row's order and channel made before it and still to go."""
+    return Notification.objects.filter(
+        Q(created_at__lt=OuterRef("created_at")) | Q(created_at=OuterRef("created_at"), pk__lt=OuterRef("pk")),
+        order_id=OuterRef("order_id"),
+        channel=OuterRef("channel"),
+        status__in=UNFINISHED_STATUSES,
     )
 
 
-def _in_order_wait(earlier: Notification, now, deferrals: int) -> float:
-    if earlier.status == NotificationStatus.FAILED and earlier.next_attempt_at:
-        return max(0.0, (earlier.next_attempt_at - now).total_seconds()) + IN_ORDER_WAIT_SECONDS
-    return float(min(IN_ORDER_WAIT_SECONDS * 2 ** min(deferrals, 10), IN_ORDER_WAIT_MAX_SECONDS))
+def publish_next_in_order(notification: Notification) -> None:
+    """Publish the notification of the same order and channel that waits for this finished one,
+    if nothing else before it is still to go; once the surrounding transaction commits."""
+    now = timezone.now()
+    params = {
+        "order_id": notification.order_id,
+        "channel": notification.channel,
+        "now": _db_datetime(now),
+        "lease": _db_datetime(now + timedelta(seconds=settings.NOTIFICATIONS_STUCK_AFTER)),
+    }
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute(NEXT_IN_ORDER_SQL, params)
+            woken = cursor.fetchall()
+        if woken:
+            publish_after_commit(notifications_publish, notifications=[tuple(row) for row in woken])
 
 
 def _cancel_if_suppressed(notification: Notification, *, now) -> bool:
@@ -533,6 +587,7 @@ def _cancel_if_suppressed(notification: Notification, *, now) -> bool:
         )
     )
     if cancelled:
+        publish_next_in_order(notification)
         metrics.SUPPRESSED.labels(notification.channel).inc()
         log_event("notification.suppressed", notification, suppression_id=suppression.pk, code=suppression.error_code)
     return bool(cancelled)
@@ -592,7 +647,17 @@ ADD_SENT_ATTEMPT_SQL = f"""
                         WHERE notification_id = %(id)s AND number = %(number)s)
 """  # noqa: S608 - only the table names are formatted in, from the models
 ONE_STATEMENT_VENDORS = {"postgresql"}
-RECORD_SENT_SQL = f"WITH sent AS ({MARK_SENT_SQL}) {ADD_SENT_ATTEMPT_SQL}"
+# The same statement tells whether a later notification of the order on the channel is still
+# to go: only then can one be waiting for this send (publish_next_in_order).
+RECORD_SENT_SQL = f"""
+    WITH sent AS ({MARK_SENT_SQL} RETURNING id, order_id, channel, created_at),
+         attempt AS ({ADD_SENT_ATTEMPT_SQL})
+    SELECT EXISTS (SELECT 1 FROM sent, {TABLE} later
+                    WHERE later.order_id = sent.order_id AND later.channel = sent.channel
+                      AND later.status IN ({", ".join(f"'{status}'" for status in UNFINISHED_STATUSES)})
+                      AND (later.created_at > sent.created_at
+                           OR (later.created_at = sent.created_at AND later.id > sent.id)))
+"""  # noqa: S608 - only the table names are formatted in, from the models
 
 
 def _record_sent(notification: Notification, sent: SentMessage, *, task_id, worker) -> SendResult:
@@ -610,10 +675,13 @@ def _record_sent(notification: Notification, sent: SentMessage, *, task_id, work
         "outcome": NotificationAttempt.Outcome.SENT,
     }
 
+    later_to_go = [True]  # where the database cannot say in the same statement: look
+
     def write():
         if connection.vendor in ONE_STATEMENT_VENDORS:
             with prepared_cursor() as cursor:
                 cursor.execute(RECORD_SENT_SQL, params)
+                later_to_go[0] = cursor.fetchone()[0]
         else:
             with transaction.atomic(), connection.cursor() as cursor:
                 cursor.execute(MARK_SENT_SQL, params)
@@ -621,6 +689,8 @@ def _record_sent(notification: Notification, sent: SentMessage, *, task_id, work
 
     try:
         _until_written(write)
+        if later_to_go[0]:
+            publish_next_in_order(notification)
     except RECORD_LATER_ERRORS as error:
         log_event(
             "notification.unrecorded",
@@ -747,6 +817,7 @@ def _record_failure(notification: Notification, error: DeliveryError, *, started
 
     _until_written(write)
     if dead:
+        publish_next_in_order(notification)
         log_event(
             "notification.dead",
             notification,
@@ -1009,6 +1080,7 @@ def notification_cancel(*, notification_id: int, by) -> Notification:
         Notification.objects.filter(pk=notification.pk).update(
             status=NotificationStatus.CANCELLED, stale_after=None, next_attempt_at=None
         )
+        publish_next_in_order(notification)
     notification.refresh_from_db()
     log_event("notification.cancelled", notification, by=by)
     return notification

@@ -7,7 +7,10 @@ The sweep finds lost work and leaves waiting work alone. A row is lost when:
 - queued for longer than NOTIFICATIONS_STUCK_AFTER, and its channel queue holds fewer
   messages than there are queued rows: the oldest rows beyond the queue's depth have no
   message (the broker lost them). A backlog waiting its turn behind the rate limit still has
-  its messages, so the sweep does not publish it again.
+  its messages, so the sweep does not publish it again;
+- waiting for an earlier notification of its order (services.WAITING) when none is still to
+  go: the earlier one finished without publishing it (its worker was killed in between). One
+  still waiting is left alone, however long it waits.
 """
 
 import logging
@@ -15,7 +18,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import Exists, Q
 from django.utils import timezone
 from django_celery_results.models import TaskResult
 
@@ -53,6 +56,7 @@ def notifications_sweep() -> dict:
         "retry_lost": _republish(
             Q(status=NotificationStatus.FAILED, next_attempt_at__lte=now - stuck_after), order_by="next_attempt_at"
         ),
+        "wait_over": _republish(services.WAITING & ~Q(Exists(services.earlier_still_to_go())), order_by="created_at"),
         "message_lost": 0,
     }
     for channel, depth in depths.items():

@@ -34,7 +34,7 @@ SEND_TASK_OPTIONS = {
 def _send(task, notification_id: int, sent: dict | None) -> str:
     who = {"notification_id": notification_id, "task_id": task.request.id or "", "worker": task.request.hostname or ""}
     if sent is None:
-        result = services.notification_send(**who, deferrals=task.request.retries or 0)
+        result = services.notification_send(**who)
     else:
         result = services.notification_record_sent(sent=services.SentMessage.from_task_argument(sent), **who)
     if result.retry_in is not None:

@@ -1,12 +1,16 @@
 """One order's notifications on one channel reach the customer in the order they were made:
-a send waits while an earlier one of its order is still to go (queued, being sent, retrying)."""
+a send waits while an earlier one of its order is still to go (queued, being sent, retrying).
+It waits out of the broker, its message acknowledged, and the earlier one publishes it once
+finished; the sweep does, should that not have happened."""
 
+import threading
 from datetime import timedelta
 
 import pytest
+from django.db import connection, transaction
 from django.utils import timezone
 
-from notifications import services
+from notifications import services, sweeps
 from notifications.errors import PermanentDeliveryError, TransientDeliveryError
 from notifications.models import Notification
 from orders import services as order_services
@@ -15,57 +19,138 @@ from tests.factories import place_order
 
 pytestmark = pytest.mark.django_db
 
+SEND_SMS = "notifications.tasks.send_sms_notification"
+
 
 def sms(order, event: str) -> Notification:
     return Notification.objects.get(order=order, channel="sms", event=event)
 
 
-def send(notification: Notification, **options) -> services.SendResult:
-    return services.notification_send(notification_id=notification.pk, **options)
+def send(notification: Notification) -> services.SendResult:
+    return services.notification_send(notification_id=notification.pk)
+
+
+def published_ids(published) -> list[int]:
+    return [args[0] for task, args, _ in published if task == SEND_SMS]
+
+
+def waiting(notification: Notification) -> bool:
+    row = Notification.objects.get(pk=notification.pk)
+    return (row.status, row.stale_after, row.attempts) == ("pending", None, 0)
+
+
+def transition(order, *statuses, by) -> None:
+    for status in statuses:
+        order_services.order_transition(order_id=order.pk, to_status=status, by=by, source=ChangeSource.API)
 
 
 @pytest.fixture
-def confirmed_order(shop, published, scripted):
-    """An order placed, then confirmed, whose two SMS are both waiting to go."""
-    order = place_order(owner=shop, customer_email="")
-    order_services.order_transition(order_id=order.pk, to_status="confirmed", by=shop, source=ChangeSource.API)
+def confirmed_order(shop, published, scripted, django_capture_on_commit_callbacks):
+    """An order placed, then confirmed, whose two SMS are both published and waiting to go."""
+    with django_capture_on_commit_callbacks(execute=True):
+        order = place_order(owner=shop, customer_email="")
+        transition(order, "confirmed", by=shop)
     return order
 
 
-def test_a_later_one_waits_while_the_earlier_is_queued_then_goes_after_it(confirmed_order, scripted):
+def test_a_later_one_waits_out_of_the_broker_and_the_earlier_one_publishes_it(
+    confirmed_order, published, scripted, django_capture_on_commit_callbacks
+):
     placed, confirmed = sms(confirmed_order, "placed"), sms(confirmed_order, "confirmed")
+    assert published_ids(published) == [placed.pk, confirmed.pk]
+
     result = send(confirmed)
-    assert (result.outcome, result.retry_in, result.detail) == ("deferred", 5, f"after {placed.pk}")
-    assert Notification.objects.get(pk=confirmed.pk).status == "queued"  # unclaimed, no attempt used
-    assert send(placed).outcome == "sent"
+    assert (result.outcome, result.retry_in, result.detail) == ("waiting", None, f"after {placed.pk}")
+    assert waiting(confirmed)  # no message left for it, no attempt used, no lease for the sweep
+
+    with django_capture_on_commit_callbacks(execute=True):
+        assert send(placed).outcome == "sent"
+    assert published_ids(published) == [placed.pk, confirmed.pk, confirmed.pk]
+    assert Notification.objects.get(pk=confirmed.pk).status == "queued"
     assert send(confirmed).outcome == "sent"
     assert [body for _, body in scripted.sent] == [placed.body, confirmed.body]
 
 
-def test_each_wait_is_longer_up_to_five_minutes(confirmed_order):
-    confirmed = sms(confirmed_order, "confirmed")
-    assert [send(confirmed, deferrals=n).retry_in for n in (0, 1, 2, 6, 30)] == [5, 10, 20, 300, 300]
+def test_an_earlier_one_with_nothing_waiting_publishes_nothing(
+    confirmed_order, published, scripted, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        assert send(sms(confirmed_order, "placed")).outcome == "sent"
+    assert len(published) == 2  # the confirmation's own message is still in the broker
+    assert send(sms(confirmed_order, "confirmed")).outcome == "sent"
 
 
-def test_behind_a_retrying_one_it_waits_until_just_after_that_retry(confirmed_order, scripted):
+def test_behind_a_retrying_one_it_waits_until_that_one_is_sent(
+    confirmed_order, published, scripted, django_capture_on_commit_callbacks
+):
     placed, confirmed = sms(confirmed_order, "placed"), sms(confirmed_order, "confirmed")
     scripted.script.append(TransientDeliveryError("Twilio 500", code="http-500"))
     assert send(placed).outcome == "retry"
-    due = Notification.objects.get(pk=placed.pk).next_attempt_at
-    result = send(confirmed)
-    assert result.outcome == "deferred"
-    assert result.retry_in == pytest.approx((due - timezone.now()).total_seconds() + 5, abs=1)
+    assert send(confirmed).outcome == "waiting"
+    assert scripted.sent == []
+
+    Notification.objects.filter(pk=placed.pk).update(next_attempt_at=timezone.now())  # its retry is due
+    with django_capture_on_commit_callbacks(execute=True):
+        assert send(placed).outcome == "sent"
+    assert published_ids(published)[-1] == confirmed.pk
+    assert send(confirmed).outcome == "sent"
+
+
+def test_an_earlier_one_that_dies_or_is_cancelled_publishes_the_next(
+    shop, published, scripted, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        order = place_order(owner=shop, customer_email="")
+        transition(order, "confirmed", "processing", by=shop)
+    placed, confirmed, processing = (sms(order, event) for event in ("placed", "confirmed", "processing"))
+    assert send(processing).detail == f"after {placed.pk}"
+    assert send(confirmed).detail == f"after {placed.pk}"
+    assert waiting(processing) and waiting(confirmed)
+
+    scripted.script.append(PermanentDeliveryError("Twilio 21408: region", code="twilio-21408"))
+    with django_capture_on_commit_callbacks(execute=True):
+        assert send(placed).outcome == "dead"
+    assert published_ids(published)[3:] == [confirmed.pk]  # the next only: processing waits for it
+    assert waiting(processing)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        services.notification_cancel(notification_id=confirmed.pk, by=shop)
+    assert published_ids(published)[3:] == [confirmed.pk, processing.pk]
+    assert send(processing).outcome == "sent"
+
+
+def test_one_cancelled_unsent_for_a_suppressed_recipient_publishes_the_next(
+    confirmed_order, published, scripted, django_capture_on_commit_callbacks
+):
+    placed, confirmed = sms(confirmed_order, "placed"), sms(confirmed_order, "confirmed")
+    assert send(confirmed).outcome == "waiting"
+    services.suppression_add(channel="sms", recipient=placed.recipient, reason="asked us to stop", by=None)
+    with django_capture_on_commit_callbacks(execute=True):
+        assert send(placed).detail == "recipient suppressed"
+    assert published_ids(published)[-1] == confirmed.pk
+    assert send(confirmed).detail == "recipient suppressed"
     assert scripted.sent == []
 
 
-def test_an_earlier_one_that_died_or_was_cancelled_holds_nothing_up(shop, published, scripted):
-    order = place_order(owner=shop, customer_email="")
-    for status in ["confirmed", "processing"]:
-        order_services.order_transition(order_id=order.pk, to_status=status, by=shop, source=ChangeSource.API)
-    scripted.script.append(PermanentDeliveryError("Twilio 21408: region", code="twilio-21408"))
-    assert send(sms(order, "placed")).outcome == "dead"
-    services.notification_cancel(notification_id=sms(order, "confirmed").pk, by=shop)
-    assert send(sms(order, "processing")).outcome == "sent"
+def test_the_sweep_publishes_a_waiting_one_whose_earlier_ones_finished_and_leaves_the_rest(
+    shop, published, scripted, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        stranded, still_behind = place_order(owner=shop, customer_email=""), place_order(owner=shop, customer_email="")
+        transition(stranded, "confirmed", by=shop)
+        transition(still_behind, "confirmed", by=shop)
+    for order in (stranded, still_behind):
+        assert send(sms(order, "confirmed")).outcome == "waiting"
+    # Its earlier one was sent, but its worker was killed before it could publish the next.
+    Notification.objects.filter(pk=sms(stranded, "placed").pk).update(status="sent")
+    Notification.objects.filter(status="pending").update(updated_at=timezone.now() - timedelta(days=1))
+
+    before = len(published)
+    assert sweeps.notifications_sweep()["wait_over"] == 1
+    assert published_ids(published)[before:] == [sms(stranded, "confirmed").pk]
+    assert Notification.objects.get(pk=sms(stranded, "confirmed").pk).status == "queued"
+    assert waiting(sms(still_behind, "confirmed"))
+    assert sweeps.notifications_sweep()["wait_over"] == 0
 
 
 def test_other_orders_and_the_other_channel_do_not_wait(confirmed_order, shop, scripted):
@@ -83,3 +168,34 @@ def test_other_orders_and_the_other_channel_do_not_wait(confirmed_order, shop, s
         queued_at=timezone.now() + timedelta(seconds=1),
     )
     assert services.notification_send(notification_id=email.pk).outcome == "sent"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_send_finishing_while_the_next_one_is_claimed_never_leaves_it_waiting(shop, published, scripted):
+    """The earlier one's record is written, not yet committed, when the later one finds it still
+    to go: the later one waits for that commit (the row lock), then goes, rather than waiting
+    for a publish that the earlier one's worker, which saw nothing waiting, will not make."""
+    if connection.vendor != "postgresql":
+        pytest.skip("row locks: SQLite writes one statement at a time")
+    order = place_order(owner=shop, customer_email="")
+    transition(order, "confirmed", by=shop)
+    placed, confirmed = sms(order, "placed"), sms(order, "confirmed")
+    written, release = threading.Event(), threading.Event()
+
+    def record_the_earlier_one():
+        try:
+            with transaction.atomic():
+                Notification.objects.filter(pk=placed.pk).update(status="sent", sent_at=timezone.now())
+                written.set()
+                release.wait(timeout=10)
+        finally:
+            connection.close()
+
+    recorder = threading.Thread(target=record_the_earlier_one)
+    recorder.start()
+    assert written.wait(timeout=10)
+    threading.Timer(0.5, release.set).start()
+    result = send(confirmed)
+    recorder.join(timeout=10)
+    assert result.outcome == "sent"
+    assert [body for _, body in scripted.sent] == [confirmed.body]

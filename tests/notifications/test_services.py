@@ -132,9 +132,9 @@ def test_a_publisher_failing_after_the_commit_is_logged_by_name_and_the_commit_s
 def test_broker_failing_between_batches_leaves_only_the_unsent_batches_pending(shop, monkeypatch):
     orders = [place_order(owner=shop, customer_email="") for _ in range(3)]
     rows = [order.notifications.get() for order in orders]
-    for row in rows:
-        row.status = "pending"
-        row.save(update_fields=["status"])
+    for row in rows:  # as a publish that failed leaves them: due for the sweep
+        row.status, row.stale_after = "pending", timezone.now()
+        row.save(update_fields=["status", "stale_after"])
     sent = []
 
     def fails_on_the_second_batch(messages):

@@ -59,11 +59,23 @@ def test_rows_the_broker_missed_at_commit_are_published_once(shop, monkeypatch, 
     place_unpublished(shop, 3, monkeypatch, django_capture_on_commit_callbacks)
     assert set(Notification.objects.values_list("status", flat=True)) == {"pending"}
 
-    assert sweeps.notifications_sweep() == {"unpublished": 6, "abandoned": 0, "retry_lost": 0, "message_lost": 0}
+    assert sweeps.notifications_sweep() == {
+        "unpublished": 6,
+        "abandoned": 0,
+        "retry_lost": 0,
+        "wait_over": 0,
+        "message_lost": 0,
+    }
     assert depths() == {"sms": 3, "email": 3}
     assert set(Notification.objects.values_list("status", flat=True)) == {"queued"}
 
-    assert sweeps.notifications_sweep() == {"unpublished": 0, "abandoned": 0, "retry_lost": 0, "message_lost": 0}
+    assert sweeps.notifications_sweep() == {
+        "unpublished": 0,
+        "abandoned": 0,
+        "retry_lost": 0,
+        "wait_over": 0,
+        "message_lost": 0,
+    }
     assert depths() == {"sms": 3, "email": 3}
 
 
