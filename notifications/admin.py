@@ -198,9 +198,12 @@ class NotificationAdmin(PipelineRowAdmin):
             except ApplicationError as error:
                 refused.append(error.message)
                 continue
-            # Published once its transaction commits; still pending after that commit, it was not
-            # handed to the broker (away). Inside an outer transaction nothing is known yet.
-            if resent.status == NotificationStatus.PENDING and not connection.in_atomic_block:
+            # Published once its transaction commits; still pending with a lease after that
+            # commit, it was not handed to the broker (away). Pending without one, a worker took
+            # it and it waits for an earlier one of its order. Inside an outer transaction
+            # nothing is known yet.
+            unpublished = resent.status == NotificationStatus.PENDING and resent.stale_after is not None
+            if unpublished and not connection.in_atomic_block:
                 waiting += 1
             else:
                 done += 1

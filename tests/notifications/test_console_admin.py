@@ -1,13 +1,18 @@
 """The dead-letter console as real logged-in users, with and without each permission."""
 
+from datetime import timedelta
+
 import pytest
 from django.contrib.auth.models import Permission
 from django.contrib.messages import get_messages
 from django.db import connection
+from django.utils import timezone
 
 from notifications import services
 from notifications.models import DeadLetter, Notification, RequeueBatch
 from notifications.tasks import requeue_dead_letter_batch
+from orders import services as order_services
+from orders.models import ChangeSource
 from tests.factories import UserFactory, place_order
 from tests.notifications.conftest import send_into_dead_letter
 
@@ -268,6 +273,39 @@ def test_a_resend_with_the_broker_away_says_the_sweep_will_send_it(client, lette
     assert not any("queued to send again" in message for message in said)
     assert any("could not be handed to the broker now; the sweep sends them" in message for message in said)
     assert Notification.objects.get(pk=notification_id).status == "pending"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_resend_a_worker_took_at_once_to_wait_for_an_earlier_one_is_not_reported_unpublished(
+    client, shop, scripted, monkeypatch
+):
+    """A worker can take the message before the console looks: the notification is pending again,
+    waiting for its order's first SMS, which retries. It was handed to the broker all the same."""
+    operator_with(client, "view_notification", "resend_notification", "requeue_deadletter")
+    order = place_order(owner=shop, customer_email="")
+    order_services.order_transition(order_id=order.pk, to_status="confirmed", by=shop, source=ChangeSource.API)
+    first, confirmation = (Notification.objects.get(order=order, event=event) for event in ("placed", "confirmed"))
+    Notification.objects.filter(pk=first.pk).update(
+        status="failed", next_attempt_at=timezone.now() + timedelta(hours=1)
+    )
+    Notification.objects.filter(pk=confirmation.pk).update(status="cancelled")
+
+    def a_worker_at_once(messages):
+        for message in messages:
+            services.notification_send(notification_id=message.args[0])
+        return [f"task-{number}" for number, _ in enumerate(messages)]
+
+    monkeypatch.setattr(services.broker, "publish_many", a_worker_at_once)
+    response = client.post(
+        "/admin/notifications/notification/",
+        {"action": "resend_selected", "_selected_action": [confirmation.pk]},
+        follow=True,
+    )
+    said = messages_of(response)
+    assert "1 notification(s) queued to send again." in said
+    assert not any("could not be handed to the broker" in message for message in said)
+    confirmation.refresh_from_db()
+    assert (confirmation.status, confirmation.stale_after) == ("pending", None)
 
 
 def test_sending_a_dead_notification_again_needs_the_dead_letter_permission_too(client, letters, published):
