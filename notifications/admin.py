@@ -111,7 +111,7 @@ class NotificationAdmin(PipelineRowAdmin):
         "channel",
         "event",
         "masked_recipient",
-        "status",
+        "status_shown",
         "attempts",
         "last_error_code",
         "created_at",
@@ -121,7 +121,7 @@ class NotificationAdmin(PipelineRowAdmin):
     search_help_text = "Notification id, order id, exact recipient (E.164 phone or email) or provider message id."
     list_select_related = ["order"]
     readonly_fields = [
-        "order_link", "channel", "event", "recipient", "status", "attempts", "retry_base",
+        "order_link", "channel", "event", "recipient", "status_shown", "attempts", "retry_base",
         "last_error_code", "last_error_message", "provider_message_id", "subject", "body",
         "next_attempt_at", "queued_at", "stale_after", "created_at", "sent_at", "delivered_at",
     ]  # fmt: skip
@@ -158,6 +158,13 @@ class NotificationAdmin(PipelineRowAdmin):
     @admin.display(description="recipient")
     def masked_recipient(self, notification):
         return mask_recipient(notification.recipient)
+
+    @admin.display(description="status", ordering="status")
+    def status_shown(self, notification):
+        # Pending without a lease: a worker made it wait for an earlier one of its order, not lost.
+        if notification.status == NotificationStatus.PENDING and notification.stale_after is None:
+            return "pending: waits for an earlier notification of its order"
+        return notification.get_status_display()
 
     def has_resend_permission(self, request):
         return request.user.has_perm("notifications.resend_notification")

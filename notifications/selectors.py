@@ -1,14 +1,21 @@
-"""Reads for the operator's dashboard."""
+"""Reads: for the operator's dashboard, and the sweep's test of a waiting notification."""
 
 from datetime import timedelta
 
-from django.db.models import Count
+from django.db.models import Count, OuterRef, Q, QuerySet
 from django.db.models.functions import TruncHour
 from django.utils import timezone
 
 from notifications import broker
 from notifications.metrics import QUEUES
-from notifications.models import Channel, DeadLetter, DeadLetterStatus, NotificationAttempt
+from notifications.models import (
+    UNFINISHED_STATUSES,
+    Channel,
+    DeadLetter,
+    DeadLetterStatus,
+    Notification,
+    NotificationAttempt,
+)
 from orderflow.celery import app
 
 
@@ -53,3 +60,13 @@ def delivery_timeline(*, hours: int = 24) -> dict[str, list[dict]]:
         if slot is not None:
             slot["sent" if row["outcome"] == NotificationAttempt.Outcome.SENT else "failed"] += row["count"]
     return {channel: [{"hour": hour, **counts} for hour, counts in hourly.items()] for channel, hourly in slots.items()}
+
+
+def notifications_to_go_before_outer() -> QuerySet:
+    """For Exists(): notifications of the outer row's order and channel, made before it, still to go."""
+    return Notification.objects.filter(
+        Q(created_at__lt=OuterRef("created_at")) | Q(created_at=OuterRef("created_at"), pk__lt=OuterRef("pk")),
+        order_id=OuterRef("order_id"),
+        channel=OuterRef("channel"),
+        status__in=UNFINISHED_STATUSES,
+    )

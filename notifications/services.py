@@ -19,7 +19,7 @@ from django.contrib.admin.models import CHANGE, DELETION, LogEntry
 from django.core.exceptions import ImproperlyConfigured, ValidationError
 from django.core.validators import validate_email
 from django.db import DatabaseError, InterfaceError, OperationalError, close_old_connections, connection, transaction
-from django.db.models import F, OuterRef, Q, QuerySet
+from django.db.models import F, Q
 from django.db.models.sql import Query
 from django.utils import timezone
 from django.utils.crypto import salted_hmac
@@ -278,9 +278,10 @@ def _publish(jobs: list[PublishJob]) -> list[int | None]:
             logger.warning("broker unavailable, %d notification(s) left for the sweep: %s", len(left), error)
         else:  # a defect, or a setting that breaks publishing (a result backend that cannot load): in full
             logger.exception("publishing failed, %d notification(s) left for the sweep", len(left))
+        # A row a worker made wait for an earlier one of its order has no message to lose.
         Notification.objects.filter(
             pk__in=left, status__in=[NotificationStatus.PENDING, NotificationStatus.QUEUED]
-        ).update(status=NotificationStatus.PENDING, stale_after=timezone.now())
+        ).exclude(WAITING).update(status=NotificationStatus.PENDING, stale_after=timezone.now())
     return published
 
 
@@ -400,18 +401,25 @@ def sending_lease_seconds(channel: str) -> int:
 # limit and went to the back of the queue. The columns are named: a prepared statement
 # returning `*` fails once a migration adds a column. The lease depends on the channel, the
 # row's: each channel's send task has its own time limits.
-TABLE = Notification._meta.db_table
-CLAIMABLE = """(status IN ('pending', 'queued')
+NOTIFICATIONS_TABLE = Notification._meta.db_table
+CLAIMABLE_SQL = """(status IN ('pending', 'queued')
             OR (status = 'failed' AND next_attempt_at <= %(now)s)
             OR (status = 'sending' AND stale_after <= %(now)s))"""
 
 
-def _still_to_go_before(later: str) -> str:
-    """SQL: `earlier` is a notification of `later`'s order and channel, made before it, still to go."""
-    return f"""earlier.order_id = {later}.order_id AND earlier.channel = {later}.channel
-               AND earlier.status IN ({", ".join(f"'{status}'" for status in UNFINISHED_STATUSES)})
-               AND (earlier.created_at < {later}.created_at
-                    OR (earlier.created_at = {later}.created_at AND earlier.id < {later}.id))"""
+UNFINISHED_SQL = ", ".join(f"'{status}'" for status in UNFINISHED_STATUSES)
+
+
+def _to_go(row: str) -> str:
+    """SQL: the notification `row` (a table alias) is still to go."""
+    return f"{row}.status IN ({UNFINISHED_SQL})"
+
+
+def _before(earlier: str, later: str) -> str:
+    """SQL: `earlier` is a notification of `later`'s order and channel, made before it."""
+    return f"""{earlier}.order_id = {later}.order_id AND {earlier}.channel = {later}.channel
+               AND ({earlier}.created_at < {later}.created_at
+                    OR ({earlier}.created_at = {later}.created_at AND {earlier}.id < {later}.id))"""
 
 
 CLAIM_FIELDS = Notification._meta.concrete_fields
@@ -419,44 +427,48 @@ CLAIM_LEASE = "CASE channel {} ELSE %(lease_longest)s END".format(
     " ".join(f"WHEN '{channel}' THEN %(lease_{channel})s" for channel in Channel.values)
 )
 CLAIM_SQL = f"""
-    UPDATE {TABLE}
+    UPDATE {NOTIFICATIONS_TABLE}
        SET status = 'sending', stale_after = {CLAIM_LEASE}, updated_at = %(now)s
      WHERE id = %(id)s
-       AND {CLAIMABLE}
+       AND {CLAIMABLE_SQL}
        AND NOT EXISTS (SELECT 1 FROM {Suppression._meta.db_table} suppressed
-                        WHERE suppressed.recipient = LOWER({TABLE}.recipient)
-                          AND suppressed.channel = {TABLE}.channel)
-       AND NOT EXISTS (SELECT 1 FROM {TABLE} earlier WHERE {_still_to_go_before(TABLE)})
+                        WHERE suppressed.recipient = LOWER({NOTIFICATIONS_TABLE}.recipient)
+                          AND suppressed.channel = {NOTIFICATIONS_TABLE}.channel)
+       AND NOT EXISTS (SELECT 1 FROM {NOTIFICATIONS_TABLE} earlier
+                        WHERE {_before("earlier", NOTIFICATIONS_TABLE)} AND {_to_go("earlier")})
     RETURNING {", ".join(field.column for field in CLAIM_FIELDS)}
 """  # noqa: S608 - only the table and column names are formatted in, from the models
 
 # A send that must wait for an earlier notification of its order waits out of the broker and
 # out of every worker's memory: its row turns `pending` without a lease (stale_after NULL:
 # WAITING) and its message is acknowledged. The earlier one publishes it once finished (sent,
-# dead or cancelled: publish_next_in_order), and the sweep publishes a waiting row whose
-# earlier ones are all finished, should that not have happened (a worker killed in between).
-# The earlier rows are locked (FOR SHARE) so that a send finishing at this moment either
-# comes first, and this row does not wait, or after, and finds it waiting. {lock} is empty
-# where the database has no row locks (SQLite writes one statement at a time).
+# dead or cancelled: notification_publish_next), and the sweep publishes a waiting row whose
+# earlier ones are all finished, should that not have happened. The earlier rows are locked
+# (FOR SHARE) so that one finishing at this moment either commits first, and this row does
+# not wait, or after, and then finds this row waiting. {lock} is empty where the database
+# has no row locks (SQLite writes one statement at a time).
 WAIT_SQL = f"""
-    WITH earlier AS (SELECT earlier.id, earlier.created_at FROM {TABLE} earlier, {TABLE} later
-                      WHERE later.id = %(id)s AND {_still_to_go_before("later")} {{lock}})
-    UPDATE {TABLE}
+    WITH earlier AS (SELECT earlier.id, earlier.created_at
+                       FROM {NOTIFICATIONS_TABLE} earlier, {NOTIFICATIONS_TABLE} later
+                      WHERE later.id = %(id)s AND {_before("earlier", "later")} AND {_to_go("earlier")}
+                      {{lock}})
+    UPDATE {NOTIFICATIONS_TABLE}
        SET status = 'pending', stale_after = NULL, next_attempt_at = NULL, updated_at = %(now)s
-     WHERE id = %(id)s AND {CLAIMABLE} AND EXISTS (SELECT 1 FROM earlier)
+     WHERE id = %(id)s AND {CLAIMABLE_SQL} AND EXISTS (SELECT 1 FROM earlier)
     RETURNING (SELECT id FROM earlier ORDER BY created_at, id LIMIT 1)
 """  # noqa: S608 - only the table and column names are formatted in, from the models
 WAITING = Q(status=NotificationStatus.PENDING, stale_after__isnull=True)
 # The first waiting notification of an order on a channel, once nothing before it is still to
-# go, gets the lease of a row to publish and is published; at most one a call.
-NEXT_IN_ORDER_SQL = f"""
-    UPDATE {TABLE} SET stale_after = %(lease)s, updated_at = %(now)s
-     WHERE id = (SELECT waiting.id FROM {TABLE} waiting
+# go, gets the lease of a row to publish; at most one a call.
+PUBLISH_NEXT_SQL = f"""
+    UPDATE {NOTIFICATIONS_TABLE} SET stale_after = %(lease)s, updated_at = %(now)s
+     WHERE id = (SELECT waiting.id FROM {NOTIFICATIONS_TABLE} waiting
                   WHERE waiting.order_id = %(order_id)s AND waiting.channel = %(channel)s
                     AND waiting.status = 'pending' AND waiting.stale_after IS NULL
                   ORDER BY waiting.created_at, waiting.id LIMIT 1)
        AND status = 'pending' AND stale_after IS NULL
-       AND NOT EXISTS (SELECT 1 FROM {TABLE} earlier WHERE {_still_to_go_before(TABLE)})
+       AND NOT EXISTS (SELECT 1 FROM {NOTIFICATIONS_TABLE} earlier
+                        WHERE {_before("earlier", NOTIFICATIONS_TABLE)} AND {_to_go("earlier")})
     RETURNING id, channel
 """  # noqa: S608 - only the table and column names are formatted in, from the models
 
@@ -537,19 +549,13 @@ def _wait_behind_earlier(notification_id: int, now) -> int | None:
     return row[0] if row else None
 
 
-def earlier_still_to_go() -> QuerySet:
-    """For Exists(): the notifications of the outer row's order and channel made before it and still to go."""
-    return Notification.objects.filter(
-        Q(created_at__lt=OuterRef("created_at")) | Q(created_at=OuterRef("created_at"), pk__lt=OuterRef("pk")),
-        order_id=OuterRef("order_id"),
-        channel=OuterRef("channel"),
-        status__in=UNFINISHED_STATUSES,
-    )
-
-
-def publish_next_in_order(notification: Notification) -> None:
+def notification_publish_next(*, notification: Notification) -> None:
     """Publish the notification of the same order and channel that waits for this finished one,
-    if nothing else before it is still to go; once the surrounding transaction commits."""
+    if nothing else before it is still to go. Call it once this one's end is committed.
+
+    A database error is logged and goes no further: this one's end is written, and the sweep
+    publishes the waiting one.
+    """
     now = timezone.now()
     params = {
         "order_id": notification.order_id,
@@ -557,12 +563,15 @@ def publish_next_in_order(notification: Notification) -> None:
         "now": _db_datetime(now),
         "lease": _db_datetime(now + timedelta(seconds=settings.NOTIFICATIONS_STUCK_AFTER)),
     }
-    with transaction.atomic():
-        with connection.cursor() as cursor:
-            cursor.execute(NEXT_IN_ORDER_SQL, params)
-            woken = cursor.fetchall()
-        if woken:
-            publish_after_commit(notifications_publish, notifications=[tuple(row) for row in woken])
+    try:
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(PUBLISH_NEXT_SQL, params)
+            woken = [tuple(row) for row in cursor.fetchall()]
+    except DatabaseError as error:
+        log_event("notification.next_left_to_sweep", notification, level=logging.WARNING, reason=str(error))
+        return
+    if woken:
+        publish_after_commit(notifications_publish, notifications=woken)
 
 
 def _cancel_if_suppressed(notification: Notification, *, now) -> bool:
@@ -587,7 +596,7 @@ def _cancel_if_suppressed(notification: Notification, *, now) -> bool:
         )
     )
     if cancelled:
-        publish_next_in_order(notification)
+        notification_publish_next(notification=notification)
         metrics.SUPPRESSED.labels(notification.channel).inc()
         log_event("notification.suppressed", notification, suppression_id=suppression.pk, code=suppression.error_code)
     return bool(cancelled)
@@ -648,15 +657,12 @@ ADD_SENT_ATTEMPT_SQL = f"""
 """  # noqa: S608 - only the table names are formatted in, from the models
 ONE_STATEMENT_VENDORS = {"postgresql"}
 # The same statement tells whether a later notification of the order on the channel is still
-# to go: only then can one be waiting for this send (publish_next_in_order).
+# to go: only then can one be waiting for this send (notification_publish_next). Asked of the
+# row as it was, so that a statement written again (its commit's reply lost) asks it too.
 RECORD_SENT_SQL = f"""
-    WITH sent AS ({MARK_SENT_SQL} RETURNING id, order_id, channel, created_at),
-         attempt AS ({ADD_SENT_ATTEMPT_SQL})
-    SELECT EXISTS (SELECT 1 FROM sent, {TABLE} later
-                    WHERE later.order_id = sent.order_id AND later.channel = sent.channel
-                      AND later.status IN ({", ".join(f"'{status}'" for status in UNFINISHED_STATUSES)})
-                      AND (later.created_at > sent.created_at
-                           OR (later.created_at = sent.created_at AND later.id > sent.id)))
+    WITH sent AS ({MARK_SENT_SQL}), attempt AS ({ADD_SENT_ATTEMPT_SQL})
+    SELECT EXISTS (SELECT 1 FROM {NOTIFICATIONS_TABLE} this, {NOTIFICATIONS_TABLE} later
+                    WHERE this.id = %(id)s AND {_before("this", "later")} AND {_to_go("later")})
 """  # noqa: S608 - only the table names are formatted in, from the models
 
 
@@ -675,13 +681,14 @@ def _record_sent(notification: Notification, sent: SentMessage, *, task_id, work
         "outcome": NotificationAttempt.Outcome.SENT,
     }
 
-    later_to_go = [True]  # where the database cannot say in the same statement: look
+    later_to_go = True  # where the database cannot say in the same statement: look
 
     def write():
+        nonlocal later_to_go
         if connection.vendor in ONE_STATEMENT_VENDORS:
             with prepared_cursor() as cursor:
                 cursor.execute(RECORD_SENT_SQL, params)
-                later_to_go[0] = cursor.fetchone()[0]
+                later_to_go = cursor.fetchone()[0]
         else:
             with transaction.atomic(), connection.cursor() as cursor:
                 cursor.execute(MARK_SENT_SQL, params)
@@ -689,8 +696,6 @@ def _record_sent(notification: Notification, sent: SentMessage, *, task_id, work
 
     try:
         _until_written(write)
-        if later_to_go[0]:
-            publish_next_in_order(notification)
     except RECORD_LATER_ERRORS as error:
         log_event(
             "notification.unrecorded",
@@ -703,6 +708,8 @@ def _record_sent(notification: Notification, sent: SentMessage, *, task_id, work
             reason=_unrecorded_reason(error),
         )
         return _unrecorded(sent, error)
+    if later_to_go:
+        notification_publish_next(notification=notification)
     log_event(
         "notification.sent",
         notification,
@@ -817,7 +824,7 @@ def _record_failure(notification: Notification, error: DeliveryError, *, started
 
     _until_written(write)
     if dead:
-        publish_next_in_order(notification)
+        notification_publish_next(notification=notification)
         log_event(
             "notification.dead",
             notification,
@@ -1080,7 +1087,7 @@ def notification_cancel(*, notification_id: int, by) -> Notification:
         Notification.objects.filter(pk=notification.pk).update(
             status=NotificationStatus.CANCELLED, stale_after=None, next_attempt_at=None
         )
-        publish_next_in_order(notification)
+    notification_publish_next(notification=notification)
     notification.refresh_from_db()
     log_event("notification.cancelled", notification, by=by)
     return notification

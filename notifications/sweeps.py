@@ -9,8 +9,8 @@ The sweep finds lost work and leaves waiting work alone. A row is lost when:
   message (the broker lost them). A backlog waiting its turn behind the rate limit still has
   its messages, so the sweep does not publish it again;
 - waiting for an earlier notification of its order (services.WAITING) when none is still to
-  go: the earlier one finished without publishing it (its worker was killed in between). One
-  still waiting is left alone, however long it waits.
+  go: the earlier one finished without publishing it (its worker was killed in between, or
+  the database failed it just then). One still waiting is left alone, however long it waits.
 """
 
 import logging
@@ -22,7 +22,7 @@ from django.db.models import Exists, Q
 from django.utils import timezone
 from django_celery_results.models import TaskResult
 
-from notifications import broker, services
+from notifications import broker, selectors, services
 from notifications.models import (
     FINISHED_STATUSES,
     Channel,
@@ -56,7 +56,9 @@ def notifications_sweep() -> dict:
         "retry_lost": _republish(
             Q(status=NotificationStatus.FAILED, next_attempt_at__lte=now - stuck_after), order_by="next_attempt_at"
         ),
-        "wait_over": _republish(services.WAITING & ~Q(Exists(services.earlier_still_to_go())), order_by="created_at"),
+        "wait_over": _republish(
+            services.WAITING & ~Q(Exists(selectors.notifications_to_go_before_outer())), order_by="stale_after"
+        ),
         "message_lost": 0,
     }
     for channel, depth in depths.items():

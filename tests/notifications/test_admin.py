@@ -1,7 +1,10 @@
 import pytest
 from django.utils import timezone
 
+from notifications import services
 from notifications.models import DeadLetter, Notification, NotificationAttempt
+from orders import services as order_services
+from orders.models import ChangeSource
 from tests.factories import place_order
 
 pytestmark = pytest.mark.django_db
@@ -22,6 +25,23 @@ def test_notification_list_filters_and_searches_without_n_plus_one(
     assert len(response.context["cl"].result_list) == 10
     found = client.get("/admin/notifications/notification/", {"q": orders[0].customer_phone})
     assert found.status_code == 200
+
+
+def test_a_notification_waiting_for_an_earlier_one_says_so_unlike_one_left_unpublished(
+    client, operator, shop, published, scripted, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        order = place_order(owner=shop, customer_email="")
+        order_services.order_transition(order_id=order.pk, to_status="confirmed", by=shop, source=ChangeSource.API)
+    first, confirmation = (Notification.objects.get(order=order, event=event) for event in ("placed", "confirmed"))
+    assert services.notification_send(notification_id=confirmation.pk).outcome == "waiting"
+    Notification.objects.filter(pk=first.pk).update(status="pending", stale_after=timezone.now())  # broker away
+
+    said = "pending: waits for an earlier notification of its order"
+    listed = client.get("/admin/notifications/notification/", {"status__exact": "pending"}).content.decode()
+    assert listed.count(said) == 1
+    assert said in client.get(f"/admin/notifications/notification/{confirmation.pk}/change/").content.decode()
+    assert said not in client.get(f"/admin/notifications/notification/{first.pk}/change/").content.decode()
 
 
 def test_notification_detail_shows_its_attempts(client, operator, orders):

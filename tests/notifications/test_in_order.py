@@ -7,7 +7,7 @@ import threading
 from datetime import timedelta
 
 import pytest
-from django.db import connection, transaction
+from django.db import OperationalError, connection, transaction
 from django.utils import timezone
 
 from notifications import services, sweeps
@@ -92,7 +92,7 @@ def test_behind_a_retrying_one_it_waits_until_that_one_is_sent(
     Notification.objects.filter(pk=placed.pk).update(next_attempt_at=timezone.now())  # its retry is due
     with django_capture_on_commit_callbacks(execute=True):
         assert send(placed).outcome == "sent"
-    assert published_ids(published)[-1] == confirmed.pk
+    assert published_ids(published)[2:] == [confirmed.pk]
     assert send(confirmed).outcome == "sent"
 
 
@@ -127,7 +127,7 @@ def test_one_cancelled_unsent_for_a_suppressed_recipient_publishes_the_next(
     services.suppression_add(channel="sms", recipient=placed.recipient, reason="asked us to stop", by=None)
     with django_capture_on_commit_callbacks(execute=True):
         assert send(placed).detail == "recipient suppressed"
-    assert published_ids(published)[-1] == confirmed.pk
+    assert published_ids(published)[2:] == [confirmed.pk]
     assert send(confirmed).detail == "recipient suppressed"
     assert scripted.sent == []
 
@@ -143,7 +143,6 @@ def test_the_sweep_publishes_a_waiting_one_whose_earlier_ones_finished_and_leave
         assert send(sms(order, "confirmed")).outcome == "waiting"
     # Its earlier one was sent, but its worker was killed before it could publish the next.
     Notification.objects.filter(pk=sms(stranded, "placed").pk).update(status="sent")
-    Notification.objects.filter(status="pending").update(updated_at=timezone.now() - timedelta(days=1))
 
     before = len(published)
     assert sweeps.notifications_sweep()["wait_over"] == 1
@@ -151,6 +150,41 @@ def test_the_sweep_publishes_a_waiting_one_whose_earlier_ones_finished_and_leave
     assert Notification.objects.get(pk=sms(stranded, "confirmed").pk).status == "queued"
     assert waiting(sms(still_behind, "confirmed"))
     assert sweeps.notifications_sweep()["wait_over"] == 0
+
+
+def test_a_record_written_again_after_its_reply_was_lost_still_publishes_the_next(
+    confirmed_order, published, scripted, django_capture_on_commit_callbacks
+):
+    placed, confirmed = sms(confirmed_order, "placed"), sms(confirmed_order, "confirmed")
+    assert send(confirmed).outcome == "waiting"
+    # The first write of the send committed; its reply was lost, so it is written once more.
+    now = timezone.now()
+    Notification.objects.filter(pk=placed.pk).update(status="sent", attempts=1, sent_at=now)
+    sent = services.SentMessage("sms", "SM1", 1, now, now)
+    with django_capture_on_commit_callbacks(execute=True):
+        assert services.notification_record_sent(notification_id=placed.pk, sent=sent).outcome == "sent"
+    assert published_ids(published)[2:] == [confirmed.pk]
+
+
+def test_a_database_failing_the_publish_of_the_next_leaves_it_to_the_sweep_and_the_send_recorded(
+    confirmed_order, published, scripted, caplog, django_capture_on_commit_callbacks
+):
+    placed, confirmed = sms(confirmed_order, "placed"), sms(confirmed_order, "confirmed")
+    assert send(confirmed).outcome == "waiting"
+
+    def refuse_the_publish_of_the_next(execute, sql, params, many, context):
+        if "waiting.stale_after IS NULL" in sql:
+            raise OperationalError("server closed the connection unexpectedly")
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(refuse_the_publish_of_the_next), django_capture_on_commit_callbacks(execute=True):
+        assert send(placed).outcome == "sent"
+    assert Notification.objects.get(pk=placed.pk).status == "sent"
+    assert waiting(confirmed)
+    assert "notification.next_left_to_sweep" in caplog.text
+    assert published_ids(published)[2:] == []
+    assert sweeps.notifications_sweep()["wait_over"] == 1
+    assert published_ids(published)[2:] == [confirmed.pk]
 
 
 def test_other_orders_and_the_other_channel_do_not_wait(confirmed_order, shop, scripted):

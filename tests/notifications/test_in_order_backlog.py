@@ -16,7 +16,9 @@ from tests.notifications.conftest import BROKERS, Worker, point_app_at, purge, w
 pytestmark = pytest.mark.integration
 
 ORDERS = 30
-RETRY_BACKOFF = 5  # seconds before each order's first SMS, refused once, is tried again
+# Seconds before each order's first SMS, refused once, is tried again: long enough for the
+# test to see every confirmation waiting before any first SMS goes, on a slow machine too.
+RETRY_BACKOFF = 20
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +67,7 @@ def test_confirmations_wait_for_their_orders_first_sms_outside_the_worker_then_f
 
     wait_until(
         lambda: confirmations.filter(status="pending", stale_after=None, attempts=0).count() == ORDERS,
-        timeout=RETRY_BACKOFF,
+        timeout=RETRY_BACKOFF / 2,
         what="every confirmation to wait for its order's first SMS",
     )
     assert set(firsts.values_list("status", flat=True)) == {"failed"}
