@@ -168,17 +168,26 @@ def broker_url(request):
     return BROKERS[request.param]
 
 
+@contextlib.contextmanager
+def running_worker(*, name: str, broker_url: str, env: dict, **options):
+    """A worker consuming from `broker_url`, emptied before and after, to which this process
+    publishes meanwhile. `options`: Worker's (queues, concurrency)."""
+    purge(broker_url)
+    point_app_at(broker_url)
+    running = Worker(name=name, env={**env, "CELERY_BROKER_URL": broker_url}, **options).start()
+    try:
+        yield running
+    finally:
+        running.stop()
+        purge(broker_url)
+        point_app_at(settings.CELERY_BROKER_URL)
+
+
 @pytest.fixture(scope="module")
 def worker(broker_url, worker_env):
     """A running worker on every queue, consuming from the broker under test, for one test module."""
-    purge(broker_url)
-    point_app_at(broker_url)
-    running = Worker(name=f"pipeline-{broker_url.split(':')[0]}", env={**worker_env, "CELERY_BROKER_URL": broker_url})
-    running.start()
-    yield running
-    running.stop()
-    purge(broker_url)
-    point_app_at(settings.CELERY_BROKER_URL)
+    with running_worker(name=f"pipeline-{broker_url.split(':')[0]}", broker_url=broker_url, env=worker_env) as running:
+        yield running
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from notifications.models import Notification
 from orderflow.celery import app
 from orders import services as order_services
 from tests.factories import UserFactory, order_line
-from tests.notifications.conftest import BROKERS, Worker, point_app_at, purge, wait_until
+from tests.notifications.conftest import BROKERS, running_worker, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -23,15 +23,11 @@ CONCURRENCY = 2
 
 @pytest.fixture(scope="module")
 def slow_worker(worker_env):
-    broker_url = BROKERS["redis"]
-    purge(broker_url)
-    point_app_at(broker_url)
-    env = {**worker_env, "CELERY_BROKER_URL": broker_url, "NOTIFICATIONS_SMS_RATE_LIMIT": "1/m"}
-    running = Worker(name="backlog", env=env, queues="sms", concurrency=CONCURRENCY).start()
-    yield running
-    running.stop()
-    purge(broker_url)
-    point_app_at(settings.CELERY_BROKER_URL)
+    env = {**worker_env, "NOTIFICATIONS_SMS_RATE_LIMIT": "1/m"}
+    with running_worker(
+        name="backlog", broker_url=BROKERS["redis"], env=env, queues="sms", concurrency=CONCURRENCY
+    ) as running:
+        yield running
 
 
 def test_backlog_waits_in_the_broker_without_using_attempts(slow_worker, transactional_db, fake_twilio):

@@ -11,7 +11,7 @@ from orderflow.celery import app
 from orders import services as order_services
 from orders.models import ChangeSource
 from tests.factories import UserFactory, order_line
-from tests.notifications.conftest import BROKERS, Worker, point_app_at, purge, wait_until
+from tests.notifications.conftest import BROKERS, Worker, running_worker, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -23,20 +23,13 @@ RETRY_BACKOFF = 20
 
 @pytest.fixture(scope="module")
 def patient_worker(worker_env):
-    broker_url = BROKERS["redis"]
-    purge(broker_url)
-    point_app_at(broker_url)
     env = {
         **worker_env,
-        "CELERY_BROKER_URL": broker_url,
         "NOTIFICATIONS_RETRY_BACKOFF": str(RETRY_BACKOFF),
         "NOTIFICATIONS_RETRY_BACKOFF_MAX": str(RETRY_BACKOFF),
     }
-    running = Worker(name="in-order", env=env, queues="sms").start()
-    yield running
-    running.stop()
-    purge(broker_url)
-    point_app_at(settings.CELERY_BROKER_URL)
+    with running_worker(name="in-order", broker_url=BROKERS["redis"], env=env, queues="sms") as running:
+        yield running
 
 
 def held_notification_ids(worker: Worker) -> set[int]:
