@@ -12,7 +12,7 @@ from prometheus_client import Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 
 from notifications import broker
-from notifications.models import DeadLetter, Notification
+from notifications.models import WAITING, Channel, DeadLetter, Notification
 
 SENDS = Counter("orderflow_notification_sends", "Notifications accepted by their provider", ["channel"])
 RECORDS_DEFERRED = Counter(
@@ -60,6 +60,19 @@ class StateCollector:
         for row in Notification.objects.order_by().values("channel", "status").annotate(count=Count("id")):
             notifications.add_metric([row["channel"], row["status"]], row["count"])
         yield notifications
+
+        # Pending ones, less these, are the ones the broker did not take: an alert on pending alone
+        # would also fire for a backlog of status updates waiting their turn.
+        waiting = GaugeMetricFamily(
+            "orderflow_notifications_waiting_in_order",
+            "Pending notifications waiting for an earlier one of their order on their channel",
+            labels=["channel"],
+        )
+        rows = Notification.objects.filter(WAITING).order_by().values("channel").annotate(count=Count("id"))
+        counts = {row["channel"]: row["count"] for row in rows}
+        for channel in Channel.values:
+            waiting.add_metric([channel], counts.get(channel, 0))
+        yield waiting
 
         dead_letters = GaugeMetricFamily("orderflow_dead_letters", "Dead letters by status", labels=["status"])
         for row in DeadLetter.objects.order_by().values("status").annotate(count=Count("id")):

@@ -43,6 +43,9 @@ FINISHED_STATUSES = (
 )
 # Still to go: written, queued, being sent or waiting for a retry.
 UNFINISHED_STATUSES = tuple(status for status in NotificationStatus if status not in FINISHED_STATUSES)
+# Pending without a lease: published, then made to wait by a worker for an earlier notification
+# of its order on its channel (notifications.services.WAIT_SQL); not lost, the sweep leaves it.
+WAITING = Q(status=NotificationStatus.PENDING, stale_after__isnull=True)
 
 
 # Twilio's SIDs are 34 characters; an email's Message-ID is <time.pid.random@domain>, about 45

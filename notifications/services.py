@@ -34,6 +34,7 @@ from notifications.models import (
     FINISHED_STATUSES,
     PROVIDER_MESSAGE_ID_LENGTH,
     UNFINISHED_STATUSES,
+    WAITING,
     Channel,
     DeadLetter,
     DeadLetterStatus,
@@ -457,7 +458,6 @@ WAIT_SQL = f"""
      WHERE id = %(id)s AND {CLAIMABLE_SQL} AND EXISTS (SELECT 1 FROM earlier)
     RETURNING (SELECT id FROM earlier ORDER BY created_at, id LIMIT 1)
 """  # noqa: S608 - only the table and column names are formatted in, from the models
-WAITING = Q(status=NotificationStatus.PENDING, stale_after__isnull=True)
 # The first waiting notification of an order on a channel, once nothing before it is still to
 # go, gets the lease of a row to publish; at most one a call.
 PUBLISH_NEXT_SQL = f"""

@@ -8,7 +8,7 @@ The sweep finds lost work and leaves waiting work alone. A row is lost when:
   messages than there are queued rows: the oldest rows beyond the queue's depth have no
   message (the broker lost them). A backlog waiting its turn behind the rate limit still has
   its messages, so the sweep does not publish it again;
-- waiting for an earlier notification of its order (services.WAITING) when none is still to
+- waiting for an earlier notification of its order (WAITING) when none is still to
   go: the earlier one finished without publishing it (its worker was killed in between, or
   the database failed it just then). One still waiting is left alone, however long it waits.
 """
@@ -25,6 +25,7 @@ from django_celery_results.models import TaskResult
 from notifications import broker, selectors, services
 from notifications.models import (
     FINISHED_STATUSES,
+    WAITING,
     Channel,
     DeadLetter,
     DeadLetterStatus,
@@ -57,7 +58,7 @@ def notifications_sweep() -> dict:
             Q(status=NotificationStatus.FAILED, next_attempt_at__lte=now - stuck_after), order_by="next_attempt_at"
         ),
         "wait_over": _republish(
-            services.WAITING & ~Q(Exists(selectors.notifications_to_go_before_outer())), order_by="stale_after"
+            WAITING & ~Q(Exists(selectors.notifications_to_go_before_outer())), order_by="stale_after"
         ),
         "message_lost": 0,
     }

@@ -1,6 +1,10 @@
 import pytest
+from django.utils import timezone
 
+from notifications import services
 from notifications.models import Notification
+from orders import services as order_services
+from orders.models import ChangeSource
 from tests.factories import UserFactory, place_order
 
 pytestmark = pytest.mark.django_db
@@ -54,6 +58,25 @@ def test_metrics_show_notifications_dead_letters_and_queue_depths(client, shop, 
     text = response.content.decode()
     assert sample(text, 'orderflow_notifications{channel="sms",status="queued"}') == 1
     assert sample(text, 'orderflow_notifications{channel="email",status="sent"}') == 1
+    assert sample(text, 'orderflow_notifications_waiting_in_order{channel="sms"}') == 0
     assert sample(text, 'orderflow_queue_depth{queue="sms"}') >= 0
     assert sample(text, "orderflow_broker_up") == 1
     assert "orderflow_rate_limit_wait_seconds" in text
+
+
+def test_metrics_tell_notifications_waiting_in_order_from_ones_the_broker_did_not_take(
+    client, shop, published, scripted
+):
+    client.force_login(UserFactory(username="ops", is_staff=True))
+    order = place_order(owner=shop)
+    order_services.order_transition(order_id=order.pk, to_status="confirmed", by=shop, source=ChangeSource.API)
+    confirmation = Notification.objects.get(order=order, channel="sms", event="confirmed")
+    assert services.notification_send(notification_id=confirmation.pk).outcome == "waiting"
+    unpublished = Notification.objects.filter(order=order, channel="email", event="placed")
+    unpublished.update(status="pending", stale_after=timezone.now())  # as a publish the broker refused leaves it
+
+    text = client.get("/metrics").content.decode()
+    assert sample(text, 'orderflow_notifications{channel="sms",status="pending"}') == 1
+    assert sample(text, 'orderflow_notifications_waiting_in_order{channel="sms"}') == 1
+    assert sample(text, 'orderflow_notifications{channel="email",status="pending"}') == 1
+    assert sample(text, 'orderflow_notifications_waiting_in_order{channel="email"}') == 0
