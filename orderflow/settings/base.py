@@ -4,6 +4,7 @@ Every variable of the configuration contract is read here, once, with one django
 `env`. A bad value raises ConfigurationError naming the variable.
 """
 
+import sys
 from pathlib import Path
 
 import environ
@@ -110,6 +111,11 @@ DATABASE_URL = check_url(
 DATABASES = {"default": read("DATABASE_URL", env.db_url, env, default=DATABASE_URL)}
 DATABASES["default"]["ATOMIC_REQUESTS"] = False
 DATABASES["default"].setdefault("CONN_MAX_AGE", 60)
+if sys.argv[1:2] == ["runserver"]:
+    # The development server answers each request in a thread of its own, and a persistent
+    # connection outlives its thread: a few clients in parallel used up PostgreSQL's
+    # connections. https://docs.djangoproject.com/en/5.2/ref/databases/#caveats
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # Django turns psycopg's prepared statements off for poolers; only orderflow.database's
     # cursor uses them (see there). `?prepare_threshold=` in DATABASE_URL wins.
