@@ -161,8 +161,7 @@ class NotificationAdmin(PipelineRowAdmin):
 
     @admin.display(description="status", ordering="status")
     def status_shown(self, notification):
-        # Pending without a lease: a worker made it wait for an earlier one of its order, not lost.
-        if notification.status == NotificationStatus.PENDING and notification.stale_after is None:
+        if notification.waits_in_order:  # not one the broker missed
             return "pending: waits for an earlier notification of its order"
         return notification.get_status_display()
 
@@ -209,7 +208,7 @@ class NotificationAdmin(PipelineRowAdmin):
             # commit, it was not handed to the broker (away). Pending without one, a worker took
             # it and it waits for an earlier one of its order. Inside an outer transaction
             # nothing is known yet.
-            unpublished = resent.status == NotificationStatus.PENDING and resent.stale_after is not None
+            unpublished = resent.status == NotificationStatus.PENDING and not resent.waits_in_order
             if unpublished and not connection.in_atomic_block:
                 waiting += 1
             else:

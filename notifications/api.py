@@ -9,6 +9,12 @@ from orders.selectors import order_list
 
 
 class NotificationSerializer(serializers.ModelSerializer):
+    waits_in_order = serializers.BooleanField(
+        read_only=True,
+        help_text="Pending because an earlier notification of the order on this channel goes first; "
+        "it is sent once that one is sent, dead or cancelled.",
+    )
+
     class Meta:
         model = Notification
         fields = [
@@ -17,6 +23,7 @@ class NotificationSerializer(serializers.ModelSerializer):
             "event",
             "recipient",
             "status",
+            "waits_in_order",
             "attempts",
             "last_error_code",
             "last_error_message",

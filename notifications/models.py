@@ -130,6 +130,11 @@ class Notification(models.Model):
     def __str__(self) -> str:
         return f"{self.get_channel_display()} {self.event} for order {self.order_id}"
 
+    @property
+    def waits_in_order(self) -> bool:
+        """Pending because an earlier notification of its order on its channel goes first (WAITING)."""
+        return self.status == NotificationStatus.PENDING and self.stale_after is None
+
     @staticmethod
     def make_dedup_key(order_id: int, event: str, channel: str) -> str:
         return f"{order_id}:{event}:{channel}"

@@ -1059,6 +1059,11 @@ def notification_resend(*, notification_id: int, by) -> Notification:
             .values_list("pk", flat=True)
         )
         notification = _locked(notification_id)
+        if notification.waits_in_order:
+            raise Conflict(
+                f"Notification {notification.pk} waits for an earlier notification of its order: "
+                "it is sent once that one is sent, dead or cancelled."
+            )
         if notification.status not in RESENDABLE_STATUSES:
             raise Conflict(f"Notification {notification.pk} is {notification.status}: it is already on its way.")
         lifted = suppressions_lift_on_resend([notification], by=by)

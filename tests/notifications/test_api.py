@@ -1,5 +1,9 @@
 import pytest
+from django.utils import timezone
 
+from notifications import services
+from orders import services as order_services
+from orders.models import ChangeSource
 from tests.factories import place_order
 
 pytestmark = pytest.mark.django_db
@@ -20,6 +24,21 @@ def test_consumer_reads_its_orders_notifications(api, order):
         ("email", "placed", "queued", 0),
     ]
     assert rows[0]["recipient"] == order.customer_phone
+
+
+def test_a_notification_waiting_for_an_earlier_one_says_so(api, shop, order, scripted):
+    order_services.order_transition(order_id=order.pk, to_status="confirmed", by=shop, source=ChangeSource.API)
+    confirmation = order.notifications.get(channel="sms", event="confirmed")
+    assert services.notification_send(notification_id=confirmation.pk).outcome == "waiting"
+    order.notifications.filter(channel="email", event="placed").update(status="pending", stale_after=timezone.now())
+
+    rows = api.get(f"/api/orders/{order.pk}/notifications/").json()["results"]
+    assert [(row["channel"], row["event"], row["status"], row["waits_in_order"]) for row in rows] == [
+        ("sms", "placed", "queued", False),
+        ("email", "placed", "pending", False),  # the broker did not take it
+        ("sms", "confirmed", "pending", True),
+        ("email", "confirmed", "queued", False),
+    ]
 
 
 def test_another_consumers_order_is_404(other_api, order):

@@ -13,6 +13,7 @@ from django.utils import timezone
 from notifications import services, sweeps
 from notifications.errors import PermanentDeliveryError, TransientDeliveryError
 from notifications.models import Notification
+from orderflow.errors import Conflict
 from orders import services as order_services
 from orders.models import ChangeSource
 from tests.factories import place_order
@@ -185,6 +186,14 @@ def test_a_database_failing_the_publish_of_the_next_leaves_it_to_the_sweep_and_t
     assert published_ids(published)[2:] == []
     assert sweeps.notifications_sweep()["wait_over"] == 1
     assert published_ids(published)[2:] == [confirmed.pk]
+
+
+def test_a_waiting_one_is_not_sent_again_on_an_operators_word_and_says_why(confirmed_order, shop, scripted):
+    confirmed = sms(confirmed_order, "confirmed")
+    assert send(confirmed).outcome == "waiting"
+    with pytest.raises(Conflict, match="waits for an earlier notification of its order"):
+        services.notification_resend(notification_id=confirmed.pk, by=shop)
+    assert waiting(confirmed)
 
 
 def test_other_orders_and_the_other_channel_do_not_wait(confirmed_order, shop, scripted):
