@@ -11,7 +11,7 @@ import time
 import traceback
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from functools import cache
+from functools import cache, partial
 
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
@@ -551,11 +551,19 @@ def _wait_behind_earlier(notification_id: int, now) -> int | None:
 
 def notification_publish_next(*, notification: Notification) -> None:
     """Publish the notification of the same order and channel that waits for this finished one,
-    if nothing else before it is still to go. Call it once this one's end is committed.
+    if nothing else before it is still to go; after the surrounding transaction commits, for
+    only then can a send finishing meanwhile see this one's end.
 
-    A database error is logged and goes no further: this one's end is written, and the sweep
-    publishes the waiting one.
+    A database error (or the task's soft time limit) is logged and goes no further: this one's
+    end is written, and the sweep publishes the waiting one.
     """
+    if connection.in_atomic_block:
+        transaction.on_commit(partial(_publish_next, notification), robust=True)
+    else:
+        _publish_next(notification)
+
+
+def _publish_next(notification: Notification) -> None:
     now = timezone.now()
     params = {
         "order_id": notification.order_id,
@@ -567,8 +575,9 @@ def notification_publish_next(*, notification: Notification) -> None:
         with transaction.atomic(), connection.cursor() as cursor:
             cursor.execute(PUBLISH_NEXT_SQL, params)
             woken = [tuple(row) for row in cursor.fetchall()]
-    except DatabaseError as error:
-        log_event("notification.next_left_to_sweep", notification, level=logging.WARNING, reason=str(error))
+    except (DatabaseError, SoftTimeLimitExceeded) as error:
+        reason = _unrecorded_reason(error)
+        log_event("notification.next_left_to_sweep", notification, level=logging.WARNING, reason=reason)
         return
     if woken:
         publish_after_commit(notifications_publish, notifications=woken)

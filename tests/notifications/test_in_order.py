@@ -4,6 +4,7 @@ It waits out of the broker, its message acknowledged, and the earlier one publis
 finished; the sweep does, should that not have happened."""
 
 import threading
+import time
 from datetime import timedelta
 
 import pytest
@@ -120,6 +121,19 @@ def test_an_earlier_one_that_dies_or_is_cancelled_publishes_the_next(
     assert send(processing).outcome == "sent"
 
 
+def test_one_cancelled_inside_a_larger_transaction_publishes_the_next_after_it_commits(
+    confirmed_order, shop, published, scripted, django_capture_on_commit_callbacks
+):
+    """Looked for before the commit, the next would be chosen where a send finishing meanwhile
+    cannot see this cancel, nor this cancel that send."""
+    placed, confirmed = sms(confirmed_order, "placed"), sms(confirmed_order, "confirmed")
+    assert send(confirmed).outcome == "waiting"
+    with django_capture_on_commit_callbacks(execute=True), transaction.atomic():
+        services.notification_cancel(notification_id=placed.pk, by=shop)
+        assert waiting(confirmed)
+    assert published_ids(published)[2:] == [confirmed.pk]
+
+
 def test_one_cancelled_unsent_for_a_suppressed_recipient_publishes_the_next(
     confirmed_order, published, scripted, django_capture_on_commit_callbacks
 ):
@@ -213,6 +227,14 @@ def test_other_orders_and_the_other_channel_do_not_wait(confirmed_order, shop, s
     assert services.notification_send(notification_id=email.pk).outcome == "sent"
 
 
+def sessions_waiting_for_a_lock() -> int:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        )
+        return cursor.fetchone()[0]
+
+
 @pytest.mark.django_db(transaction=True)
 def test_a_send_finishing_while_the_next_one_is_claimed_never_leaves_it_waiting(shop, published, scripted):
     """The earlier one's record is written, not yet committed, when the later one finds it still
@@ -223,22 +245,27 @@ def test_a_send_finishing_while_the_next_one_is_claimed_never_leaves_it_waiting(
     order = place_order(owner=shop, customer_email="")
     transition(order, "confirmed", by=shop)
     placed, confirmed = sms(order, "placed"), sms(order, "confirmed")
-    written, release = threading.Event(), threading.Event()
+    written, blocked = threading.Event(), threading.Event()
 
     def record_the_earlier_one():
         try:
             with transaction.atomic():
                 Notification.objects.filter(pk=placed.pk).update(status="sent", sent_at=timezone.now())
                 written.set()
-                release.wait(timeout=10)
+                # Commit once the later one's send waits for this row, or give up after 10 s.
+                deadline = time.monotonic() + 10
+                while time.monotonic() < deadline and not blocked.is_set():
+                    if sessions_waiting_for_a_lock():
+                        blocked.set()
+                    time.sleep(0.02)
         finally:
             connection.close()
 
     recorder = threading.Thread(target=record_the_earlier_one)
     recorder.start()
     assert written.wait(timeout=10)
-    threading.Timer(0.5, release.set).start()
     result = send(confirmed)
-    recorder.join(timeout=10)
+    recorder.join(timeout=15)
+    assert blocked.is_set()  # the later one's send met the earlier one's uncommitted record
     assert result.outcome == "sent"
     assert [body for _, body in scripted.sent] == [confirmed.body]
