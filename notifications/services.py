@@ -394,20 +394,11 @@ def sending_lease_seconds(channel: str) -> int:
     return max(settings.NOTIFICATIONS_STUCK_AFTER, SEND_TIME_LIMITS[channel] + 10)
 
 
-# One statement claims the row and returns it (an UPDATE, then a SELECT, cost a round trip per
-# send). Claimable: not yet sent, a retry that is due, or a send whose worker died mid-way; to a
-# recipient not suppressed (one probe of the suppressions' unique index); and with no earlier
-# notification of its order on its channel still to go (one probe of notification_order), so
-# that a customer reads "confirmed" after "received" even when a send waited behind the rate
-# limit and went to the back of the queue. The columns are named: a prepared statement
-# returning `*` fails once a migration adds a column. The lease depends on the channel, the
-# row's: each channel's send task has its own time limits.
+# The statements' shared parts, from the models.
 NOTIFICATIONS_TABLE = Notification._meta.db_table
 CLAIMABLE_SQL = """(status IN ('pending', 'queued')
             OR (status = 'failed' AND next_attempt_at <= %(now)s)
             OR (status = 'sending' AND stale_after <= %(now)s))"""
-
-
 UNFINISHED_SQL = ", ".join(f"'{status}'" for status in UNFINISHED_STATUSES)
 
 
@@ -423,6 +414,14 @@ def _before(earlier: str, later: str) -> str:
                     OR ({earlier}.created_at = {later}.created_at AND {earlier}.id < {later}.id))"""
 
 
+# One statement claims the row and returns it (an UPDATE, then a SELECT, cost a round trip per
+# send). Claimable: not yet sent, a retry that is due, or a send whose worker died mid-way; to a
+# recipient not suppressed (one probe of the suppressions' unique index); and with no earlier
+# notification of its order on its channel still to go (one probe of notification_order), so
+# that a customer reads "confirmed" after "received" even when a send waited behind the rate
+# limit and went to the back of the queue. The columns are named: a prepared statement
+# returning `*` fails once a migration adds a column. The lease depends on the channel, the
+# row's: each channel's send task has its own time limits.
 CLAIM_FIELDS = Notification._meta.concrete_fields
 CLAIM_LEASE = "CASE channel {} ELSE %(lease_longest)s END".format(
     " ".join(f"WHEN '{channel}' THEN %(lease_{channel})s" for channel in Channel.values)
@@ -647,7 +646,7 @@ def _until_written(write) -> None:
 # operator's cancel or a takeover meanwhile is not overwritten; the attempt is recorded either
 # way, for the message went out.
 MARK_SENT_SQL = f"""
-    UPDATE {Notification._meta.db_table}
+    UPDATE {NOTIFICATIONS_TABLE}
        SET status = %(sent)s, attempts = attempts + 1, provider_message_id = %(provider_message_id)s,
            sent_at = %(now)s, updated_at = %(now)s, stale_after = NULL, next_attempt_at = NULL,
            last_error_code = '', last_error_message = ''
