@@ -63,6 +63,7 @@ def dead_letters_requeue(*, ids: list[int], by) -> RequeueOutcome:
             still_dead = set(
                 Notification.objects.select_for_update()
                 .filter(pk__in=[letter.notification_id for letter in letters], status=NotificationStatus.DEAD)
+                .order_by("created_at", "pk")  # earliest first, as every lock of notifications is taken
                 .values_list("pk", flat=True)
             )
             eligible = []

@@ -444,14 +444,15 @@ CLAIM_SQL = f"""
 # WAITING) and its message is acknowledged. The earlier one publishes it once finished (sent,
 # dead or cancelled: notification_publish_next), and the sweep publishes a waiting row whose
 # earlier ones are all finished, should that not have happened. The earlier rows are locked
-# (FOR SHARE) so that one finishing at this moment either commits first, and this row does
-# not wait, or after, and then finds this row waiting. {lock} is empty where the database
+# (FOR SHARE), earliest first as every lock of an order's notifications is taken, so that one
+# finishing at this moment either commits first, and this row does not wait, or after, and
+# then finds this row waiting. {lock} is empty where the database
 # has no row locks (SQLite writes one statement at a time).
 WAIT_SQL = f"""
     WITH earlier AS (SELECT earlier.id, earlier.created_at
                        FROM {NOTIFICATIONS_TABLE} earlier, {NOTIFICATIONS_TABLE} later
                       WHERE later.id = %(id)s AND {_before("earlier", "later")} AND {_to_go("earlier")}
-                      {{lock}})
+                      ORDER BY earlier.created_at, earlier.id {{lock}})
     UPDATE {NOTIFICATIONS_TABLE}
        SET status = 'pending', stale_after = NULL, next_attempt_at = NULL, updated_at = %(now)s
      WHERE id = %(id)s AND {CLAIMABLE_SQL} AND EXISTS (SELECT 1 FROM earlier)
@@ -1127,7 +1128,10 @@ def notification_correct_recipient(
     if not reason:
         raise ApplicationError("Say why the recipient is changed.", fields={"reason": ["This field is required."]})
     with transaction.atomic():
-        notification = _locked(notification_id)
+        if for_the_order:
+            notification, others = _locked_with_the_order(notification_id)
+        else:
+            notification, others = _locked(notification_id), []
         if seen_recipient is not None and notification.recipient != seen_recipient:
             raise Conflict(
                 f"The recipient of notification {notification.pk} was changed by someone else while you were "
@@ -1142,7 +1146,11 @@ def notification_correct_recipient(
             raise ApplicationError("That is already the recipient.", fields={"recipient": ["Unchanged."]})
         corrected = [notification]
         if for_the_order:
-            corrected += _correct_the_order_contact(notification, recipient, reason=reason, by=by)
+            _correct_the_order_contact(notification, recipient, reason=reason, by=by)
+            # The order's others not yet on their way that go to the old value go to the new one.
+            corrected += [
+                row for row in others if row.recipient == notification.recipient and row.status in CORRECTABLE_STATUSES
+            ]
         RecipientCorrection.objects.bulk_create(
             RecipientCorrection(
                 notification=row, old_recipient=row.recipient, new_recipient=recipient, reason=reason, changed_by=by
@@ -1159,12 +1167,11 @@ def notification_correct_recipient(
 ORDER_CONTACT_FIELDS = {Channel.SMS: "customer_phone", Channel.EMAIL: "customer_email"}
 
 
-def _correct_the_order_contact(notification: Notification, recipient: str, *, reason: str, by) -> list[Notification]:
-    """Correct the order's phone or email where it still is the notification's old recipient,
-    recorded in the order's history in the admin; return the order's other notifications on
-    that channel, not yet on their way, that go to the old value."""
+def _correct_the_order_contact(notification: Notification, recipient: str, *, reason: str, by) -> None:
+    """Correct the order's phone or email (its row locked) where it still is the notification's
+    old recipient, recorded in the order's history in the admin."""
     field = ORDER_CONTACT_FIELDS[notification.channel]
-    order = Order.objects.select_for_update().get(pk=notification.order_id)
+    order = Order.objects.get(pk=notification.order_id)
     if getattr(order, field) == notification.recipient:
         Order.objects.filter(pk=order.pk).update(**{field: recipient}, updated_at=timezone.now())
         if by is not None:
@@ -1175,12 +1182,6 @@ def _correct_the_order_contact(notification: Notification, recipient: str, *, re
                 change_message=f"{field} corrected with notification {notification.pk}: {reason}",
                 single_object=True,
             )
-    return list(
-        Notification.objects.select_for_update()
-        .filter(order_id=order.pk, channel=notification.channel, recipient=notification.recipient)
-        .filter(status__in=[*CORRECTABLE_STATUSES, NotificationStatus.PENDING, NotificationStatus.QUEUED])
-        .exclude(pk=notification.pk)
-    )
 
 
 def valid_recipient(channel: str, recipient: str) -> str:
@@ -1194,6 +1195,27 @@ def valid_recipient(channel: str, recipient: str) -> str:
         message = f"{recipient!r} is not a valid email address."
         raise ApplicationError(message, fields={"recipient": [message]}) from None
     return recipient
+
+
+def _locked_with_the_order(notification_id: int) -> tuple[Notification, list[Notification]]:
+    """The notification and its order's others on its channel that may still be corrected, all
+    locked: the order first, then the notifications earliest first, as a send deciding to wait
+    for an earlier one locks them (WAIT_SQL). Taken in one order everywhere, no two transactions
+    each hold a row the other waits for (a deadlock, which PostgreSQL ends by failing one)."""
+    found = Notification.objects.filter(pk=notification_id).values("order_id", "channel").first()
+    if found is None:
+        raise NotFound(f"Notification {notification_id} does not exist.")
+    list(Order.objects.select_for_update().filter(pk=found["order_id"]))
+    rows = list(
+        Notification.objects.select_for_update()
+        .filter(order_id=found["order_id"], channel=found["channel"])
+        .filter(Q(pk=notification_id) | Q(status__in=CORRECTABLE_STATUSES))
+        .order_by("created_at", "pk")
+    )
+    notification = next((row for row in rows if row.pk == notification_id), None)
+    if notification is None:  # deleted with its order meanwhile
+        raise NotFound(f"Notification {notification_id} does not exist.")
+    return notification, [row for row in rows if row.pk != notification_id]
 
 
 def _locked(notification_id: int) -> Notification:

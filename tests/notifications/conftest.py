@@ -52,6 +52,15 @@ def point_app_at(broker_url: str) -> None:
     app.amqp._producer_pool = None
 
 
+def sessions_waiting_for_a_lock() -> int:
+    """How many sessions of the test database wait for a lock held by another (PostgreSQL)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        )
+        return cursor.fetchone()[0]
+
+
 def purge(broker_url: str) -> None:
     with app.connection_for_write(broker_url) as conn:
         for queue in ("sms", "email", "notifications", "default"):

@@ -9,7 +9,7 @@ from notifications import dead_letters, services, sweeps
 from notifications.errors import PermanentDeliveryError, TransientDeliveryError
 from notifications.fingerprints import normalise_message
 from notifications.models import DeadLetter, Notification, RecipientCorrection, RequeueBatch
-from orderflow.errors import ApplicationError, Conflict
+from orderflow.errors import ApplicationError, Conflict, NotFound
 from orders import services as order_services
 from orders.models import ChangeSource
 from tests.factories import place_order
@@ -170,6 +170,35 @@ def test_a_correction_for_the_order_reaches_its_next_updates_too(shop, staff, pu
 
     order_services.order_transition(order_id=order.pk, to_status="processing", by=shop, source=ChangeSource.API)
     assert Notification.objects.get(order=order, event="processing").recipient == "+12025550147"
+
+
+@pytest.mark.parametrize("for_the_order", [False, True])
+def test_a_correction_of_a_notification_that_is_not_there_says_so(staff, db, for_the_order):
+    with pytest.raises(NotFound, match="Notification 404 does not exist"):
+        services.notification_correct_recipient(
+            notification_id=404,
+            recipient="+1 202 555 0147",
+            reason="customer called",
+            by=staff,
+            for_the_order=for_the_order,
+        )
+
+
+@pytest.mark.parametrize("status", ["sending", "sent"])
+def test_a_correction_for_the_order_of_one_on_its_way_is_refused_and_changes_nothing(shop, staff, published, status):
+    order = place_order(owner=shop, customer_email="")
+    order_services.order_transition(order_id=order.pk, to_status="confirmed", by=shop, source=ChangeSource.API)
+    Notification.objects.filter(order=order, event="placed").update(status=status)
+    placed = Notification.objects.get(order=order, event="placed")
+    with pytest.raises(Conflict, match=f"is {status}; its recipient can no longer be changed"):
+        services.notification_correct_recipient(
+            notification_id=placed.pk, recipient="+1 202 555 0147", reason="x", by=staff, for_the_order=True
+        )
+    order.refresh_from_db()
+    assert {order.customer_phone, *Notification.objects.filter(order=order).values_list("recipient", flat=True)} == {
+        "+442079460958"
+    }
+    assert RecipientCorrection.objects.count() == 0
 
 
 def test_a_correction_of_one_notification_leaves_the_order_as_it_was(dead, staff):

@@ -18,6 +18,7 @@ from orderflow.errors import Conflict
 from orders import services as order_services
 from orders.models import ChangeSource
 from tests.factories import place_order
+from tests.notifications.conftest import sessions_waiting_for_a_lock
 
 pytestmark = pytest.mark.django_db
 
@@ -225,14 +226,6 @@ def test_other_orders_and_the_other_channel_do_not_wait(confirmed_order, shop, s
         queued_at=timezone.now() + timedelta(seconds=1),
     )
     assert services.notification_send(notification_id=email.pk).outcome == "sent"
-
-
-def sessions_waiting_for_a_lock() -> int:
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
-        )
-        return cursor.fetchone()[0]
 
 
 @pytest.mark.django_db(transaction=True)

@@ -1,0 +1,145 @@
+"""Row locks taken in one order. A correction for the whole order, another one at the same
+time, and a send deciding to wait for an earlier notification of its order each lock the order
+before its notifications and the notifications earliest first. None of them then holds a row
+another waits for while waiting for one that other holds: a deadlock, which PostgreSQL ends
+by failing one of them (an operator's request answering 503, a send retried)."""
+
+import threading
+from contextlib import contextmanager
+from datetime import timedelta
+
+import pytest
+from django.db import connection, transaction
+from django.utils import timezone
+
+from notifications import services
+from notifications.models import Notification, RecipientCorrection
+from orders import services as order_services
+from orders.models import ChangeSource, Order
+from tests.factories import place_order
+from tests.notifications.conftest import sessions_waiting_for_a_lock
+from tests.waiting import wait_until
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+OLD_PHONE = "+442079460958"
+
+
+@pytest.fixture(autouse=True)
+def _postgresql_only():
+    if connection.vendor != "postgresql":
+        pytest.skip("row locks: SQLite writes one statement at a time")
+
+
+class Call(threading.Thread):
+    """`function(**kwargs)` in a thread of its own, on a database connection of its own;
+    `result` or `error` once it has finished."""
+
+    def __init__(self, function, **kwargs):
+        super().__init__(daemon=True)
+        self.function, self.kwargs = function, kwargs
+        self.result = self.error = None
+        self.start()
+
+    def run(self):
+        try:
+            self.result = self.function(**self.kwargs)
+        except Exception as error:  # kept for the test to assert on
+            self.error = error
+        finally:
+            connection.close()
+
+    def finished(self, timeout: float = 15):
+        self.join(timeout)
+        assert not self.is_alive(), f"{self.function.__name__} still waits after {timeout:.0f}s"
+        return self
+
+
+@contextmanager
+def the_order_locked(order: Order):
+    """Hold the order's row lock, as a status change or another correction does, until the block ends."""
+    held, release = threading.Event(), threading.Event()
+
+    def hold():
+        with transaction.atomic():
+            Order.objects.select_for_update().get(pk=order.pk)
+            held.set()
+            release.wait(timeout=30)
+
+    holder = Call(hold)
+    assert held.wait(timeout=10)
+    try:
+        yield
+    finally:
+        release.set()
+        assert holder.finished().error is None
+
+
+def transition(order, *statuses, by) -> None:
+    for status in statuses:
+        order_services.order_transition(order_id=order.pk, to_status=status, by=by, source=ChangeSource.API)
+
+
+def sms(order, event: str) -> Notification:
+    return Notification.objects.get(order=order, channel="sms", event=event)
+
+
+def retrying(notification: Notification) -> None:
+    Notification.objects.filter(pk=notification.pk).update(
+        status="failed", attempts=1, next_attempt_at=timezone.now() + timedelta(minutes=5), stale_after=None
+    )
+
+
+def correct(notification: Notification, phone: str, by) -> Notification:
+    return services.notification_correct_recipient(
+        notification_id=notification.pk, recipient=phone, reason="customer called", by=by, for_the_order=True
+    )
+
+
+def phones_of(order: Order) -> set[str]:
+    order.refresh_from_db()
+    return {order.customer_phone, *Notification.objects.filter(order=order).values_list("recipient", flat=True)}
+
+
+def test_two_corrections_for_the_same_order_at_once_both_go_through(shop, staff, published):
+    order = place_order(owner=shop, customer_email="")
+    transition(order, "confirmed", by=shop)
+    placed, confirmed = sms(order, "placed"), sms(order, "confirmed")
+
+    with the_order_locked(order):
+        first = Call(correct, notification=placed, phone="+1 202 555 0147", by=staff)
+        second = Call(correct, notification=confirmed, phone="+1 202 555 0148", by=staff)
+        wait_until(lambda: sessions_waiting_for_a_lock() == 2, timeout=10, what="both corrections to wait")
+
+    assert (first.finished().error, second.finished().error) == (None, None)
+    # The one that came second decides; the order and both notifications agree.
+    assert phones_of(order) in ({"+12025550147"}, {"+12025550148"})
+    assert RecipientCorrection.objects.count() == 4
+
+
+def test_a_correction_for_the_order_and_a_send_waiting_for_an_earlier_one_both_go_through(
+    shop, staff, published, scripted
+):
+    """The send finds the placed and confirmed texts of its order retrying and waits for them,
+    locking them (FOR SHARE) while it decides; the correction of the confirmed one for the
+    order, meanwhile, corrects all three."""
+    order = place_order(owner=shop, customer_email="")
+    transition(order, "confirmed", "processing", by=shop)
+    placed, confirmed, processing = (sms(order, event) for event in ("placed", "confirmed", "processing"))
+    retrying(placed)
+    retrying(confirmed)
+
+    with the_order_locked(order):
+        correction = Call(correct, notification=confirmed, phone="+1 202 555 0147", by=staff)
+        wait_until(lambda: sessions_waiting_for_a_lock() == 1, timeout=10, what="the correction to wait")
+        send = Call(services.notification_send, notification_id=processing.pk)
+        wait_until(
+            lambda: not send.is_alive() or sessions_waiting_for_a_lock() == 2,
+            timeout=10,
+            what="the send to decide or to wait",
+        )
+
+    assert (correction.finished().error, send.finished().error) == (None, None)
+    assert send.result.outcome == "waiting"
+    assert phones_of(order) == {"+12025550147"}
+    assert scripted.sent == []
