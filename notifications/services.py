@@ -88,6 +88,11 @@ RECORD_RETRY_SECONDS = 8
 # A send made whose outcome could still not be written is carried by the task's next run this
 # much later, to be written then (SentMessage), not sent again.
 RECORD_LATER_SECONDS = 5
+# How long a send waits for the database at its claim before its message goes back to the end
+# of its queue (tasks._send): with the database away, a worker holds one message per pool
+# process, not the backlog as countdowns in its memory. Counted in the token wait
+# (TOKEN_WAIT_SECONDS), so that the soft time limit still comes after both.
+CLAIM_DATABASE_WAIT_SECONDS = 10
 
 
 @dataclass(frozen=True)
@@ -290,8 +295,14 @@ def _publish(jobs: list[PublishJob]) -> list[int | None]:
 
 
 def notification_send(*, notification_id: int, task_id: str = "", worker: str = "") -> SendResult:
-    """Claim a notification, wait for a rate-limit token, send it and record what happened."""
-    claimed = _claim(notification_id)
+    """Claim a notification, wait for a rate-limit token, send it and record what happened.
+
+    OperationalError or InterfaceError: the database was away for CLAIM_DATABASE_WAIT_SECONDS.
+    """
+    waits_end = time.monotonic() + TOKEN_WAIT_SECONDS  # for the database at the claim and for the token
+    claimed = _while_the_database_is_away(
+        partial(_claim, notification_id), seconds=CLAIM_DATABASE_WAIT_SECONDS, doing="claiming"
+    )
     if isinstance(claimed, SendResult):
         logger.info(
             "notification.not_claimed notification_id=%s task_id=%s outcome=%s detail=%s",
@@ -313,7 +324,7 @@ def notification_send(*, notification_id: int, task_id: str = "", worker: str = 
         return SendResult("deferred", retry_in=BACKEND_UNUSABLE_RETRY_SECONDS, detail=f"backend unusable: {error}")
     waited_from = time.monotonic()
     try:
-        has_token = limiter_for(notification.channel).acquire(timeout=TOKEN_WAIT_SECONDS)
+        has_token = limiter_for(notification.channel).acquire(timeout=max(0.0, waits_end - time.monotonic()))
     except LimiterUnavailable as error:
         log_event(
             "notification.deferred",
@@ -626,16 +637,21 @@ def _until_written(write) -> None:
     Giving up at once would leave the row claimed until its lease ends; a sent message would
     then be sent again. After RECORD_RETRY_SECONDS the error goes up (the task retries later).
     """
-    deadline = time.monotonic() + RECORD_RETRY_SECONDS
+    _while_the_database_is_away(write, seconds=RECORD_RETRY_SECONDS, doing="writing")
+
+
+def _while_the_database_is_away(call, *, seconds: float, doing: str):
+    """What `call` returns, run again while the database cannot be reached (logged as `doing`
+    again); after `seconds` the error goes up."""
+    deadline = time.monotonic() + seconds
     pause = 0.25
     while True:
         try:
-            write()
-            return
+            return call()
         except (OperationalError, InterfaceError) as error:
             if time.monotonic() + pause > deadline:
                 raise
-            logger.warning("database unavailable, writing again in %.2f s: %s", pause, error)
+            logger.warning("database unavailable, %s again in %.2f s: %s", doing, pause, error)
             close_old_connections()  # drops the broken connection; the next try opens another
             time.sleep(pause)
             pause = min(pause * 2, 2.0)

@@ -5,7 +5,7 @@ import logging
 from celery import shared_task
 from celery.signals import task_prerun, worker_init
 from django.core.exceptions import ImproperlyConfigured
-from django.db import DatabaseError, close_old_connections
+from django.db import DatabaseError, InterfaceError, OperationalError, close_old_connections
 
 from notifications import dead_letters, services, sweeps
 from notifications.backends import get_backend
@@ -16,8 +16,9 @@ logger = logging.getLogger(__name__)
 # The retry policy lives in notifications.services; a task only re-runs when the service
 # says so (SendResult.retry_in). Database outages: the service writes the outcome of a send
 # already made again for a few seconds (services._until_written), then hands it to the task's
-# retry (`sent`), which only writes it; a task that meets a DatabaseError before it sends (the
-# claim) runs again here.
+# retry (`sent`), which only writes it. A task that meets the database away at its claim waits
+# for it (services.CLAIM_DATABASE_WAIT_SECONDS), then goes to the end of its queue; another
+# DatabaseError before it sends runs it again after a backoff.
 SEND_TASK_OPTIONS = {
     "bind": True,
     "acks_late": True,
@@ -34,7 +35,12 @@ SEND_TASK_OPTIONS = {
 def _send(task, notification_id: int, sent: dict | None) -> str:
     who = {"notification_id": notification_id, "task_id": task.request.id or "", "worker": task.request.hostname or ""}
     if sent is None:
-        result = services.notification_send(**who)
+        try:
+            result = services.notification_send(**who)
+        except (OperationalError, InterfaceError) as error:
+            # The database away for the claim's wait: to the end of the queue in the broker, not
+            # into this worker's memory as a countdown, which would take in the whole backlog.
+            raise task.retry(exc=error, countdown=0, max_retries=None) from error
     else:
         result = services.notification_record_sent(sent=services.SentMessage.from_task_argument(sent), **who)
     if result.retry_in is not None:

@@ -1,6 +1,9 @@
-"""A backlog far larger than the rate limit lets through: it waits in the broker, not in a
-worker's memory, uses up no attempts, and the sweep does not publish it again."""
+"""A backlog far larger than the rate limit lets through, or met with the database away: it
+waits in the broker, not in a worker's memory, uses up no attempts, and the sweep does not
+publish it again."""
 
+import re
+import time
 from datetime import timedelta
 
 import pytest
@@ -8,12 +11,13 @@ import redis
 from django.conf import settings
 from django.utils import timezone
 
-from notifications import broker, sweeps
+from notifications import broker, services, sweeps
 from notifications.models import Notification
 from orderflow.celery import app
 from orders import services as order_services
 from tests.factories import UserFactory, order_line
 from tests.notifications.conftest import BROKERS, running_worker, wait_until
+from tests.processes import unreachable_database_url
 
 pytestmark = pytest.mark.integration
 
@@ -53,3 +57,31 @@ def test_backlog_waits_in_the_broker_without_using_attempts(slow_worker, transac
     swept = sweeps.notifications_sweep()
     assert swept["message_lost"] <= 2 * CONCURRENCY  # only what the worker holds, never the backlog
     assert broker.queue_depth("sms") <= BACKLOG + 2 * CONCURRENCY
+
+
+def test_with_the_database_away_the_backlog_waits_in_the_broker(worker_env):
+    """Each pool process waits for the database with one message, then sends it to the end of
+    the queue; before, each message failed at once into a countdown held by the worker, and
+    the worker took in the whole backlog within a second."""
+    env = {**worker_env, "DATABASE_URL": unreachable_database_url("hunter2")}
+    messages = 40
+    with running_worker(
+        name="database-away", broker_url=BROKERS["redis"], env=env, queues="sms", concurrency=CONCURRENCY
+    ) as away:
+        for number in range(messages):
+            broker.publish("notifications.tasks.send_sms_notification", args=[number + 1], queue="sms")
+        # One wait for the database over in each pool process, and its message given back; then
+        # a little longer, for a worker taking in the backlog would have by then.
+        retries = wait_until(
+            lambda: re.findall(r"Retry in (\S+):", away.log_path.read_text())[CONCURRENCY - 1 :],
+            timeout=services.CLAIM_DATABASE_WAIT_SECONDS + 20,
+            what="the first waits for the database to end",
+        )
+        time.sleep(3)
+        inspector = app.control.inspect(destination=[away.hostname], timeout=5)
+        scheduled, reserved, active = inspector.scheduled(), inspector.reserved(), inspector.active()
+        assert None not in (scheduled, reserved, active), "the worker did not answer"
+        assert sum(len(tasks) for tasks in scheduled.values()) == 0
+        assert sum(len(tasks) for tasks in [*reserved.values(), *active.values()]) <= 2 * CONCURRENCY
+        assert broker.queue_depth("sms") >= messages - 2 * CONCURRENCY
+        assert set(re.findall(r"Retry in (\S+):", away.log_path.read_text())) == {"0s"}, retries

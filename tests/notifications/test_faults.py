@@ -411,12 +411,14 @@ def test_workers_recover_by_themselves_when_postgresql_restarts_under_load(
         1 for line in log if "Retry in" in line and ("OperationalError" in line or "InterfaceError" in line)
     )
     writes_retried = sum(1 for line in log if "database unavailable, writing again" in line)
+    claims_waited = sum(1 for line in log if "database unavailable, claiming again" in line)
     with capsys.disabled():
         print(
             f"\nPostgreSQL restarted under load: {figures['placed']} orders placed, {figures['refused']} refused "
             f"while it restarted ({restarted_in:.1f} s); {sent_before} of {2 * LOAD_ORDERS} sent before the "
             f"restart, all sent {recovered_in:.1f} s after it began by the same worker process; "
-            f"{task_retries} send(s) retried on a database error, {writes_retried} outcome write(s) tried again, "
+            f"{task_retries} send(s) retried on a database error, {claims_waited} claim(s) and "
+            f"{writes_retried} outcome write(s) tried again, "
             f"{duplicates} duplicate(s)"
         )
     assert load.returncode == 0

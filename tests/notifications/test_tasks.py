@@ -87,3 +87,57 @@ def test_a_send_the_database_could_not_record_is_written_by_the_retry_not_sent_a
     sms.refresh_from_db()
     assert (sms.status, sms.attempts, sms.attempt_log.count()) == ("sent", 1, 1)
     assert len(scripted.sent) == 1
+
+
+class RefusedClaims:
+    """A connection.execute_wrapper: the statements claiming a notification raise `errors`, one
+    each, in turn; every other statement runs."""
+
+    def __init__(self, *errors: BaseException):
+        self.errors = list(errors)
+
+    def __call__(self, execute, sql, params, many, context):
+        if self.errors and "SET status = 'sending'" in sql:
+            raise self.errors.pop(0)
+        return execute(sql, params, many, context)
+
+
+def database_away() -> OperationalError:
+    return OperationalError("connection to server at 127.0.0.1, port 5432 failed: Connection refused")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_send_waits_for_the_database_at_its_claim_then_goes_as_one_attempt(shop, published, scripted):
+    sms = place_order(owner=shop).notifications.get(channel="sms")
+    refusals = RefusedClaims(database_away(), database_away())
+    with connection.execute_wrapper(refusals):
+        result = services.notification_send(notification_id=sms.pk)
+    assert not refusals.errors, "the claim was never refused; nothing was tested"
+    assert result.outcome == "sent"
+    sms.refresh_from_db()
+    assert (sms.status, sms.attempts) == ("sent", 1)
+    assert len(scripted.sent) == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_send_the_database_stays_away_from_goes_back_to_its_queue_at_once(shop, published, scripted, monkeypatch):
+    """After the claim's wait the task retries with no countdown: its message goes to the end of
+    the queue in the broker instead of waiting in the worker (test_backlog.py shows it there)."""
+    sms = place_order(owner=shop).notifications.get(channel="sms")
+    monkeypatch.setattr(services, "CLAIM_DATABASE_WAIT_SECONDS", 0)
+    retries = []
+    real_retry = send_sms_notification.retry
+
+    def retry(*args, **kwargs):
+        retries.append(kwargs)
+        return real_retry(*args, **kwargs)
+
+    monkeypatch.setattr(send_sms_notification, "retry", retry)
+    refusals = RefusedClaims(database_away())
+    with connection.execute_wrapper(refusals):
+        # apply() runs the task and then its retry here, at once.
+        result = send_sms_notification.apply(args=[sms.pk])
+    assert not refusals.errors
+    assert [(call["countdown"], type(call["exc"])) for call in retries] == [(0, OperationalError)]
+    assert (result.state, result.result) == ("SUCCESS", "sent")
+    assert len(scripted.sent) == 1
