@@ -222,6 +222,22 @@ def notifications_publish_on_commit(notifications: list[Notification]) -> None:
         publish_after_commit(_publish, jobs)
 
 
+def notifications_queue_for_event(*, order_id: int, event: str, channels) -> int:
+    """Make sure an order event's notifications exist on `channels` and are published, outside
+    the order's own transaction (the send_order_* tasks); how many; 0 if the order is not there.
+
+    The order's row is locked first, as a status change does before it writes them and a
+    correction before it locks them: the insert locks an existing row it meets (ON CONFLICT).
+    """
+    with transaction.atomic():
+        order = Order.objects.select_for_update().filter(pk=order_id).first()
+        if order is None:
+            return 0
+        notifications = notifications_create(order=order, event=event, channels=channels)
+        notifications_publish_on_commit(notifications)
+    return len(notifications)
+
+
 def notifications_publish(*, notifications: list[tuple[int, str]]) -> int:
     """Hand (id, channel) pairs to their channel queues; return how many were published.
 
@@ -297,7 +313,9 @@ def _publish(jobs: list[PublishJob]) -> list[int | None]:
 def notification_send(*, notification_id: int, task_id: str = "", worker: str = "") -> SendResult:
     """Claim a notification, wait for a rate-limit token, send it and record what happened.
 
-    OperationalError or InterfaceError: the database was away for CLAIM_DATABASE_WAIT_SECONDS.
+    OperationalError or InterfaceError: the database stayed away, or kept failing, longer than
+    the claim waits for it (CLAIM_DATABASE_WAIT_SECONDS), or than a claim given back or a failed
+    attempt is written again (RECORD_RETRY_SECONDS).
     """
     waits_end = time.monotonic() + TOKEN_WAIT_SECONDS  # for the database at the claim and for the token
     claimed = _while_the_database_is_away(
@@ -455,9 +473,10 @@ CLAIM_SQL = f"""
 # WAITING) and its message is acknowledged. The earlier one publishes it once finished (sent,
 # dead or cancelled: notification_publish_next), and the sweep publishes a waiting row whose
 # earlier ones are all finished, should that not have happened. The earlier rows are locked
-# (FOR SHARE), earliest first as every lock of an order's notifications is taken, so that one
-# finishing at this moment either commits first, and this row does not wait, or after, and
-# then finds this row waiting. {lock} is empty where the database
+# (FOR SHARE), earliest first as every lock of an order's notifications is taken, and all of
+# them before this row is updated (count(*) reads them all; EXISTS would stop at the first), so
+# that one finishing at this moment either commits first, and this row does not wait, or
+# after, and then finds this row waiting. {lock} is empty where the database
 # has no row locks (SQLite writes one statement at a time).
 WAIT_SQL = f"""
     WITH earlier AS (SELECT earlier.id, earlier.created_at
@@ -466,7 +485,7 @@ WAIT_SQL = f"""
                       ORDER BY earlier.created_at, earlier.id {{lock}})
     UPDATE {NOTIFICATIONS_TABLE}
        SET status = 'pending', stale_after = NULL, next_attempt_at = NULL, updated_at = %(now)s
-     WHERE id = %(id)s AND {CLAIMABLE_SQL} AND EXISTS (SELECT 1 FROM earlier)
+     WHERE id = %(id)s AND {CLAIMABLE_SQL} AND (SELECT count(*) FROM earlier) > 0
     RETURNING (SELECT id FROM earlier ORDER BY created_at, id LIMIT 1)
 """  # noqa: S608 - only the table and column names are formatted in, from the models
 # The first waiting notification of an order on a channel, once nothing before it is still to
@@ -641,8 +660,8 @@ def _until_written(write) -> None:
 
 
 def _while_the_database_is_away(call, *, seconds: float, doing: str):
-    """What `call` returns, run again while the database cannot be reached (logged as `doing`
-    again); after `seconds` the error goes up."""
+    """What `call` returns, run again while the database cannot be reached or fails it (a
+    deadlock, a restart), logged as `doing` again; after `seconds` the error goes up."""
     deadline = time.monotonic() + seconds
     pause = 0.25
     while True:
@@ -651,7 +670,7 @@ def _while_the_database_is_away(call, *, seconds: float, doing: str):
         except (OperationalError, InterfaceError) as error:
             if time.monotonic() + pause > deadline:
                 raise
-            logger.warning("database unavailable, %s again in %.2f s: %s", doing, pause, error)
+            logger.warning("database error, %s again in %.2f s: %s", doing, pause, error)
             close_old_connections()  # drops the broken connection; the next try opens another
             time.sleep(pause)
             pause = min(pause * 2, 2.0)

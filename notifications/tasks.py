@@ -16,9 +16,9 @@ logger = logging.getLogger(__name__)
 # The retry policy lives in notifications.services; a task only re-runs when the service
 # says so (SendResult.retry_in). Database outages: the service writes the outcome of a send
 # already made again for a few seconds (services._until_written), then hands it to the task's
-# retry (`sent`), which only writes it. A task that meets the database away at its claim waits
-# for it (services.CLAIM_DATABASE_WAIT_SECONDS), then goes to the end of its queue; another
-# DatabaseError before it sends runs it again after a backoff.
+# retry (`sent`), which only writes it. A send meeting the database away waits for it in the
+# service (services.CLAIM_DATABASE_WAIT_SECONDS at the claim), then goes to the end of its
+# queue; another DatabaseError (a bad statement) runs it again after a backoff.
 SEND_TASK_OPTIONS = {
     "bind": True,
     "acks_late": True,
@@ -38,8 +38,10 @@ def _send(task, notification_id: int, sent: dict | None) -> str:
         try:
             result = services.notification_send(**who)
         except (OperationalError, InterfaceError) as error:
-            # The database away for the claim's wait: to the end of the queue in the broker, not
-            # into this worker's memory as a countdown, which would take in the whole backlog.
+            # The database away for longer than the service waits for it: to the end of the
+            # queue in the broker, not into this worker's memory as a countdown, which would take
+            # in the whole backlog. A row left claimed (a claim given back or a failure that could
+            # not be written) is then found busy, and looked at again when its lease ends.
             raise task.retry(exc=error, countdown=0, max_retries=None) from error
     else:
         result = services.notification_record_sent(sent=services.SentMessage.from_task_argument(sent), **who)
@@ -77,22 +79,11 @@ def send_email_notification(self, notification_id: int, sent: dict | None = None
     return _send(self, notification_id, sent)
 
 
-def _queue_for_event(order_id: int, event: str, channels: list[str]) -> int:
-    from orders.models import Order
-
-    order = Order.objects.filter(pk=order_id).first()
-    if order is None:
-        return 0
-    notifications = services.notifications_create(order=order, event=event, channels=channels)
-    services.notifications_publish_on_commit(notifications)
-    return len(notifications)
-
-
 @shared_task(name="notifications.tasks.send_order_confirmation", acks_late=True)
 def send_order_confirmation(order_id: int, send_sms: bool = True, send_email: bool = True) -> int:
     """Make sure the order's confirmation exists on the chosen channels and is queued (idempotent)."""
     channels = [channel for channel, wanted in ((Channel.SMS, send_sms), (Channel.EMAIL, send_email)) if wanted]
-    return _queue_for_event(order_id, Event.PLACED, channels)
+    return services.notifications_queue_for_event(order_id=order_id, event=Event.PLACED, channels=channels)
 
 
 @shared_task(name="notifications.tasks.send_order_status_update", acks_late=True)
@@ -100,7 +91,9 @@ def send_order_status_update(order_id: int, old_status: str, new_status: str) ->
     """Make sure the notifications for the order reaching `new_status` exist and are queued (idempotent)."""
     if new_status not in Event.values or new_status == Event.PLACED:
         raise ValueError(f"{new_status!r} is not a status orders notify about; use one of {Event.values[1:]}")
-    return _queue_for_event(order_id, new_status, [Channel.SMS, Channel.EMAIL])
+    return services.notifications_queue_for_event(
+        order_id=order_id, event=new_status, channels=[Channel.SMS, Channel.EMAIL]
+    )
 
 
 @shared_task(name="notifications.tasks.retry_failed_notifications")

@@ -410,8 +410,8 @@ def test_workers_recover_by_themselves_when_postgresql_restarts_under_load(
     task_retries = sum(
         1 for line in log if "Retry in" in line and ("OperationalError" in line or "InterfaceError" in line)
     )
-    writes_retried = sum(1 for line in log if "database unavailable, writing again" in line)
-    claims_waited = sum(1 for line in log if "database unavailable, claiming again" in line)
+    writes_retried = sum(1 for line in log if "database error, writing again" in line)
+    claims_waited = sum(1 for line in log if "database error, claiming again" in line)
     with capsys.disabled():
         print(
             f"\nPostgreSQL restarted under load: {figures['placed']} orders placed, {figures['refused']} refused "

@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from notifications import services
 from notifications.models import Notification, RecipientCorrection
+from notifications.tasks import send_order_status_update
 from orders import services as order_services
 from orders.models import ChangeSource, Order
 from tests.factories import place_order
@@ -96,6 +97,11 @@ def correct(notification: Notification, phone: str, by) -> Notification:
     )
 
 
+def deadlocks(caplog) -> list[str]:
+    """Deadlocks PostgreSQL ended, as logged by a claim that tried again after one."""
+    return [record.getMessage() for record in caplog.records if "deadlock detected" in record.getMessage()]
+
+
 def phones_of(order: Order) -> set[str]:
     order.refresh_from_db()
     return {order.customer_phone, *Notification.objects.filter(order=order).values_list("recipient", flat=True)}
@@ -118,7 +124,7 @@ def test_two_corrections_for_the_same_order_at_once_both_go_through(shop, staff,
 
 
 def test_a_correction_for_the_order_and_a_send_waiting_for_an_earlier_one_both_go_through(
-    shop, staff, published, scripted
+    shop, staff, published, scripted, caplog
 ):
     """The send finds the placed and confirmed texts of its order retrying and waits for them,
     locking them (FOR SHARE) while it decides; the correction of the confirmed one for the
@@ -141,5 +147,82 @@ def test_a_correction_for_the_order_and_a_send_waiting_for_an_earlier_one_both_g
 
     assert (correction.finished().error, send.finished().error) == (None, None)
     assert send.result.outcome == "waiting"
+    assert deadlocks(caplog) == []
     assert phones_of(order) == {"+12025550147"}
     assert scripted.sent == []
+
+
+def test_a_send_deciding_to_wait_locks_every_earlier_one_before_its_own_row(shop, staff, published, scripted, caplog):
+    """The placed text is being sent and the confirmed one retries; the correction of the
+    confirmed one for the order locks it, then needs the processing one's row, which the send
+    deciding to wait updates. The send must lock both earlier ones before that update, or each
+    would hold a row the other waits for."""
+    order = place_order(owner=shop, customer_email="")
+    transition(order, "confirmed", "processing", by=shop)
+    placed, confirmed, processing = (sms(order, event) for event in ("placed", "confirmed", "processing"))
+    Notification.objects.filter(pk=placed.pk).update(
+        status="sending", attempts=1, stale_after=timezone.now() + timedelta(minutes=5)
+    )
+    retrying(confirmed)
+    # A key share on the processing row (as a foreign key check takes it) holds the correction
+    # back from it, with the confirmed row locked, but lets the send's update through.
+    held, release = threading.Event(), threading.Event()
+
+    def share_the_key():
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute("SELECT id FROM notifications_notification WHERE id = %s FOR KEY SHARE", [processing.pk])
+            held.set()
+            release.wait(timeout=30)
+
+    holder = Call(share_the_key)
+    assert held.wait(timeout=10)
+    correction = Call(correct, notification=confirmed, phone="+1 202 555 0147", by=staff)
+    wait_until(lambda: sessions_waiting_for_a_lock() == 1, timeout=10, what="the correction to wait")
+    send = Call(services.notification_send, notification_id=processing.pk)
+    wait_until(lambda: sessions_waiting_for_a_lock() == 2, timeout=10, what="the send to wait")
+    release.set()
+
+    assert holder.finished().error is None
+    assert (correction.finished().error, send.finished().error) == (None, None)
+    assert send.result.outcome == "waiting"
+    assert deadlocks(caplog) == []  # the send's claim would try again after one, and hide it
+    order.refresh_from_db()
+    assert order.customer_phone == "+12025550147"
+    assert [sms(order, event).recipient for event in ("placed", "confirmed", "processing")] == [
+        OLD_PHONE,  # on its way: not corrected
+        "+12025550147",
+        "+12025550147",
+    ]
+
+
+def test_a_status_update_queued_by_its_task_and_a_correction_for_the_order_both_go_through(
+    shop, staff, published, caplog
+):
+    """The task writes the update's email (the order has an address now) and meets the SMS row
+    written before, which it locks; the new email row's foreign key then needs the order. The
+    correction holds the order and needs that SMS row. The task locks the order first."""
+    order = place_order(owner=shop, customer_email="")
+    transition(order, "confirmed", by=shop)
+    Order.objects.filter(pk=order.pk).update(customer_email="ada@example.com")
+    confirmed = sms(order, "confirmed")
+    held, release = threading.Event(), threading.Event()
+
+    def hold_the_sms():
+        with transaction.atomic():
+            Notification.objects.select_for_update().get(pk=confirmed.pk)
+            held.set()
+            release.wait(timeout=30)
+
+    holder = Call(hold_the_sms)
+    assert held.wait(timeout=10)
+    queue = Call(send_order_status_update, order_id=order.pk, old_status="placed", new_status="confirmed")
+    wait_until(lambda: sessions_waiting_for_a_lock() == 1, timeout=10, what="the task to wait")
+    correction = Call(correct, notification=confirmed, phone="+1 202 555 0147", by=staff)
+    wait_until(lambda: sessions_waiting_for_a_lock() == 2, timeout=10, what="the correction to wait")
+    release.set()
+
+    assert holder.finished().error is None
+    assert (queue.finished().error, correction.finished().error) == (None, None)
+    assert queue.result == 2
+    assert Notification.objects.get(order=order, channel="email", event="confirmed").recipient == "ada@example.com"
+    assert phones_of(order) - {"ada@example.com"} == {"+12025550147"}
