@@ -1,4 +1,5 @@
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -109,6 +110,21 @@ def test_any_command_meeting_an_unreachable_database_says_so_in_one_line(command
     assert result.stderr.strip().splitlines()[-1].startswith(f"CommandError: DATABASE_URL: cannot connect to {where}: ")
     assert "Traceback" not in result.stderr
     assert "hunter2" not in result.stderr
+
+
+def test_a_database_that_takes_the_connection_and_never_answers_is_given_up_on():
+    """A firewall or a hung server that accepts and stays silent: a command, a request, or a
+    send waiting for the database at its claim, gives up after the connect timeout (5 s)."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        url = f"postgres://postgres@127.0.0.1:{silent.getsockname()[1]}/orderflow"
+        result = run_deployed("manage.py", "showmigrations", DATABASE_URL=url)  # 60 s, or TimeoutExpired
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"CommandError: DATABASE_URL: cannot connect to {url.replace('postgres://', 'postgresql://')}: "
+        "connection timeout expired"
+    )
 
 
 @pytest.mark.parametrize("url", ["nonsense", "carrierpigeon://user:hunter2@coop"])

@@ -120,6 +120,10 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # Django turns psycopg's prepared statements off for poolers; only orderflow.database's
     # cursor uses them (see there). `?prepare_threshold=` in DATABASE_URL wins.
     DATABASES["default"].setdefault("OPTIONS", {}).setdefault("prepare_threshold", 5)
+    # Seconds a connection may take to open. A host that takes the connection and stays silent
+    # (a firewall, a hung server) would otherwise hold a request, or a send waiting for the
+    # database at its claim, for good. `?connect_timeout=` in DATABASE_URL wins.
+    DATABASES["default"]["OPTIONS"].setdefault("connect_timeout", 5)
 
 # --- Redis (rate limiter, cache) -------------------------------------------------------
 REDIS_URL = check_url(
