@@ -230,17 +230,23 @@ def scripted(settings):
     redis.Redis.from_url(settings.REDIS_URL).flushdb()  # no window nor pause left for the next test
 
 
-class RefusedRecords:
-    """A connection.execute_wrapper: the statements writing a send's attempt raise `errors`, one
-    each, in turn; every other statement runs. `errors` left over: never reached."""
+class RefusedStatements:
+    """A connection.execute_wrapper: the statements holding `marker` (RECORDS, CLAIMS) raise
+    `errors`, one each, in turn; every other statement runs. `errors` left over: never reached."""
 
-    def __init__(self, *errors: BaseException):
+    def __init__(self, marker: str, *errors: BaseException):
+        self.marker = marker
         self.errors = list(errors)
 
     def __call__(self, execute, sql, params, many, context):
-        if self.errors and "notificationattempt" in sql:
+        if self.errors and self.marker in sql:
             raise self.errors.pop(0)
         return execute(sql, params, many, context)
+
+
+# What RefusedStatements looks for: the statements writing a send's attempt, and the claim.
+RECORDS = "notificationattempt"
+CLAIMS = "SET status = 'sending'"
 
 
 def send_into_dead_letter(order, error=None) -> DeadLetter:

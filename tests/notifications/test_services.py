@@ -17,7 +17,7 @@ from orderflow.masking import MaskingFilter
 from orders import services as order_services
 from orders.models import ChangeSource
 from tests.factories import order_line, place_order
-from tests.notifications.conftest import RefusedRecords
+from tests.notifications.conftest import RECORDS, RefusedStatements
 
 pytestmark = pytest.mark.django_db
 
@@ -504,7 +504,7 @@ def test_an_sms_backend_that_cannot_be_imported_sends_nothing_and_names_the_vari
 @pytest.mark.django_db(transaction=True)  # the write is retried outside any test transaction, as in a worker
 def test_an_outcome_the_database_refuses_at_first_is_written_when_it_answers(shop, published, scripted):
     sms = sms_of(place_order(owner=shop))
-    refusals = RefusedRecords(OperationalError("the database system is shutting down"))
+    refusals = RefusedStatements(RECORDS, OperationalError("the database system is shutting down"))
     with connection.execute_wrapper(refusals):
         assert services.notification_send(notification_id=sms.pk).outcome == "sent"
     assert not refusals.errors, "the record was never refused; nothing was tested"
@@ -517,8 +517,8 @@ def records_deferred(channel: str) -> float:
     return REGISTRY.get_sample_value("orderflow_notification_records_deferred_total", {"channel": channel}) or 0.0
 
 
-def refused_once() -> RefusedRecords:
-    return RefusedRecords(OperationalError("connection to server failed: Connection refused"))
+def refused_once() -> RefusedStatements:
+    return RefusedStatements(RECORDS, OperationalError("connection to server failed: Connection refused"))
 
 
 def test_an_outcome_the_database_refuses_past_the_retry_time_is_carried_to_the_next_run(
@@ -563,7 +563,7 @@ def test_a_carried_send_is_carried_again_while_the_database_is_away(shop, publis
 @pytest.mark.django_db(transaction=True)  # the connection is closed and opened again, as a worker's
 def test_an_outcome_the_soft_time_limit_interrupts_is_carried_to_the_next_run(shop, published, scripted):
     sms = sms_of(place_order(owner=shop))
-    strikes = RefusedRecords(SoftTimeLimitExceeded())
+    strikes = RefusedStatements(RECORDS, SoftTimeLimitExceeded())
     with connection.execute_wrapper(strikes):
         first = services.notification_send(notification_id=sms.pk)
     assert not strikes.errors, "the soft time limit never struck; nothing was tested"
@@ -578,7 +578,7 @@ def test_an_outcome_the_soft_time_limit_interrupts_is_carried_to_the_next_run(sh
 def test_an_error_other_than_the_database_away_is_not_carried(shop, published, scripted):
     """A defect (here a value the column refuses) goes up: carrying it would retry for ever."""
     sms = sms_of(place_order(owner=shop))
-    too_long = RefusedRecords(DataError("value too long for type character varying(300)"))
+    too_long = RefusedStatements(RECORDS, DataError("value too long for type character varying(300)"))
     with connection.execute_wrapper(too_long), pytest.raises(DataError):
         services.notification_send(notification_id=sms.pk)
 

@@ -10,7 +10,7 @@ from django.db import OperationalError, connection
 from notifications import backends, services
 from notifications.tasks import build_backends_before_the_pool_starts, send_sms_notification
 from tests.factories import place_order
-from tests.notifications.conftest import TWILIO_FROM, TWILIO_SID, TWILIO_TOKEN, RefusedRecords
+from tests.notifications.conftest import CLAIMS, RECORDS, TWILIO_FROM, TWILIO_SID, TWILIO_TOKEN, RefusedStatements
 
 RECIPIENT = "+14155550177"  # the Twilio double serves the whole session: count from before
 
@@ -78,7 +78,7 @@ def test_a_send_the_database_could_not_record_is_written_by_the_retry_not_sent_a
     """The retry keeps what the task was called with (here the id as a keyword) and adds the send."""
     sms = place_order(owner=shop).notifications.get(channel="sms")
     monkeypatch.setattr(services, "RECORD_RETRY_SECONDS", 0)
-    refusals = RefusedRecords(OperationalError("connection to server failed: Connection refused"))
+    refusals = RefusedStatements(RECORDS, OperationalError("connection to server failed: Connection refused"))
     with connection.execute_wrapper(refusals):
         # apply() runs the task and then its retry here, at once (what a worker does after the countdown).
         result = send_sms_notification.apply(kwargs={"notification_id": sms.pk})
@@ -89,19 +89,6 @@ def test_a_send_the_database_could_not_record_is_written_by_the_retry_not_sent_a
     assert len(scripted.sent) == 1
 
 
-class RefusedClaims:
-    """A connection.execute_wrapper: the statements claiming a notification raise `errors`, one
-    each, in turn; every other statement runs."""
-
-    def __init__(self, *errors: BaseException):
-        self.errors = list(errors)
-
-    def __call__(self, execute, sql, params, many, context):
-        if self.errors and "SET status = 'sending'" in sql:
-            raise self.errors.pop(0)
-        return execute(sql, params, many, context)
-
-
 def database_away() -> OperationalError:
     return OperationalError("connection to server at 127.0.0.1, port 5432 failed: Connection refused")
 
@@ -109,7 +96,7 @@ def database_away() -> OperationalError:
 @pytest.mark.django_db(transaction=True)
 def test_a_send_waits_for_the_database_at_its_claim_then_goes_as_one_attempt(shop, published, scripted):
     sms = place_order(owner=shop).notifications.get(channel="sms")
-    refusals = RefusedClaims(database_away(), database_away())
+    refusals = RefusedStatements(CLAIMS, database_away(), database_away())
     with connection.execute_wrapper(refusals):
         result = services.notification_send(notification_id=sms.pk)
     assert not refusals.errors, "the claim was never refused; nothing was tested"
@@ -133,7 +120,7 @@ def test_a_send_the_database_stays_away_from_goes_back_to_its_queue_at_once(shop
         return real_retry(*args, **kwargs)
 
     monkeypatch.setattr(send_sms_notification, "retry", retry)
-    refusals = RefusedClaims(database_away())
+    refusals = RefusedStatements(CLAIMS, database_away())
     with connection.execute_wrapper(refusals):
         # apply() runs the task and then its retry here, at once.
         result = send_sms_notification.apply(args=[sms.pk])
