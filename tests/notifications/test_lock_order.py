@@ -57,13 +57,14 @@ class Call(threading.Thread):
 
 
 @contextmanager
-def the_order_locked(order: Order):
-    """Hold the order's row lock, as a status change or another correction does, until the block ends."""
+def locked(lock_sql: str, row_id: int):
+    """Hold the row lock `lock_sql` takes of the row `row_id`, in a transaction of another
+    session, until the block ends."""
     held, release = threading.Event(), threading.Event()
 
     def hold():
-        with transaction.atomic():
-            Order.objects.select_for_update().get(pk=order.pk)
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(lock_sql, [row_id])
             held.set()
             release.wait(timeout=30)
 
@@ -74,6 +75,13 @@ def the_order_locked(order: Order):
     finally:
         release.set()
         assert holder.finished().error is None
+
+
+# As a status change or another correction holds the order; as a send or an operator holds a
+# notification; and as a foreign key check holds a row it refers to.
+THE_ORDER = "SELECT id FROM orders_order WHERE id = %s FOR UPDATE"
+THE_NOTIFICATION = "SELECT id FROM notifications_notification WHERE id = %s FOR UPDATE"
+ITS_KEY = "SELECT id FROM notifications_notification WHERE id = %s FOR KEY SHARE"
 
 
 def transition(order, *statuses, by) -> None:
@@ -112,7 +120,7 @@ def test_two_corrections_for_the_same_order_at_once_both_go_through(shop, staff,
     transition(order, "confirmed", by=shop)
     placed, confirmed = sms(order, "placed"), sms(order, "confirmed")
 
-    with the_order_locked(order):
+    with locked(THE_ORDER, order.pk):
         first = Call(correct, notification=placed, phone="+1 202 555 0147", by=staff)
         second = Call(correct, notification=confirmed, phone="+1 202 555 0148", by=staff)
         wait_until(lambda: sessions_waiting_for_a_lock() == 2, timeout=10, what="both corrections to wait")
@@ -135,7 +143,7 @@ def test_a_correction_for_the_order_and_a_send_waiting_for_an_earlier_one_both_g
     retrying(placed)
     retrying(confirmed)
 
-    with the_order_locked(order):
+    with locked(THE_ORDER, order.pk):
         correction = Call(correct, notification=confirmed, phone="+1 202 555 0147", by=staff)
         wait_until(lambda: sessions_waiting_for_a_lock() == 1, timeout=10, what="the correction to wait")
         send = Call(services.notification_send, notification_id=processing.pk)
@@ -164,25 +172,14 @@ def test_a_send_deciding_to_wait_locks_every_earlier_one_before_its_own_row(shop
         status="sending", attempts=1, stale_after=timezone.now() + timedelta(minutes=5)
     )
     retrying(confirmed)
-    # A key share on the processing row (as a foreign key check takes it) holds the correction
-    # back from it, with the confirmed row locked, but lets the send's update through.
-    held, release = threading.Event(), threading.Event()
+    # A key share on the processing row holds the correction back from it, with the confirmed
+    # row locked, but lets the send's update through.
+    with locked(ITS_KEY, processing.pk):
+        correction = Call(correct, notification=confirmed, phone="+1 202 555 0147", by=staff)
+        wait_until(lambda: sessions_waiting_for_a_lock() == 1, timeout=10, what="the correction to wait")
+        send = Call(services.notification_send, notification_id=processing.pk)
+        wait_until(lambda: sessions_waiting_for_a_lock() == 2, timeout=10, what="the send to wait")
 
-    def share_the_key():
-        with transaction.atomic(), connection.cursor() as cursor:
-            cursor.execute("SELECT id FROM notifications_notification WHERE id = %s FOR KEY SHARE", [processing.pk])
-            held.set()
-            release.wait(timeout=30)
-
-    holder = Call(share_the_key)
-    assert held.wait(timeout=10)
-    correction = Call(correct, notification=confirmed, phone="+1 202 555 0147", by=staff)
-    wait_until(lambda: sessions_waiting_for_a_lock() == 1, timeout=10, what="the correction to wait")
-    send = Call(services.notification_send, notification_id=processing.pk)
-    wait_until(lambda: sessions_waiting_for_a_lock() == 2, timeout=10, what="the send to wait")
-    release.set()
-
-    assert holder.finished().error is None
     assert (correction.finished().error, send.finished().error) == (None, None)
     assert send.result.outcome == "waiting"
     assert deadlocks(caplog) == []  # the send's claim would try again after one, and hide it
@@ -205,24 +202,14 @@ def test_a_status_update_queued_by_its_task_and_a_correction_for_the_order_both_
     transition(order, "confirmed", by=shop)
     Order.objects.filter(pk=order.pk).update(customer_email="ada@example.com")
     confirmed = sms(order, "confirmed")
-    held, release = threading.Event(), threading.Event()
+    with locked(THE_NOTIFICATION, confirmed.pk):
+        queue = Call(send_order_status_update, order_id=order.pk, old_status="placed", new_status="confirmed")
+        wait_until(lambda: sessions_waiting_for_a_lock() == 1, timeout=10, what="the task to wait")
+        correction = Call(correct, notification=confirmed, phone="+1 202 555 0147", by=staff)
+        wait_until(lambda: sessions_waiting_for_a_lock() == 2, timeout=10, what="the correction to wait")
 
-    def hold_the_sms():
-        with transaction.atomic():
-            Notification.objects.select_for_update().get(pk=confirmed.pk)
-            held.set()
-            release.wait(timeout=30)
-
-    holder = Call(hold_the_sms)
-    assert held.wait(timeout=10)
-    queue = Call(send_order_status_update, order_id=order.pk, old_status="placed", new_status="confirmed")
-    wait_until(lambda: sessions_waiting_for_a_lock() == 1, timeout=10, what="the task to wait")
-    correction = Call(correct, notification=confirmed, phone="+1 202 555 0147", by=staff)
-    wait_until(lambda: sessions_waiting_for_a_lock() == 2, timeout=10, what="the correction to wait")
-    release.set()
-
-    assert holder.finished().error is None
     assert (queue.finished().error, correction.finished().error) == (None, None)
     assert queue.result == 2
+    assert deadlocks(caplog) == []
     assert Notification.objects.get(order=order, channel="email", event="confirmed").recipient == "ada@example.com"
     assert phones_of(order) - {"ada@example.com"} == {"+12025550147"}
