@@ -224,15 +224,19 @@ def notifications_publish_on_commit(notifications: list[Notification]) -> None:
 
 def notifications_queue_for_event(*, order_id: int, event: str, channels) -> int:
     """Make sure an order event's notifications exist on `channels` and are published, outside
-    the order's own transaction (the send_order_* tasks); how many; 0 if the order is not there.
+    the order's own transaction (the send_order_* tasks); how many.
 
-    The order's row is locked first, as a status change does before it writes them and a
-    correction before it locks them: the insert locks an existing row it meets (ON CONFLICT).
+    NotFound for an order that is not there; ApplicationError for a status the order never
+    reached, which its customer must not be told about. The order's row is locked first, as a
+    status change does before it writes them and a correction before it locks them: the insert
+    locks an existing row it meets (ON CONFLICT).
     """
     with transaction.atomic():
         order = Order.objects.select_for_update().filter(pk=order_id).first()
         if order is None:
-            return 0
+            raise NotFound(f"Order {order_id} does not exist; nothing is queued.")
+        if event != Event.PLACED and not order.status_changes.filter(to_status=event).exists():
+            raise ApplicationError(f"Order {order.pk} never became {event} (it is {order.status}); nothing is queued.")
         notifications = notifications_create(order=order, event=event, channels=channels)
         notifications_publish_on_commit(notifications)
     return len(notifications)

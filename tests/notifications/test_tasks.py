@@ -8,7 +8,15 @@ from celery.signals import worker_init
 from django.db import OperationalError, connection
 
 from notifications import backends, services
-from notifications.tasks import build_backends_before_the_pool_starts, send_sms_notification
+from notifications.tasks import (
+    build_backends_before_the_pool_starts,
+    send_order_confirmation,
+    send_order_status_update,
+    send_sms_notification,
+)
+from orderflow.errors import ApplicationError, NotFound
+from orders import services as order_services
+from orders.models import ChangeSource
 from tests.factories import place_order
 from tests.notifications.conftest import CLAIMS, RECORDS, TWILIO_FROM, TWILIO_SID, TWILIO_TOKEN, RefusedStatements
 
@@ -128,3 +136,33 @@ def test_a_send_the_database_stays_away_from_goes_back_to_its_queue_at_once(shop
     assert [(call["countdown"], type(call["exc"])) for call in retries] == [(0, OperationalError)]
     assert (result.state, result.result) == ("SUCCESS", "sent")
     assert len(scripted.sent) == 1
+
+
+@pytest.mark.django_db
+def test_a_status_update_for_a_status_the_order_never_reached_is_refused_and_queues_nothing(shop, published):
+    order = place_order(owner=shop)
+    order_services.order_transition(order_id=order.pk, to_status="confirmed", by=shop, source=ChangeSource.API)
+    with pytest.raises(ApplicationError, match=f"Order {order.pk} never became shipped \\(it is confirmed\\)"):
+        send_order_status_update(order.pk, "confirmed", "shipped")
+    assert not order.notifications.filter(event="shipped").exists()
+
+
+@pytest.mark.django_db
+def test_a_status_update_the_order_went_through_is_queued_after_it_moved_on(shop, published):
+    order = place_order(owner=shop)
+    for status in ("confirmed", "processing"):
+        order_services.order_transition(order_id=order.pk, to_status=status, by=shop, source=ChangeSource.API)
+    order.notifications.filter(event="confirmed").delete()  # e.g. written while notifications were switched off
+    assert send_order_status_update(order.pk, "pending", "confirmed") == 2
+    assert send_order_status_update(order.pk, "pending", "confirmed") == 2  # the same two, not written again
+    assert order.notifications.filter(event="confirmed").count() == 2
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("task", ["confirmation", "status update"])
+def test_a_task_for_an_order_that_is_not_there_says_so(task):
+    with pytest.raises(NotFound, match="Order 999999 does not exist; nothing is queued"):
+        if task == "confirmation":
+            send_order_confirmation(999999)
+        else:
+            send_order_status_update(999999, "pending", "confirmed")
