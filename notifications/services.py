@@ -50,6 +50,7 @@ from notifications.rendering import render_notification
 from orderflow.database import prepared_cursor
 from orderflow.errors import ApplicationError, Conflict, NotFound
 from orderflow.masking import mask_recipient
+from orderflow.middleware import first_line
 from orders.models import Order
 from orders.phones import phone_to_e164
 
@@ -665,16 +666,20 @@ def _until_written(write) -> None:
 
 def _while_the_database_is_away(call, *, seconds: float, doing: str):
     """What `call` returns, run again while the database cannot be reached or fails it (a
-    deadlock, a restart), logged as `doing` again; after `seconds` the error goes up."""
+    deadlock, a restart); after `seconds` the error goes up. Logged once a wait, as `doing`
+    again: a worker whose database is away for long would otherwise log every second."""
     deadline = time.monotonic() + seconds
     pause = 0.25
+    logged = False
     while True:
         try:
             return call()
         except (OperationalError, InterfaceError) as error:
             if time.monotonic() + pause > deadline:
                 raise
-            logger.warning("database error, %s again in %.2f s: %s", doing, pause, error)
+            if not logged:
+                logger.warning("database error, %s again for up to %.0f s: %s", doing, seconds, first_line(error))
+                logged = True
             close_old_connections()  # drops the broken connection; the next try opens another
             time.sleep(pause)
             pause = min(pause * 2, 2.0)

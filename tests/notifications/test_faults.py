@@ -410,7 +410,7 @@ def test_workers_recover_by_themselves_when_postgresql_restarts_under_load(
     task_retries = sum(
         1 for line in log if "Retry in" in line and ("OperationalError" in line or "InterfaceError" in line)
     )
-    writes_retried = sum(1 for line in log if "database error, writing again" in line)
+    writes_waited = sum(1 for line in log if "database error, writing again" in line)
     claims_waited = sum(1 for line in log if "database error, claiming again" in line)
     with capsys.disabled():
         print(
@@ -418,7 +418,7 @@ def test_workers_recover_by_themselves_when_postgresql_restarts_under_load(
             f"while it restarted ({restarted_in:.1f} s); {sent_before} of {2 * LOAD_ORDERS} sent before the "
             f"restart, all sent {recovered_in:.1f} s after it began by the same worker process; "
             f"{task_retries} send(s) retried on a database error, {claims_waited} claim(s) and "
-            f"{writes_retried} outcome write(s) tried again, "
+            f"{writes_waited} outcome write(s) waiting for it, "
             f"{duplicates} duplicate(s)"
         )
     assert load.returncode == 0

@@ -98,20 +98,28 @@ def test_a_send_the_database_could_not_record_is_written_by_the_retry_not_sent_a
 
 
 def database_away() -> OperationalError:
-    return OperationalError("connection to server at 127.0.0.1, port 5432 failed: Connection refused")
+    return OperationalError(
+        'connection to server at "127.0.0.1", port 5432 failed: Connection refused\n'
+        "\tIs the server running on that host and accepting TCP/IP connections?"
+    )
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_send_waits_for_the_database_at_its_claim_then_goes_as_one_attempt(shop, published, scripted):
+def test_a_send_waits_for_the_database_at_its_claim_then_goes_as_one_attempt(shop, published, scripted, caplog):
     sms = place_order(owner=shop).notifications.get(channel="sms")
     refusals = RefusedStatements(CLAIMS, database_away(), database_away())
-    with connection.execute_wrapper(refusals):
+    with caplog.at_level(logging.WARNING, logger="notifications.services"), connection.execute_wrapper(refusals):
         result = services.notification_send(notification_id=sms.pk)
     assert not refusals.errors, "the claim was never refused; nothing was tested"
     assert result.outcome == "sent"
     sms.refresh_from_db()
     assert (sms.status, sms.attempts) == ("sent", 1)
     assert len(scripted.sent) == 1
+    # One line for the wait, not one a try, nor the driver's hint on a line of its own.
+    assert [record.getMessage() for record in caplog.records if record.levelno >= logging.WARNING] == [
+        'database error, claiming again for up to 10 s: connection to server at "127.0.0.1", port 5432 failed: '
+        "Connection refused"
+    ]
 
 
 @pytest.mark.django_db(transaction=True)
