@@ -88,6 +88,21 @@ class PipelineRowAdmin(admin.ModelAdmin):
         return super().response_action(request, queryset)
 
 
+# Statuses of an order's other notifications that a correction leaves as they are: the worker
+# sends none of them again by itself.
+SENT_ONLY_ON_RESEND = (NotificationStatus.DEAD, NotificationStatus.CANCELLED)
+ORDER_CONTACT_NAMES = {"customer_phone": "phone", "customer_email": "email"}
+
+
+def _corrected_message(corrected: services.RecipientCorrected) -> str:
+    """What a correction changed: the notification, and with it the order's contact and its other notifications."""
+    parts = [f"the order's {ORDER_CONTACT_NAMES[corrected.order_contact]}"] if corrected.order_contact else []
+    if corrected.also:
+        ids = ", ".join(str(row.pk) for row in corrected.also)
+        parts.append(f"its notification{'s' if len(corrected.also) > 1 else ''} {ids}")
+    return f"Recipient corrected, with {' and '.join(parts)}." if parts else "Recipient corrected."
+
+
 class CorrectRecipientForm(forms.Form):
     recipient = forms.CharField(max_length=254, help_text="Phone in international form for SMS, or an email address.")
     # The recipient as this form showed it: a change by someone else meanwhile is refused.
@@ -243,7 +258,7 @@ class NotificationAdmin(PipelineRowAdmin):
         )
         if request.method == "POST" and form.is_valid():
             try:
-                services.notification_correct_recipient(
+                corrected = services.notification_correct_recipient(
                     notification_id=notification.pk,
                     recipient=form.cleaned_data["recipient"],
                     reason=form.cleaned_data["reason"],
@@ -254,7 +269,12 @@ class NotificationAdmin(PipelineRowAdmin):
                 self.log_change(request, notification, f"Recipient corrected: {form.cleaned_data['reason']}")
                 if form.cleaned_data["requeue"]:
                     self._send_corrected(request, notification)
-                self.message_user(request, "Recipient corrected.", messages.SUCCESS)
+                self.message_user(request, _corrected_message(corrected), messages.SUCCESS)
+                if idle := [row for row in corrected.also if row.status in SENT_ONLY_ON_RESEND]:
+                    listed = ", ".join(f"notification {row.pk} ({row.status})" for row in idle)
+                    self.message_user(
+                        request, f"Sent to the new recipient only once resent: {listed}.", messages.WARNING
+                    )
                 return redirect("admin:notifications_notification_change", notification.pk)
             except Conflict as error:  # changed meanwhile, or no longer correctable: show it as it is now
                 self.message_user(request, error.message, messages.ERROR)

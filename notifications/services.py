@@ -1151,6 +1151,13 @@ def notification_cancel(*, notification_id: int, by) -> Notification:
     return notification
 
 
+@dataclass(frozen=True)
+class RecipientCorrected:
+    notification: Notification
+    order_contact: str = ""  # the order's field corrected with it ("customer_phone"), if any
+    also: tuple[Notification, ...] = ()  # the order's other notifications corrected with it
+
+
 def notification_correct_recipient(
     *,
     notification_id: int,
@@ -1159,7 +1166,7 @@ def notification_correct_recipient(
     by,
     seen_recipient: str | None = None,
     for_the_order: bool = False,
-) -> Notification:
+) -> RecipientCorrected:
     """Fix where a notification goes, keeping the old value, who changed it and why.
 
     `seen_recipient`: the value the operator corrected; if someone changed it meanwhile,
@@ -1188,13 +1195,12 @@ def notification_correct_recipient(
             )
         if recipient == notification.recipient:
             raise ApplicationError("That is already the recipient.", fields={"recipient": ["Unchanged."]})
-        corrected = [notification]
-        if for_the_order:
-            _correct_the_order_contact(notification, recipient, reason=reason, by=by)
-            # The order's others not yet on their way that go to the old value go to the new one.
-            corrected += [
-                row for row in others if row.recipient == notification.recipient and row.status in CORRECTABLE_STATUSES
-            ]
+        order_contact = (
+            _correct_the_order_contact(notification, recipient, reason=reason, by=by) if for_the_order else ""
+        )
+        # The order's others not yet on their way that go to the old value go to the new one.
+        also = [row for row in others if row.recipient == notification.recipient and row.status in CORRECTABLE_STATUSES]
+        corrected = [notification, *also]
         RecipientCorrection.objects.bulk_create(
             RecipientCorrection(
                 notification=row, old_recipient=row.recipient, new_recipient=recipient, reason=reason, changed_by=by
@@ -1204,28 +1210,30 @@ def notification_correct_recipient(
         Notification.objects.filter(pk__in=[row.pk for row in corrected]).update(recipient=recipient)
     notification.refresh_from_db()
     log_event("notification.recipient_corrected", notification, by=by, with_the_order=for_the_order or None)
-    return notification
+    return RecipientCorrected(notification, order_contact, tuple(also))
 
 
 # The order's contact field for each channel.
 ORDER_CONTACT_FIELDS = {Channel.SMS: "customer_phone", Channel.EMAIL: "customer_email"}
 
 
-def _correct_the_order_contact(notification: Notification, recipient: str, *, reason: str, by) -> None:
+def _correct_the_order_contact(notification: Notification, recipient: str, *, reason: str, by) -> str:
     """Correct the order's phone or email (its row locked) where it still is the notification's
-    old recipient, recorded in the order's history in the admin."""
+    old recipient, recorded in the order's history in the admin; the field corrected, if any."""
     field = ORDER_CONTACT_FIELDS[notification.channel]
     order = Order.objects.get(pk=notification.order_id)
-    if getattr(order, field) == notification.recipient:
-        Order.objects.filter(pk=order.pk).update(**{field: recipient}, updated_at=timezone.now())
-        if by is not None:
-            LogEntry.objects.log_actions(
-                user_id=by.pk,
-                queryset=[order],
-                action_flag=CHANGE,
-                change_message=f"{field} corrected with notification {notification.pk}: {reason}",
-                single_object=True,
-            )
+    if getattr(order, field) != notification.recipient:
+        return ""
+    Order.objects.filter(pk=order.pk).update(**{field: recipient}, updated_at=timezone.now())
+    if by is not None:
+        LogEntry.objects.log_actions(
+            user_id=by.pk,
+            queryset=[order],
+            action_flag=CHANGE,
+            change_message=f"{field} corrected with notification {notification.pk}: {reason}",
+            single_object=True,
+        )
+    return field
 
 
 def valid_recipient(channel: str, recipient: str) -> str:

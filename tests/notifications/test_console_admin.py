@@ -335,6 +335,31 @@ def test_sending_a_dead_notification_again_needs_the_dead_letter_permission_too(
     )
 
 
+def test_a_correction_for_the_order_says_what_it_changed_and_what_stays_unsent(client, shop, published, scripted):
+    operator_with(client, "view_notification", "resend_notification")
+    order = place_order(owner=shop, customer_email="")
+    placed = send_into_dead_letter(order).notification
+    for status in ("confirmed", "processing"):
+        order_services.order_transition(order_id=order.pk, to_status=status, by=shop, source=ChangeSource.API)
+    confirmed, processing = (
+        Notification.objects.get(order=order, event=event) for event in ("confirmed", "processing")
+    )
+    services.notification_cancel(notification_id=processing.pk, by=None)
+
+    url = f"/admin/notifications/notification/{placed.pk}/correct-recipient/"
+    form = {"recipient": "+1 202 555 0147", "reason": "customer called", "for_the_order": "on"}
+    said = messages_of(client.post(url, form, follow=True))
+    assert said == [
+        f"Recipient corrected, with the order's phone and its notifications {confirmed.pk}, {processing.pk}.",
+        f"Sent to the new recipient only once resent: notification {processing.pk} (cancelled).",
+    ]
+    assert set(Notification.objects.filter(order=order).values_list("recipient", flat=True)) == {"+12025550147"}
+
+    # Without the order, only the notification is corrected, and that is all that is said.
+    said = messages_of(client.post(url, {**form, "recipient": "+1 202 555 0148", "for_the_order": ""}, follow=True))
+    assert said == ["Recipient corrected."]
+
+
 def test_correcting_needs_the_permission(client, letters):
     operator_with(client, "view_notification")
     url = f"/admin/notifications/notification/{letters[0].notification_id}/correct-recipient/"
