@@ -12,3 +12,16 @@ report_bad_configuration_in_one_line()
 app = Celery("orderflow")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+@app.on_after_configure.connect
+def set_up_django(sender, **kwargs):
+    """When a `celery` command first reads the configuration. `call` and `result` read and write
+    task results through django-celery-results' models, which need Django set up; the worker
+    and beat set it up for themselves, and a web process has by then."""
+    from django.apps import apps
+
+    if not (apps.ready or apps.loading):
+        import django
+
+        django.setup()

@@ -1,9 +1,11 @@
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import redis
 from celery.app.defaults import DEFAULTS
 from celery.utils.imports import symbol_by_name
 from django.core.management import CommandError, call_command
@@ -36,6 +38,25 @@ def test_contract_tasks_route_to_their_queue(task, queue):
 def test_celery_reads_django_settings():
     assert app.conf.beat_scheduler == "orderflow.beat:DatabaseScheduler"
     assert app.conf.result_backend == "django-db"
+
+
+def test_celery_call_publishes_a_task_as_an_operator_runs_the_sweep_by_hand():
+    """`celery call` keeps the task's result through django-celery-results' models: Django must
+    be set up in that process too, as the worker and beat set it up for themselves."""
+    broker_url = "redis://127.0.0.1:6379/13"
+    queue = redis.Redis.from_url(broker_url)
+    queue.delete("notifications")
+    try:
+        result = run_deployed(
+            "-m", "celery", "-A", "orderflow", "call", "notifications.tasks.retry_failed_notifications",
+            CELERY_BROKER_URL=broker_url,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr[-2000:]
+        task_id = result.stdout.strip()
+        [message] = [json.loads(raw) for raw in queue.lrange("notifications", 0, -1)]
+        assert message["headers"]["id"] == task_id
+    finally:
+        queue.delete("notifications")
 
 
 def test_beat_uses_django_celery_beats_database_scheduler():
