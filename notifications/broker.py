@@ -29,11 +29,14 @@ class Message:
     args: list
     kwargs: dict | None = None
     queue: str | None = None  # None: the task's route (CELERY_TASK_ROUTES)
+    countdown: float | None = None  # seconds before a worker runs it
 
 
-def publish(task_name: str, *, args: list, kwargs: dict | None = None, queue: str | None = None) -> str:
+def publish(
+    task_name: str, *, args: list, kwargs: dict | None = None, queue: str | None = None, countdown: float | None = None
+) -> str:
     """Send one task message; raise BrokerUnavailable if the broker cannot take it."""
-    return publish_many([Message(task_name, args, kwargs, queue)])[0]
+    return publish_many([Message(task_name, args, kwargs, queue, countdown)])[0]
 
 
 def publish_many(messages: list[Message]) -> list[str]:
@@ -69,6 +72,7 @@ def _publish_batch(messages: list[Message]) -> list[str]:
                         args=message.args,
                         kwargs=message.kwargs,
                         queue=message.queue,
+                        countdown=message.countdown,
                         producer=producer,
                         # In a batch, kombu's reconnect-and-retry would swap the channel under
                         # it; the whole batch is tried again instead (publish_many).

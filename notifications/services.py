@@ -1021,6 +1021,16 @@ RECEIPT_CODE_PREFIX = "twilio-"
 RECEIPT_ERROR_CODE_LENGTH = Notification._meta.get_field("last_error_code").max_length - len(RECEIPT_CODE_PREFIX)
 
 
+# What notification_record_receipt answers for a message id no SMS notification has.
+UNKNOWN_MESSAGE = "unknown message"
+# A receipt can come before its send is written down: the provider answers the worker and sends
+# the receipt at once, and the receipt can win the race with the worker's record. The receipt of
+# a message not known yet is applied again after each of these pauses (the task
+# record_receipt), then dropped: a message sent by something else, or one deleted since.
+RECEIPT_RETRY_SECONDS = (5, 30, 120)
+RECORD_RECEIPT_TASK = "notifications.tasks.record_receipt"
+
+
 def notification_record_receipt(*, provider_message_id: str, provider_status: str, error_code: str = "") -> str:
     """Apply an SMS provider's delivery receipt; replays and receipts for unknown messages change nothing."""
     if "\x00" in provider_message_id or len(provider_message_id) > PROVIDER_MESSAGE_ID_LENGTH:
@@ -1038,7 +1048,7 @@ def notification_record_receipt(*, provider_message_id: str, provider_status: st
     notification = Notification.objects.filter(provider_message_id=provider_message_id, channel=Channel.SMS).first()
     if notification is None:
         logger.info("receipt for unknown message %s (%s) acknowledged", provider_message_id, provider_status)
-        return "unknown message"
+        return UNKNOWN_MESSAGE
     # Only a sent notification moves on; a replay, or a receipt after an earlier final one, does nothing.
     just_sent = Notification.objects.filter(pk=notification.pk, status=NotificationStatus.SENT)
     now = timezone.now()
@@ -1067,6 +1077,28 @@ def notification_record_receipt(*, provider_message_id: str, provider_status: st
                 now=now,
             )
     return provider_status if moved else "ignored"
+
+
+def notification_record_receipt_later(
+    *, provider_message_id: str, provider_status: str, error_code: str = "", tries: int = 0
+) -> bool:
+    """Have the receipt of a message not known yet applied again after a pause; False, logged,
+    when it was tried often enough (RECEIPT_RETRY_SECONDS) or the broker does not take it."""
+    described = f"{provider_message_id} ({provider_status})"
+    if tries >= len(RECEIPT_RETRY_SECONDS):
+        logger.warning("receipt for unknown message %s dropped after %d tries", described, tries + 1)
+        return False
+    try:
+        broker.publish(
+            RECORD_RECEIPT_TASK,
+            args=[provider_message_id, provider_status, error_code],
+            kwargs={"tries": tries + 1},
+            countdown=RECEIPT_RETRY_SECONDS[tries],
+        )
+    except broker.BrokerUnavailable as error:
+        logger.warning("receipt for unknown message %s not tried again: %s", described, error)
+        return False
+    return True
 
 
 # --- operators ------------------------------------------------------------------------------

@@ -96,6 +96,19 @@ def send_order_status_update(order_id: int, old_status: str, new_status: str) ->
     )
 
 
+@shared_task(name=services.RECORD_RECEIPT_TASK, acks_late=True)
+def record_receipt(provider_message_id: str, provider_status: str, error_code: str = "", tries: int = 0) -> str:
+    """Apply a delivery receipt that came before its message was written down; later again while it is not."""
+    outcome = services.notification_record_receipt(
+        provider_message_id=provider_message_id, provider_status=provider_status, error_code=error_code
+    )
+    if outcome == services.UNKNOWN_MESSAGE:
+        services.notification_record_receipt_later(
+            provider_message_id=provider_message_id, provider_status=provider_status, error_code=error_code, tries=tries
+        )
+    return outcome
+
+
 @shared_task(name="notifications.tasks.retry_failed_notifications")
 def retry_failed_notifications() -> dict:
     """The sweep: re-publish due retries and lost outbox rows."""

@@ -34,12 +34,14 @@ def twilio_status(request):
     sid, status = params.get("MessageSid", ""), params.get("MessageStatus", "")
     if not sid or not status:
         return JsonResponse({"detail": "MessageSid and MessageStatus are required.", "code": "invalid"}, status=400)
+    receipt = {"provider_message_id": sid, "provider_status": status, "error_code": params.get("ErrorCode", "")}
     try:
-        outcome = services.notification_record_receipt(
-            provider_message_id=sid, provider_status=status, error_code=params.get("ErrorCode", "")
-        )
+        outcome = services.notification_record_receipt(**receipt)
     except ApplicationError as error:
         return JsonResponse(
             {"detail": error.message, "code": error.code, "errors": error.fields}, status=error.status_code
         )
-    return JsonResponse({"received": True, "outcome": outcome})
+    answer = {"received": True, "outcome": outcome}
+    if outcome == services.UNKNOWN_MESSAGE:  # perhaps not written down yet: Twilio does not send it again
+        answer["tried_again_later"] = services.notification_record_receipt_later(**receipt)
+    return JsonResponse(answer)

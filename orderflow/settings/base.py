@@ -194,6 +194,7 @@ CELERY_TASK_ROUTES = {
     "notifications.tasks.send_order_status_update": {"queue": "notifications"},
     "notifications.tasks.retry_failed_notifications": {"queue": "notifications"},
     "notifications.tasks.requeue_dead_letter_batch": {"queue": "notifications"},
+    "notifications.tasks.record_receipt": {"queue": "notifications"},
     "notifications.tasks.cleanup_old_notifications": {"queue": "default"},
     "notifications.tasks.health_check": {"queue": "default"},
 }

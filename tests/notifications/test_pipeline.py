@@ -17,7 +17,10 @@ from pathlib import Path
 
 import pytest
 import redis
+from django.db import connection
+from django.test import Client
 from rest_framework.authtoken.models import Token
+from twilio.request_validator import RequestValidator
 
 from notifications import sweeps
 from notifications.broker import publish
@@ -34,6 +37,7 @@ from tests.processes import ROOT, stop_group, web_command
 pytestmark = pytest.mark.integration
 
 _numbers = itertools.count(100)
+RECEIPTS = "/webhooks/twilio/status/"
 TCP_ESTABLISHED = "01"  # the state column of /proc/net/tcp
 
 
@@ -98,6 +102,45 @@ def test_status_change_sends_an_update_on_both_channels(pipeline, fake_twilio, f
     ]
     assert fake_twilio.accepted(order.customer_phone)[-1]["Body"].startswith("Ada Lovelace, your order is confirmed")
     assert fake_smtp.delivered(order.customer_email)[-1]["Subject"] == f"Order #{order.pk}: Your order is confirmed"
+
+
+def test_a_receipt_sent_before_twilio_answers_the_worker_is_applied_once_the_send_is_written_down(
+    pipeline, fake_twilio, settings
+):
+    """Twilio's delivery receipt races its own answer to the worker: the webhook meets a message
+    id not written down yet, and the worker applies the receipt a few seconds later."""
+    settings.TWILIO_AUTH_TOKEN, settings.TWILIO_STATUS_CALLBACK_URL = TWILIO_TOKEN, ""
+    phone = new_phone()
+    answers = []
+
+    def receipt_first(form):
+        if form.get("To") != phone:
+            return
+        sid = next(request["sid"] for request in reversed(fake_twilio.requests) if request.get("To") == phone)
+        params = {"MessageSid": sid, "MessageStatus": "delivered"}
+        signature = RequestValidator(TWILIO_TOKEN).compute_signature(f"http://testserver{RECEIPTS}", params)
+
+        def post():
+            try:
+                return Client().post(RECEIPTS, params, HTTP_X_TWILIO_SIGNATURE=signature).json()
+            finally:
+                connection.close()
+
+        with ThreadPoolExecutor(1) as thread:  # not in the double's event loop, where Django refuses queries
+            answers.append(thread.submit(post).result())
+
+    fake_twilio.before_accepting = receipt_first
+    try:
+        order = place(customer_phone=phone, customer_email="")
+        [sms] = wait_until(
+            lambda: list(Notification.objects.filter(order=order, status="delivered")),
+            timeout=30,
+            what="the receipt to be applied",
+        )
+    finally:
+        fake_twilio.before_accepting = None
+    assert answers == [{"received": True, "outcome": "unknown message", "tried_again_later": True}]
+    assert (sms.attempts, sms.provider_message_id) == (1, fake_twilio.accepted(phone)[0]["sid"])
 
 
 def test_sms_sent_after_two_retries_when_provider_answers_500_twice(pipeline, fake_twilio):

@@ -3,7 +3,9 @@
 import pytest
 from twilio.request_validator import RequestValidator
 
+from notifications import broker
 from notifications.models import DeadLetter, Notification
+from notifications.tasks import record_receipt
 from tests.factories import place_order
 
 pytestmark = pytest.mark.django_db
@@ -97,10 +99,65 @@ def test_intermediate_statuses_change_nothing(client, sent_sms):
     assert sent_sms.status == "sent"
 
 
-def test_a_receipt_for_an_unknown_message_is_acknowledged(client, sent_sms, caplog):
+def test_a_receipt_for_an_unknown_message_is_acknowledged(client, sent_sms, caplog, published):
     response = receipt(client, {"MessageSid": "SM" + "f" * 32, "MessageStatus": "delivered"})
     assert (response.status_code, response.json()["outcome"]) == (200, "unknown message")
     assert "unknown message" in caplog.text
+
+
+@pytest.fixture
+def later(monkeypatch):
+    """The messages published, kept whole (countdown, kwargs) instead of sent."""
+    kept = []
+
+    def keep(messages):
+        kept.extend(messages)
+        return [f"kept-{number}" for number in range(len(messages))]
+
+    monkeypatch.setattr(broker, "publish_many", keep)
+    return kept
+
+
+def test_a_receipt_that_comes_before_its_send_is_written_down_is_applied_once_it_is(client, sent_sms, later):
+    """Twilio sends a receipt as soon as it has one, and it can reach us before the worker has
+    written down the message id Twilio answered with; Twilio does not send it again."""
+    sid = "SM" + "b" * 32
+    response = receipt(client, {"MessageSid": sid, "MessageStatus": "delivered"})
+    assert response.json() == {"received": True, "outcome": "unknown message", "tried_again_later": True}
+    [message] = later
+    assert (message.task_name, message.args, message.kwargs, message.countdown) == (
+        "notifications.tasks.record_receipt",
+        [sid, "delivered", ""],
+        {"tries": 1},
+        5,
+    )
+    Notification.objects.filter(pk=sent_sms.pk).update(provider_message_id=sid)  # the worker's record
+    assert record_receipt(*message.args, **message.kwargs) == "delivered"
+    sent_sms.refresh_from_db()
+    assert sent_sms.status == "delivered"
+    assert len(later) == 1  # applied: not tried again
+
+
+def test_a_receipt_for_a_message_never_written_down_is_tried_a_few_times_then_dropped(sent_sms, later, caplog):
+    sid = "SM" + "c" * 32
+    outcomes = [record_receipt(sid, "delivered", "", tries=0)]
+    while later:
+        message = later.pop()
+        outcomes.append(record_receipt(*message.args, **message.kwargs))
+    assert outcomes == ["unknown message"] * 4
+    assert f"receipt for unknown message {sid} (delivered) dropped after 4 tries" in caplog.text
+
+
+def test_a_receipt_for_an_unknown_message_with_the_broker_away_is_answered_and_logged(
+    client, sent_sms, monkeypatch, caplog
+):
+    def broker_away(messages):
+        raise broker.BrokerUnavailable("OperationalError: Error 111 connecting to 127.0.0.1:6379")
+
+    monkeypatch.setattr(broker, "publish_many", broker_away)
+    response = receipt(client, {"MessageSid": "SM" + "d" * 32, "MessageStatus": "delivered"})
+    assert (response.status_code, response.json()["tried_again_later"]) == (200, False)
+    assert "not tried again: OperationalError: Error 111" in caplog.text
 
 
 def test_a_receipt_without_sid_is_a_clear_400(client, sent_sms):
@@ -151,7 +208,7 @@ def test_a_receipt_posted_without_the_trailing_slash_is_applied_not_redirected(c
     assert (response.status_code, response.json()["outcome"]) == (200, "delivered")
 
 
-def test_a_receipt_never_touches_an_email_with_the_same_message_id(client, sent_sms):
+def test_a_receipt_never_touches_an_email_with_the_same_message_id(client, sent_sms, published):
     email = Notification.objects.create(
         order=sent_sms.order,
         channel="email",
