@@ -172,6 +172,12 @@ def json_bad_request(request, exception=None):
     )
 
 
+def unreadable_body(reason: str) -> JsonResponse:
+    return JsonResponse(
+        _error_body(f"The request body could not be read: {reason}", "bad_request"), status=status.HTTP_400_BAD_REQUEST
+    )
+
+
 def body_too_large() -> JsonResponse:
     return JsonResponse(
         _error_body("The request body is too large.", "too_large"), status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE

@@ -20,9 +20,10 @@ import logging
 from django.contrib import messages
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.contrib.admin.options import IS_POPUP_VAR, TO_FIELD_VAR
-from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, ValidationError
+from django.core.exceptions import BadRequest, RequestDataTooBig, TooManyFieldsSent, ValidationError
 from django.db import DataError, InterfaceError, OperationalError
 from django.http import JsonResponse
+from django.http.multipartparser import MultiPartParserError
 from django.shortcuts import redirect
 from django.utils.deprecation import MiddlewareMixin
 from django.utils.http import urlencode
@@ -82,7 +83,7 @@ class DatabaseUnavailableMiddleware(MiddlewareMixin):
 
 # Methods whose body a view reads: another's chunked body is left unread either way.
 BODY_METHODS = {"POST", "PUT", "PATCH"}
-FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
+FORM_CONTENT_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 
 
 def request_limits_middleware(get_response):
@@ -97,13 +98,15 @@ def request_limits_middleware(get_response):
             request.GET  # noqa: B018
         except TooManyFieldsSent:
             return api.too_many_fields("query string")
-        if request.content_type == FORM_CONTENT_TYPE:
+        if request.content_type in FORM_CONTENT_TYPES:
             try:
                 request.POST  # noqa: B018
             except TooManyFieldsSent:
                 return api.too_many_fields("form body")
             except RequestDataTooBig:
                 return api.body_too_large()
+            except (BadRequest, MultiPartParserError) as error:  # e.g. a charset other than UTF-8
+                return api.unreadable_body(first_line(error))
         return get_response(request)
 
     return middleware

@@ -186,6 +186,31 @@ def test_a_receipt_too_big_to_read_is_refused_in_words(client, sent_sms, setting
     assert sent_sms.status == "sent"
 
 
+@pytest.mark.parametrize(
+    ("fields", "status", "says"),
+    [
+        ({f"f{number}": "1" for number in range(2_000)}, 400, "Too many parameters in the form body: at most 1000"),
+        ({"MessageSid": "x" * 3_000_000}, 413, "too large"),
+    ],
+)
+def test_a_multipart_receipt_too_big_to_read_is_refused_in_the_same_words(
+    client, sent_sms, settings, fields, status, says
+):
+    settings.DEBUG = True
+    response = client.post(URL, fields)  # the test client's default: multipart/form-data
+    assert response.status_code == status
+    assert says in response.json()["detail"]
+
+
+@pytest.mark.parametrize("url", [URL, "/api/orders/"])
+def test_a_form_body_in_another_charset_than_utf8_is_refused_in_words(client, settings, url):
+    settings.DEBUG = True  # where Django's debug page failed on it again: a 500
+    response = client.post(url, "a=b", content_type="application/x-www-form-urlencoded; charset=utf-16")
+    assert response.status_code == 400
+    assert response.json()["detail"].startswith("The request body could not be read: ")
+    assert "UTF-8" in response.json()["detail"]
+
+
 def test_the_public_callback_url_is_what_is_checked(client, sent_sms, settings):
     settings.TWILIO_STATUS_CALLBACK_URL = "https://shop.example/webhooks/twilio/status/"
     params = {"MessageSid": sent_sms.provider_message_id, "MessageStatus": "delivered"}
