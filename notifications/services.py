@@ -1019,6 +1019,9 @@ UNDELIVERED_STATUSES = {"undelivered", "failed"}
 # last_error_code behind the prefix.
 RECEIPT_CODE_PREFIX = "twilio-"
 RECEIPT_ERROR_CODE_LENGTH = Notification._meta.get_field("last_error_code").max_length - len(RECEIPT_CODE_PREFIX)
+# Twilio's message statuses are single words (delivered, undelivered, failed, ...): a longer or
+# unprintable one is not one, and would break the log line it is written to.
+RECEIPT_STATUS_LENGTH = 32
 
 
 # What notification_record_receipt answers for a message id no SMS notification has.
@@ -1037,6 +1040,12 @@ def notification_record_receipt(*, provider_message_id: str, provider_status: st
         raise ApplicationError(
             f"MessageSid is not a message id: at most {PROVIDER_MESSAGE_ID_LENGTH} characters, no NUL.",
             fields={"MessageSid": ["not a message id"]},
+        )
+    if len(provider_status) > RECEIPT_STATUS_LENGTH or not provider_status.isprintable():
+        raise ApplicationError(
+            f"MessageStatus {provider_status[:20]!r} is not a status: "
+            f"up to {RECEIPT_STATUS_LENGTH} printable characters, e.g. delivered.",
+            fields={"MessageStatus": ["not a status"]},
         )
     if len(error_code) > RECEIPT_ERROR_CODE_LENGTH or not error_code.isprintable():
         raise ApplicationError(

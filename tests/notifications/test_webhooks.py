@@ -211,6 +211,15 @@ def test_a_form_body_in_another_charset_than_utf8_is_refused_in_words(client, se
     assert "UTF-8" in response.json()["detail"]
 
 
+@pytest.mark.parametrize("status", ["weird\r\nstatus", "delivered" * 10])
+def test_a_receipt_status_that_is_not_one_is_refused_and_logs_nothing(client, sent_sms, status, caplog):
+    response = receipt(client, {"MessageSid": sent_sms.provider_message_id, "MessageStatus": status})
+    assert (response.status_code, response.json()["errors"]) == (400, {"MessageStatus": ["not a status"]})
+    assert "notification.receipt" not in caplog.text
+    sent_sms.refresh_from_db()
+    assert sent_sms.status == "sent"
+
+
 def test_the_public_callback_url_is_what_is_checked(client, sent_sms, settings):
     settings.TWILIO_STATUS_CALLBACK_URL = "https://shop.example/webhooks/twilio/status/"
     params = {"MessageSid": sent_sms.provider_message_id, "MessageStatus": "delivered"}
