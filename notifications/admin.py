@@ -103,6 +103,15 @@ def _corrected_message(corrected: services.RecipientCorrected) -> str:
     return f"Recipient corrected, with {' and '.join(parts)}." if parts else "Recipient corrected."
 
 
+def recipient_forms(term: str) -> set[str]:
+    """A searched recipient as typed and as stored: a phone written any way becomes its E.164."""
+    forms = {term}
+    for channel in Channel.values:
+        with contextlib.suppress(ApplicationError):
+            forms.add(services.valid_recipient(channel, term))
+    return forms
+
+
 class CorrectRecipientForm(forms.Form):
     recipient = forms.CharField(max_length=254, help_text="Phone in international form for SMS, or an email address.")
     # The recipient as this form showed it: a change by someone else meanwhile is refused.
@@ -133,7 +142,9 @@ class NotificationAdmin(PipelineRowAdmin):
     ]
     list_filter = ["status", "channel", "event", "created_at"]
     search_fields = ["recipient"]  # searched by get_search_results below, so indexes serve it
-    search_help_text = "Notification id, order id, exact recipient (E.164 phone or email) or provider message id."
+    search_help_text = (
+        "Notification id, order id, recipient (a phone written any way, or an exact email) or provider message id."
+    )
     list_select_related = ["order"]
     readonly_fields = [
         "order_link", "channel", "event", "recipient", "status_shown", "attempts", "retry_base",
@@ -153,7 +164,7 @@ class NotificationAdmin(PipelineRowAdmin):
         number = whole_number(term)
         if number is not None:
             return queryset.filter(Q(pk=number) | Q(order_id=number)), False
-        return queryset.filter(Q(recipient=term) | Q(provider_message_id=term)), False
+        return queryset.filter(Q(recipient__in=recipient_forms(term)) | Q(provider_message_id=term)), False
 
     def get_urls(self):
         custom = [
@@ -329,7 +340,7 @@ class DeadLetterAdmin(PipelineRowAdmin):
     ]  # fmt: skip
     list_filter = ["status", "queue", "task_name", "exception_type", "last_failed_at", FingerprintFilter]
     search_fields = ["message"]  # searched by get_search_results below
-    search_help_text = "Order id, exact recipient, or words from the error."
+    search_help_text = "Order id, recipient (a phone written any way, or an exact email), or words from the error."
     list_select_related = ["notification"]
     actions = ["requeue_selected", "discard_selected"]
     readonly_fields = [
@@ -370,7 +381,8 @@ class DeadLetterAdmin(PipelineRowAdmin):
         if number is not None:
             matches |= Q(notification__in=Notification.objects.filter(order_id=number).values("pk"))
         else:
-            matches |= Q(notification__in=Notification.objects.filter(recipient=term).values("pk"))
+            recipients = recipient_forms(term)
+            matches |= Q(notification__in=Notification.objects.filter(recipient__in=recipients).values("pk"))
         return queryset.filter(matches), False
 
     # --- columns and detail ---
@@ -593,7 +605,7 @@ class SuppressionAdmin(admin.ModelAdmin):
     list_display = ["id", "channel", "masked_recipient", "error_code", "short_reason", "created_by", "created_at"]
     list_filter = ["channel", "error_code", "created_at"]
     search_fields = ["recipient"]
-    search_help_text = "Exact recipient: a phone in E.164 or an email address."
+    search_help_text = "Recipient: a phone written any way, or an exact email address."
     list_select_related = ["created_by"]
     show_full_result_count = False
     form = SuppressionForm
@@ -613,11 +625,7 @@ class SuppressionAdmin(admin.ModelAdmin):
         term = search_term.strip()  # exact, on the unique index; a phone as written anywhere is normalised
         if not term:
             return queryset, False
-        candidates = {services.suppression_key(term)}
-        for channel in Channel.values:
-            with contextlib.suppress(ApplicationError):
-                candidates.add(services.suppression_key(services.valid_recipient(channel, term)))
-        return queryset.filter(recipient__in=candidates), False
+        return queryset.filter(recipient__in={services.suppression_key(form) for form in recipient_forms(term)}), False
 
     def has_change_permission(self, request, obj=None):
         return False  # a suppression is added or lifted, not edited

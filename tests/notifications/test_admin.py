@@ -6,6 +6,7 @@ from notifications.models import DeadLetter, Notification, NotificationAttempt
 from orders import services as order_services
 from orders.models import ChangeSource
 from tests.factories import place_order
+from tests.notifications.conftest import send_into_dead_letter
 
 pytestmark = pytest.mark.django_db
 
@@ -25,6 +26,19 @@ def test_notification_list_filters_and_searches_without_n_plus_one(
     assert len(response.context["cl"].result_list) == 10
     found = client.get("/admin/notifications/notification/", {"q": orders[0].customer_phone})
     assert found.status_code == 200
+
+
+@pytest.mark.parametrize("written", ["+14155550100", "+1 (415) 555-0100", "+1 415 555 0100 "])
+def test_notifications_and_dead_letters_are_found_by_a_phone_written_any_way(
+    client, operator, shop, published, scripted, written
+):
+    wanted = place_order(owner=shop, customer_phone="+1 415 555 0100", customer_email="")
+    place_order(owner=shop, customer_phone="+1 415 555 0101", customer_email="")
+    letter = send_into_dead_letter(wanted)
+    found = client.get("/admin/notifications/notification/", {"q": written}).context["cl"].result_list
+    assert [row.order_id for row in found] == [wanted.pk]
+    found = client.get("/admin/notifications/deadletter/", {"q": written}).context["cl"].result_list
+    assert list(found) == [letter]
 
 
 def test_a_notification_waiting_for_an_earlier_one_says_so_unlike_one_left_unpublished(
