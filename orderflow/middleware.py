@@ -20,7 +20,7 @@ import logging
 from django.contrib import messages
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.contrib.admin.options import IS_POPUP_VAR, TO_FIELD_VAR
-from django.core.exceptions import BadRequest, RequestDataTooBig, TooManyFieldsSent, ValidationError
+from django.core.exceptions import BadRequest, RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent, ValidationError
 from django.db import DataError, InterfaceError, OperationalError
 from django.http import JsonResponse
 from django.http.multipartparser import MultiPartParserError
@@ -83,7 +83,11 @@ class DatabaseUnavailableMiddleware(MiddlewareMixin):
 
 # Methods whose body a view reads: another's chunked body is left unread either way.
 BODY_METHODS = {"POST", "PUT", "PATCH"}
-FORM_CONTENT_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
+# Only the webhooks take multipart forms (a receipt as a Twilio-compatible provider may post
+# it); elsewhere DRF refuses them (415) before reading any file part they carry.
+MULTIPART_CONTENT_TYPE = "multipart/form-data"
+WEBHOOKS_PREFIX = "/webhooks/"
 
 
 def request_limits_middleware(get_response):
@@ -98,14 +102,16 @@ def request_limits_middleware(get_response):
             request.GET  # noqa: B018
         except TooManyFieldsSent:
             return api.too_many_fields("query string")
-        if request.content_type in FORM_CONTENT_TYPES:
+        if request.content_type == FORM_CONTENT_TYPE or (
+            request.content_type == MULTIPART_CONTENT_TYPE and request.path.startswith(WEBHOOKS_PREFIX)
+        ):
             try:
                 request.POST  # noqa: B018
             except TooManyFieldsSent:
                 return api.too_many_fields("form body")
             except RequestDataTooBig:
                 return api.body_too_large()
-            except (BadRequest, MultiPartParserError) as error:  # e.g. a charset other than UTF-8
+            except (BadRequest, MultiPartParserError, TooManyFilesSent) as error:  # e.g. a charset not UTF-8
                 return api.unreadable_body(first_line(error))
         return get_response(request)
 

@@ -1,6 +1,7 @@
 """Twilio delivery receipts, signed as Twilio signs them (the twilio library's validator)."""
 
 import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
 from twilio.request_validator import RequestValidator
 
 from notifications import broker
@@ -200,6 +201,15 @@ def test_a_multipart_receipt_too_big_to_read_is_refused_in_the_same_words(
     response = client.post(URL, fields)  # the test client's default: multipart/form-data
     assert response.status_code == status
     assert says in response.json()["detail"]
+
+
+def test_a_multipart_body_to_the_api_is_refused_unread(client, settings, django_user_model):
+    """The API takes JSON: DRF refuses a form (415) before any file part it carries is stored."""
+    client.force_login(django_user_model.objects.create_user("multipart-shop"))
+    upload = SimpleUploadedFile("big.bin", b"x" * 3_000_000)
+    response = client.post("/api/orders/", {"customer_name": "Ada", "file": upload})
+    assert response.status_code == 415
+    assert response.json()["code"] == "unsupported_media_type"
 
 
 @pytest.mark.parametrize("url", [URL, "/api/orders/"])
