@@ -227,17 +227,18 @@ def notifications_queue_for_event(*, order_id: int, event: str, channels) -> int
     """Make sure an order event's notifications exist on `channels` and are published, outside
     the order's own transaction (the send_order_* tasks); how many.
 
-    NotFound for an order that is not there; ApplicationError for a status the order never
-    reached, which its customer must not be told about. The order's row is locked first, as a
-    status change does before it writes them and a correction before it locks them: the insert
-    locks an existing row it meets (ON CONFLICT).
+    NotFound for an order that is not there; ApplicationError for a status the order is not in
+    (never reached, or left), which its customer must not be told about. The order's row is
+    locked first, as a status change does before it writes them and a correction before it
+    locks them: the insert locks an existing row it meets (ON CONFLICT).
     """
     with transaction.atomic():
         order = Order.objects.select_for_update().filter(pk=order_id).first()
         if order is None:
             raise NotFound(f"Order {order_id} does not exist; nothing is queued.")
-        if event != Event.PLACED and not order.status_changes.filter(to_status=event).exists():
-            raise ApplicationError(f"Order {order.pk} never became {event} (it is {order.status}); nothing is queued.")
+        if event != Event.PLACED and order.status != event:
+            # Nor one it has left: the customer would read it after the news that followed it.
+            raise ApplicationError(f"Order {order.pk} is {order.status}, not {event}; nothing is queued.")
         notifications = notifications_create(order=order, event=event, channels=channels)
         notifications_publish_on_commit(notifications)
     return len(notifications)
@@ -1031,6 +1032,8 @@ UNKNOWN_MESSAGE = "unknown message"
 # a message not known yet is applied again after each of these pauses (the task
 # record_receipt), then dropped: a message sent by something else, or one deleted since.
 RECEIPT_RETRY_SECONDS = (5, 30, 120)
+# The receipts that move a sent notification on; the others (queued, sent, ...) change nothing.
+FINAL_RECEIPT_STATUSES = ("delivered", *sorted(UNDELIVERED_STATUSES))
 RECORD_RECEIPT_TASK = "notifications.tasks.record_receipt"
 
 

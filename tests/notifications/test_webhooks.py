@@ -1,5 +1,7 @@
 """Twilio delivery receipts, signed as Twilio signs them (the twilio library's validator)."""
 
+import logging
+
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from twilio.request_validator import RequestValidator
@@ -139,13 +141,22 @@ def test_a_receipt_that_comes_before_its_send_is_written_down_is_applied_once_it
     assert len(later) == 1  # applied: not tried again
 
 
+@pytest.mark.parametrize("status", ["queued", "sent"])
+def test_a_receipt_that_could_change_nothing_is_not_tried_again(client, sent_sms, later, status):
+    response = receipt(client, {"MessageSid": "SM" + "e" * 32, "MessageStatus": status})
+    assert response.json() == {"received": True, "outcome": "unknown message"}
+    assert later == []
+
+
 def test_a_receipt_for_a_message_never_written_down_is_tried_a_few_times_then_dropped(sent_sms, later, caplog):
     sid = "SM" + "c" * 32
-    outcomes = [record_receipt(sid, "delivered", "", tries=0)]
+    outcomes, countdowns = [record_receipt(sid, "delivered", "", tries=0)], []
     while later:
         message = later.pop()
+        countdowns.append(message.countdown)
         outcomes.append(record_receipt(*message.args, **message.kwargs))
     assert outcomes == ["unknown message"] * 4
+    assert countdowns == [5, 30, 120]
     assert f"receipt for unknown message {sid} (delivered) dropped after 4 tries" in caplog.text
 
 
@@ -223,6 +234,7 @@ def test_a_form_body_in_another_charset_than_utf8_is_refused_in_words(client, se
 
 @pytest.mark.parametrize("status", ["weird\r\nstatus", "delivered" * 10])
 def test_a_receipt_status_that_is_not_one_is_refused_and_logs_nothing(client, sent_sms, status, caplog):
+    caplog.set_level(logging.INFO)
     response = receipt(client, {"MessageSid": sent_sms.provider_message_id, "MessageStatus": status})
     assert (response.status_code, response.json()["errors"]) == (400, {"MessageStatus": ["not a status"]})
     assert "notification.receipt" not in caplog.text
