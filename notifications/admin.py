@@ -30,9 +30,9 @@ from notifications.models import (
     Suppression,
 )
 from orderflow.admin import REASONS_SHOWN, ReadOnlyInline, report_outcome
-from orderflow.errors import ApplicationError, Conflict
+from orderflow.errors import ApplicationError, Conflict, first_line
 from orderflow.masking import mask_recipient
-from orderflow.middleware import first_line, is_bad_filter_error
+from orderflow.middleware import is_bad_filter_error
 from orderflow.parsers import whole_number
 
 # Above this many selected rows, requeue goes through a frozen batch and a background task.

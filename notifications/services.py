@@ -48,9 +48,8 @@ from notifications.models import (
 from notifications.ratelimit import LONGEST_CALL_SECONDS, LimiterUnavailable, limiter_for
 from notifications.rendering import render_notification
 from orderflow.database import prepared_cursor
-from orderflow.errors import ApplicationError, Conflict, NotFound
+from orderflow.errors import ApplicationError, Conflict, NotFound, first_line
 from orderflow.masking import mask_recipient
-from orderflow.middleware import first_line
 from orders.models import Order
 from orders.phones import phone_to_e164
 

@@ -3,6 +3,8 @@
 Messages are written for people: the API returns them as JSON, the admin as a message.
 """
 
+from django.core.exceptions import ValidationError
+
 
 class ApplicationError(Exception):
     status_code = 400
@@ -25,3 +27,14 @@ class Conflict(ApplicationError):
 
     status_code = 409
     code = "conflict"
+
+
+def first_line(error: BaseException) -> str:
+    """An error as an operator reads it: the database's first line, without its context; a
+    validation error's messages, not the list they are kept in."""
+    if isinstance(error, ValidationError):
+        return "; ".join(error.messages)
+    if isinstance(error.__cause__ or error.__context__, ValidationError):  # the admin's IncorrectLookupParameters
+        return first_line(error.__cause__ or error.__context__)
+    text = str(error)
+    return text.splitlines()[0] if text else error.__class__.__name__

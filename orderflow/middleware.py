@@ -29,6 +29,7 @@ from django.utils.deprecation import MiddlewareMixin
 from django.utils.http import urlencode
 
 from orderflow import api
+from orderflow.errors import first_line
 
 logger = logging.getLogger(__name__)
 
@@ -48,17 +49,6 @@ def is_bad_filter_error(error: BaseException) -> bool:
 SHOWN_QUERY_CHARACTERS = 200
 # Kept on the way back to the list: they make it the picker of a related-object popup.
 POPUP_PARAMETERS = (IS_POPUP_VAR, TO_FIELD_VAR)
-
-
-def first_line(error: BaseException) -> str:
-    """An error as an operator reads it: the database's first line, without its context; a
-    validation error's messages, not the list they are kept in."""
-    if isinstance(error, ValidationError):
-        return "; ".join(error.messages)
-    if isinstance(error.__cause__ or error.__context__, ValidationError):  # the admin's IncorrectLookupParameters
-        return first_line(error.__cause__ or error.__context__)
-    text = str(error)
-    return text.splitlines()[0] if text else error.__class__.__name__
 
 
 # Seconds a client is asked to wait before trying again while the database is away.
