@@ -88,9 +88,6 @@ class PipelineRowAdmin(admin.ModelAdmin):
         return super().response_action(request, queryset)
 
 
-# Statuses of an order's other notifications that a correction leaves as they are: the worker
-# sends none of them again by itself.
-SENT_ONLY_ON_RESEND = (NotificationStatus.DEAD, NotificationStatus.CANCELLED)
 ORDER_CONTACT_NAMES = {"customer_phone": "phone", "customer_email": "email"}
 
 
@@ -99,7 +96,7 @@ def _corrected_message(corrected: services.RecipientCorrected) -> str:
     parts = [f"the order's {ORDER_CONTACT_NAMES[corrected.order_contact]}"] if corrected.order_contact else []
     if corrected.also:
         ids = ", ".join(str(row.pk) for row in corrected.also)
-        parts.append(f"its notification{'s' if len(corrected.also) > 1 else ''} {ids}")
+        parts.append(f"the order's notification{'s' if len(corrected.also) > 1 else ''} {ids}")
     return f"Recipient corrected, with {' and '.join(parts)}." if parts else "Recipient corrected."
 
 
@@ -143,7 +140,8 @@ class NotificationAdmin(PipelineRowAdmin):
     list_filter = ["status", "channel", "event", "created_at"]
     search_fields = ["recipient"]  # searched by get_search_results below, so indexes serve it
     search_help_text = (
-        "Notification id, order id, recipient (a phone written any way, or an exact email) or provider message id."
+        "Notification id, order id, recipient (a phone with its country code, written any way, or an exact "
+        "email) or provider message id."
     )
     list_select_related = ["order"]
     readonly_fields = [
@@ -281,7 +279,7 @@ class NotificationAdmin(PipelineRowAdmin):
                 if form.cleaned_data["requeue"]:
                     self._send_corrected(request, notification)
                 self.message_user(request, _corrected_message(corrected), messages.SUCCESS)
-                if idle := [row for row in corrected.also if row.status in SENT_ONLY_ON_RESEND]:
+                if idle := corrected.sent_only_once_resent:
                     listed = ", ".join(f"notification {row.pk} ({row.status})" for row in idle)
                     self.message_user(
                         request, f"Sent to the new recipient only once resent: {listed}.", messages.WARNING
@@ -340,7 +338,10 @@ class DeadLetterAdmin(PipelineRowAdmin):
     ]  # fmt: skip
     list_filter = ["status", "queue", "task_name", "exception_type", "last_failed_at", FingerprintFilter]
     search_fields = ["message"]  # searched by get_search_results below
-    search_help_text = "Order id, recipient (a phone written any way, or an exact email), or words from the error."
+    search_help_text = (
+        "Order id, recipient (a phone with its country code, written any way, or an exact email), "
+        "or words from the error."
+    )
     list_select_related = ["notification"]
     actions = ["requeue_selected", "discard_selected"]
     readonly_fields = [
@@ -605,7 +606,7 @@ class SuppressionAdmin(admin.ModelAdmin):
     list_display = ["id", "channel", "masked_recipient", "error_code", "short_reason", "created_by", "created_at"]
     list_filter = ["channel", "error_code", "created_at"]
     search_fields = ["recipient"]
-    search_help_text = "Recipient: a phone written any way, or an exact email address."
+    search_help_text = "Recipient: a phone with its country code, written any way, or an exact email address."
     list_select_related = ["created_by"]
     show_full_result_count = False
     form = SuppressionForm

@@ -1200,6 +1200,11 @@ class RecipientCorrected:
     order_contact: str = ""  # the order's field corrected with it ("customer_phone"), if any
     also: tuple[Notification, ...] = ()  # the order's other notifications corrected with it
 
+    @property
+    def sent_only_once_resent(self) -> list[Notification]:
+        """Those of `also` that no worker sends again by itself: dead or cancelled."""
+        return [row for row in self.also if row.status in (NotificationStatus.DEAD, NotificationStatus.CANCELLED)]
+
 
 def notification_correct_recipient(
     *,

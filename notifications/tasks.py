@@ -96,7 +96,7 @@ def send_order_status_update(order_id: int, old_status: str, new_status: str) ->
     )
 
 
-@shared_task(name=services.RECORD_RECEIPT_TASK, acks_late=True)
+@shared_task(name=services.RECORD_RECEIPT_TASK, acks_late=True, ignore_result=True)
 def record_receipt(provider_message_id: str, provider_status: str, error_code: str = "", tries: int = 0) -> str:
     """Apply a delivery receipt that came before its message was written down; later again while it is not."""
     outcome = services.notification_record_receipt(

@@ -16,9 +16,9 @@ app.autodiscover_tasks()
 
 @app.on_after_configure.connect
 def set_up_django(sender, **kwargs):
-    """When a `celery` command first reads the configuration. `call` and `result` read and write
-    task results through django-celery-results' models, which need Django set up; the worker
-    and beat set it up for themselves, and a web process has by then."""
+    """When a `celery` command first reads the configuration (the worker and beat too, before
+    Celery's Django fix-up would). `call` and `result` read and write task results through
+    django-celery-results' models, which need Django set up. A web process has set it up by then."""
     from django.apps import apps
 
     if not (apps.ready or apps.loading):

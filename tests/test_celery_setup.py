@@ -13,6 +13,7 @@ from django_celery_beat.schedulers import DatabaseScheduler
 
 from notifications.management.commands.start_celery_worker import Command as StartWorker
 from orderflow.celery import app
+from tests.notifications.conftest import BROKERS
 from tests.processes import run_deployed, unreachable_database_url
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -43,7 +44,7 @@ def test_celery_reads_django_settings():
 def test_celery_call_publishes_a_task_as_an_operator_runs_the_sweep_by_hand():
     """`celery call` keeps the task's result through django-celery-results' models: Django must
     be set up in that process too, as the worker and beat set it up for themselves."""
-    broker_url = "redis://127.0.0.1:6379/13"
+    broker_url = BROKERS["redis"]  # no worker consumes from it between the pipeline modules
     queue = redis.Redis.from_url(broker_url)
     queue.delete("notifications")
     try:

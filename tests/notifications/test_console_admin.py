@@ -350,7 +350,7 @@ def test_a_correction_for_the_order_says_what_it_changed_and_what_stays_unsent(c
     form = {"recipient": "+1 202 555 0147", "reason": "customer called", "for_the_order": "on"}
     said = messages_of(client.post(url, form, follow=True))
     assert said == [
-        f"Recipient corrected, with the order's phone and its notifications {confirmed.pk}, {processing.pk}.",
+        f"Recipient corrected, with the order's phone and the order's notifications {confirmed.pk}, {processing.pk}.",
         f"Sent to the new recipient only once resent: notification {processing.pk} (cancelled).",
     ]
     assert set(Notification.objects.filter(order=order).values_list("recipient", flat=True)) == {"+12025550147"}

@@ -99,7 +99,7 @@ def retrying(notification: Notification) -> None:
     )
 
 
-def correct(notification: Notification, phone: str, by) -> Notification:
+def correct(notification: Notification, phone: str, by) -> services.RecipientCorrected:
     return services.notification_correct_recipient(
         notification_id=notification.pk, recipient=phone, reason="customer called", by=by, for_the_order=True
     )
