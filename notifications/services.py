@@ -1228,9 +1228,9 @@ def notification_correct_recipient(
         raise ApplicationError("Say why the recipient is changed.", fields={"reason": ["This field is required."]})
     with transaction.atomic():
         if for_the_order:
-            notification, others = _locked_with_the_order(notification_id)
+            order, notification, others = _locked_with_the_order(notification_id)
         else:
-            notification, others = _locked(notification_id), []
+            order, notification, others = None, _locked(notification_id), []
         if seen_recipient is not None and notification.recipient != seen_recipient:
             raise Conflict(
                 f"The recipient of notification {notification.pk} was changed by someone else while you were "
@@ -1244,10 +1244,10 @@ def notification_correct_recipient(
         if recipient == notification.recipient:
             raise ApplicationError("That is already the recipient.", fields={"recipient": ["Unchanged."]})
         order_contact = (
-            _correct_the_order_contact(notification, recipient, reason=reason, by=by) if for_the_order else ""
+            _correct_the_order_contact(order, notification, recipient, reason=reason, by=by) if order else ""
         )
         # The order's others not yet on their way that go to the old value go to the new one.
-        also = [row for row in others if row.recipient == notification.recipient and row.status in CORRECTABLE_STATUSES]
+        also = [row for row in others if row.recipient == notification.recipient]
         corrected = [notification, *also]
         RecipientCorrection.objects.bulk_create(
             RecipientCorrection(
@@ -1265,11 +1265,10 @@ def notification_correct_recipient(
 ORDER_CONTACT_FIELDS = {Channel.SMS: "customer_phone", Channel.EMAIL: "customer_email"}
 
 
-def _correct_the_order_contact(notification: Notification, recipient: str, *, reason: str, by) -> str:
+def _correct_the_order_contact(order: Order, notification: Notification, recipient: str, *, reason: str, by) -> str:
     """Correct the order's phone or email (its row locked) where it still is the notification's
     old recipient, recorded in the order's history in the admin; the field corrected, if any."""
     field = ORDER_CONTACT_FIELDS[notification.channel]
-    order = Order.objects.get(pk=notification.order_id)
     if getattr(order, field) != notification.recipient:
         return ""
     Order.objects.filter(pk=order.pk).update(**{field: recipient}, updated_at=timezone.now())
@@ -1297,15 +1296,16 @@ def valid_recipient(channel: str, recipient: str) -> str:
     return recipient
 
 
-def _locked_with_the_order(notification_id: int) -> tuple[Notification, list[Notification]]:
-    """The notification and its order's others on its channel that may still be corrected, all
-    locked: the order first, then the notifications earliest first, as a send deciding to wait
-    for an earlier one locks them (WAIT_SQL). Taken in one order everywhere, no two transactions
-    each hold a row the other waits for (a deadlock, which PostgreSQL ends by failing one)."""
+def _locked_with_the_order(notification_id: int) -> tuple[Order, Notification, list[Notification]]:
+    """The order, the notification and the order's others on its channel that may still be
+    corrected, all locked: the order first, then the notifications earliest first, as a send
+    deciding to wait for an earlier one locks them (WAIT_SQL). Taken in one order everywhere, no
+    two transactions each hold a row the other waits for (a deadlock, which PostgreSQL ends by
+    failing one)."""
     found = Notification.objects.filter(pk=notification_id).values("order_id", "channel").first()
     if found is None:
         raise NotFound(f"Notification {notification_id} does not exist.")
-    list(Order.objects.select_for_update().filter(pk=found["order_id"]))
+    order = Order.objects.select_for_update().filter(pk=found["order_id"]).first()
     rows = list(
         Notification.objects.select_for_update()
         .filter(order_id=found["order_id"], channel=found["channel"])
@@ -1313,9 +1313,9 @@ def _locked_with_the_order(notification_id: int) -> tuple[Notification, list[Not
         .order_by("created_at", "pk")
     )
     notification = next((row for row in rows if row.pk == notification_id), None)
-    if notification is None:  # deleted with its order meanwhile
+    if order is None or notification is None:  # deleted with its order meanwhile
         raise NotFound(f"Notification {notification_id} does not exist.")
-    return notification, [row for row in rows if row.pk != notification_id]
+    return order, notification, [row for row in rows if row.pk != notification_id]
 
 
 def _locked(notification_id: int) -> Notification:
