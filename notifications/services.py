@@ -1092,9 +1092,15 @@ def notification_record_receipt(*, provider_message_id: str, provider_status: st
 
 def notification_record_receipt_later(
     *, provider_message_id: str, provider_status: str, error_code: str = "", tries: int = 0
-) -> bool:
+) -> bool | None:
     """Have the receipt of a message not known yet applied again after a pause; False, logged,
-    when it was tried often enough (RECEIPT_RETRY_SECONDS) or the broker does not take it."""
+    when it was tried often enough (RECEIPT_RETRY_SECONDS) or the broker does not take it.
+
+    None for a receipt that could change nothing even once its message is written down
+    (queued, sent: only FINAL_RECEIPT_STATUSES move a notification on): it is not tried again.
+    """
+    if provider_status not in FINAL_RECEIPT_STATUSES:
+        return None
     described = f"{provider_message_id} ({provider_status})"
     if tries >= len(RECEIPT_RETRY_SECONDS):
         logger.warning("receipt for unknown message %s dropped after %d tries", described, tries + 1)

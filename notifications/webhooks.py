@@ -42,8 +42,8 @@ def twilio_status(request):
             {"detail": error.message, "code": error.code, "errors": error.fields}, status=error.status_code
         )
     answer = {"received": True, "outcome": outcome}
-    if outcome == services.UNKNOWN_MESSAGE and status in services.FINAL_RECEIPT_STATUSES:
-        # Perhaps not written down yet, and Twilio does not send it again. `sent` and the like
-        # would change nothing even then.
-        answer["tried_again_later"] = services.notification_record_receipt_later(**receipt)
+    if outcome == services.UNKNOWN_MESSAGE:  # perhaps not written down yet, and Twilio does not send it again
+        tried_again_later = services.notification_record_receipt_later(**receipt)
+        if tried_again_later is not None:
+            answer["tried_again_later"] = tried_again_later
     return JsonResponse(answer)

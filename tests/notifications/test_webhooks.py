@@ -148,6 +148,12 @@ def test_a_receipt_that_could_change_nothing_is_not_tried_again(client, sent_sms
     assert later == []
 
 
+@pytest.mark.parametrize("status", ["queued", "sent"])
+def test_the_receipt_task_does_not_try_again_a_receipt_that_could_change_nothing(sent_sms, later, status):
+    assert record_receipt("SM" + "9" * 32, status, "", tries=0) == "unknown message"
+    assert later == []
+
+
 def test_a_receipt_for_a_message_never_written_down_is_tried_a_few_times_then_dropped(sent_sms, later, caplog):
     sid = "SM" + "c" * 32
     outcomes, countdowns = [record_receipt(sid, "delivered", "", tries=0)], []
