@@ -11,6 +11,7 @@ from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import PermissionDenied
 from django.db import connection, transaction
 from django.db.models import Q
+from django.db.models.lookups import In
 from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -19,6 +20,7 @@ from django.utils.text import Truncator
 
 from notifications import dead_letters, services
 from notifications.models import (
+    RECIPIENT_SEARCHED,
     Channel,
     DeadLetter,
     DeadLetterStatus,
@@ -109,6 +111,12 @@ def recipient_forms(term: str) -> set[str]:
     return forms
 
 
+def to_recipient(term: str) -> Q:
+    """Notifications to the searched recipient: a phone written any way, an email address in any
+    case (a probe of the index on RECIPIENT_SEARCHED)."""
+    return Q(In(RECIPIENT_SEARCHED, sorted({form.upper() for form in recipient_forms(term)})))
+
+
 class CorrectRecipientForm(forms.Form):
     recipient = forms.CharField(max_length=254, help_text="Phone in international form for SMS, or an email address.")
     # The recipient as this form showed it: a change by someone else meanwhile is refused.
@@ -140,8 +148,8 @@ class NotificationAdmin(PipelineRowAdmin):
     list_filter = ["status", "channel", "event", "created_at"]
     search_fields = ["recipient"]  # searched by get_search_results below, so indexes serve it
     search_help_text = (
-        "Notification id, order id, recipient (a phone with its country code, written any way, or an exact "
-        "email) or provider message id."
+        "Notification id, order id, recipient (a phone with its country code, written any way, or a whole "
+        "email address in any case) or provider message id."
     )
     list_select_related = ["order"]
     readonly_fields = [
@@ -162,7 +170,7 @@ class NotificationAdmin(PipelineRowAdmin):
         number = whole_number(term)
         if number is not None:
             return queryset.filter(Q(pk=number) | Q(order_id=number)), False
-        return queryset.filter(Q(recipient__in=recipient_forms(term)) | Q(provider_message_id=term)), False
+        return queryset.filter(to_recipient(term) | Q(provider_message_id=term)), False
 
     def get_urls(self):
         custom = [
@@ -339,8 +347,8 @@ class DeadLetterAdmin(PipelineRowAdmin):
     list_filter = ["status", "queue", "task_name", "exception_type", "last_failed_at", FingerprintFilter]
     search_fields = ["message"]  # searched by get_search_results below
     search_help_text = (
-        "Order id, recipient (a phone with its country code, written any way, or an exact email), "
-        "or words from the error."
+        "Order id, recipient (a phone with its country code, written any way, or a whole email address in any "
+        "case), or words from the error."
     )
     list_select_related = ["notification"]
     actions = ["requeue_selected", "discard_selected"]
@@ -382,8 +390,7 @@ class DeadLetterAdmin(PipelineRowAdmin):
         if number is not None:
             matches |= Q(notification__in=Notification.objects.filter(order_id=number).values("pk"))
         else:
-            recipients = recipient_forms(term)
-            matches |= Q(notification__in=Notification.objects.filter(recipient__in=recipients).values("pk"))
+            matches |= Q(notification__in=Notification.objects.filter(to_recipient(term)).values("pk"))
         return queryset.filter(matches), False
 
     # --- columns and detail ---

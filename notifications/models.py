@@ -1,6 +1,7 @@
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.db.models.functions import Upper
 from django.utils import timezone
 
 from orderflow.masking import mask_recipient
@@ -61,6 +62,11 @@ class NotificationQuerySet(models.QuerySet):
         return super().update(**fields)
 
 
+# The recipient as the admin's search compares it: an email address is found however its case
+# was typed (Ada.Lovelace@Example.com by ada.lovelace@example.com); a phone in E.164 is itself.
+RECIPIENT_SEARCHED = Upper("recipient")
+
+
 class Notification(models.Model):
     # Indexed by notification_order (order, created_at): every index is written by every send.
     order = models.ForeignKey("orders.Order", on_delete=models.CASCADE, related_name="notifications", db_index=False)
@@ -112,7 +118,7 @@ class Notification(models.Model):
             ),
             models.Index(fields=["status", "-created_at"], name="notification_status_created"),
             models.Index(fields=["-created_at", "-id"], name="notification_created"),
-            models.Index(fields=["recipient"], name="notification_recipient"),
+            models.Index(RECIPIENT_SEARCHED, name="notification_recipient_upper"),
             models.Index(fields=["provider_message_id"], name="notification_provider_id"),
             models.Index(
                 fields=["updated_at"], name="notification_finished", condition=Q(status__in=FINISHED_STATUSES)

@@ -2,6 +2,8 @@ import pytest
 from django.utils import timezone
 
 from notifications import services
+from notifications.backends.email import EmailBackend
+from notifications.errors import PermanentDeliveryError
 from notifications.models import DeadLetter, Notification, NotificationAttempt
 from orders import services as order_services
 from orders.models import ChangeSource
@@ -39,6 +41,28 @@ def test_notifications_and_dead_letters_are_found_by_a_phone_written_any_way(
     assert [row.order_id for row in found] == [wanted.pk]
     found = client.get("/admin/notifications/deadletter/", {"q": written}).context["cl"].result_list
     assert list(found) == [letter]
+
+
+@pytest.mark.parametrize(
+    "written", ["Ada.Lovelace@Example.com", "ada.lovelace@example.com", " ADA.LOVELACE@EXAMPLE.COM"]
+)
+def test_notifications_and_dead_letters_are_found_by_an_email_address_in_any_case(
+    client, operator, shop, published, monkeypatch, written
+):
+    wanted = place_order(owner=shop, customer_phone="", customer_email="Ada.Lovelace@Example.com")
+    place_order(owner=shop, customer_phone="", customer_email="ada.lovelace@example.org")
+
+    def refused(self, **message):
+        raise PermanentDeliveryError("550 5.1.1 mailbox unavailable", code="smtp-550")
+
+    monkeypatch.setattr(EmailBackend, "send", refused)
+    email = Notification.objects.get(order=wanted)
+    assert services.notification_send(notification_id=email.pk).outcome == "dead"
+
+    found = client.get("/admin/notifications/notification/", {"q": written}).context["cl"].result_list
+    assert [row.pk for row in found] == [email.pk]
+    found = client.get("/admin/notifications/deadletter/", {"q": written}).context["cl"].result_list
+    assert [letter.notification_id for letter in found] == [email.pk]
 
 
 def test_a_notification_waiting_for_an_earlier_one_says_so_unlike_one_left_unpublished(
