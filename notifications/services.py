@@ -47,8 +47,9 @@ from notifications.models import (
 )
 from notifications.ratelimit import LONGEST_CALL_SECONDS, LimiterUnavailable, limiter_for
 from notifications.rendering import render_notification
+from orderflow.connectivity import database_error_line
 from orderflow.database import prepared_cursor
-from orderflow.errors import ApplicationError, Conflict, NotFound, first_line
+from orderflow.errors import ApplicationError, Conflict, NotFound
 from orderflow.masking import mask_recipient
 from orders.models import Order
 from orders.phones import phone_to_e164
@@ -678,7 +679,9 @@ def _while_the_database_is_away(call, *, seconds: float, doing: str):
             if time.monotonic() + pause > deadline:
                 raise
             if not logged:
-                logger.warning("database error, %s again for up to %.0f s: %s", doing, seconds, first_line(error))
+                logger.warning(
+                    "database error, %s again for up to %.0f s: %s", doing, seconds, database_error_line(error)
+                )
                 logged = True
             close_old_connections()  # drops the broken connection; the next try opens another
             time.sleep(pause)

@@ -8,6 +8,9 @@ import sys
 
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, InterfaceError, OperationalError, connections
 from kombu import Connection
+from psycopg.errors import ConnectionTimeout
+
+from orderflow.errors import first_line
 
 
 def _shown(alias: str) -> str:
@@ -19,6 +22,17 @@ def _shown(alias: str) -> str:
     user = f"{config['USER']}@" if config.get("USER") else ""
     port = f":{config['PORT']}" if config.get("PORT") else ""
     return f"{connection.vendor}://{user}{config.get('HOST') or 'localhost'}{port}/{config['NAME']}"
+
+
+def database_error_line(error: BaseException, alias: str = DEFAULT_DB_ALIAS) -> str:
+    """A database error's first line, as an operator reads it. A connection that timed out (a
+    firewall, a hung server) also says where it went: the driver says only "connection timeout
+    expired", where a refused one names the host and port."""
+    line = first_line(error)
+    if isinstance(error.__cause__, ConnectionTimeout):
+        config = connections[alias].settings_dict
+        line = f"{line} connecting to {config.get('HOST') or 'localhost'}:{config.get('PORT') or 5432}"
+    return line
 
 
 def database_unreachable(alias: str) -> str | None:

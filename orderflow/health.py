@@ -7,6 +7,7 @@ from django.http import JsonResponse
 
 from notifications import broker
 from orderflow.api import allow_methods
+from orderflow.connectivity import database_error_line
 
 
 def _database() -> None:
@@ -38,7 +39,8 @@ def readyz(request):
             check()
             results[name] = "ok"
         except Exception as error:  # any failure means "not ready"; the text says which and why
-            results[name] = f"down: {error.__class__.__name__}: {error}"[:300]
+            why = database_error_line(error) if name == "database" else str(error)
+            results[name] = f"down: {error.__class__.__name__}: {why}"[:300]
             down.append(name)
     status = 503 if down else 200
     return JsonResponse({"status": "unavailable" if down else "ready", "down": down, "checks": results}, status=status)

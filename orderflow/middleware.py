@@ -29,6 +29,7 @@ from django.utils.deprecation import MiddlewareMixin
 from django.utils.http import urlencode
 
 from orderflow import api
+from orderflow.connectivity import database_error_line
 from orderflow.errors import first_line
 
 logger = logging.getLogger(__name__)
@@ -59,7 +60,7 @@ class DatabaseUnavailableMiddleware(MiddlewareMixin):
     def process_exception(self, request, exception):
         if not isinstance(exception, OperationalError | InterfaceError) or is_bad_filter_error(exception):
             return None
-        logger.error("database unavailable for %s %s: %s", request.method, request.path, first_line(exception))
+        logger.error("database unavailable for %s %s: %s", request.method, request.path, database_error_line(exception))
         return JsonResponse(
             {
                 "detail": "The service cannot reach its database just now. Try again shortly; with the same "

@@ -1,3 +1,6 @@
+import logging
+import socket
+
 import pytest
 from django.contrib.auth import get_user_model
 from django.db import OperationalError, connection
@@ -87,3 +90,35 @@ def test_the_database_away_is_a_503_to_try_again_not_a_500(api, client, method, 
     assert response.json()["code"] == "unavailable"
     assert "cannot reach its database" in response.json()["detail"]
     assert "database unavailable for" in caplog.text
+
+
+@pytest.fixture
+def silent_database(transactional_db):
+    """The database's host takes the connection and never answers (a firewall, a hung server);
+    the connect timeout is 1 s here. Its port."""
+    if connection.vendor != "postgresql":
+        pytest.skip("a connect timeout: SQLite opens a file")
+    saved = {**connection.settings_dict, "OPTIONS": dict(connection.settings_dict["OPTIONS"])}
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        port = silent.getsockname()[1]
+        connection.close()
+        connection.settings_dict.update(HOST="127.0.0.1", PORT=str(port))
+        connection.settings_dict["OPTIONS"]["connect_timeout"] = 1
+        try:
+            yield port
+        finally:
+            connection.close()
+            connection.settings_dict.update(saved)
+
+
+def test_a_silent_database_is_named_by_where_it_is(client, api, silent_database, caplog):
+    """The driver says only "connection timeout expired", where a refused connection names the
+    host and port: readiness and the API's log say where the connection went."""
+    where = f"connection timeout expired connecting to 127.0.0.1:{silent_database}"
+    response = client.get("/readyz")
+    assert (response.status_code, response.json()["checks"]["database"]) == (503, f"down: OperationalError: {where}")
+    with caplog.at_level(logging.ERROR, logger="orderflow.middleware"):
+        assert api.get("/api/orders/").status_code == 503
+    assert f"database unavailable for GET /api/orders/: {where}" in caplog.text
