@@ -13,6 +13,7 @@ from email.utils import parseaddr
 from urllib.parse import urlsplit
 
 import phonenumbers
+import redis
 from django.core.exceptions import ImproperlyConfigured, ValidationError
 from django.core.validators import validate_email
 from kombu import Connection
@@ -160,16 +161,60 @@ def check_url(variable: str, value: str, *, schemes: tuple[str, ...]) -> str:
     return value
 
 
+REDIS_SCHEMES = ("redis", "rediss")
+REDIS_DATABASE_PATH = re.compile(r"/?\d*")
+
+
+def _unknown_option(error: TypeError) -> str:
+    unknown = re.search(r"argument '(\w+)'", str(error))
+    return unknown.group(1) if unknown else str(error)
+
+
+def _check_redis_database(variable: str, value: str) -> None:
+    # redis-py reads a path that is not a number as database 0, and kombu fails on it when it
+    # first connects.
+    if not REDIS_DATABASE_PATH.fullmatch(urlsplit(value).path):
+        raise ConfigurationError(
+            variable, f"{without_password(value)!r} names no database number; its path is one, e.g. /1"
+        )
+
+
+def check_redis_url(variable: str, value: str) -> str:
+    """A Redis URL as redis-py will use it: a database number, and options the connection
+    knows (`?socket_timout=5` would fail every use of the limiter and the cache)."""
+    _check_redis_database(variable, value)
+    try:
+        redis.ConnectionPool.from_url(value).make_connection()  # builds the connection; does not connect
+    except ValueError as error:
+        raise ConfigurationError(variable, str(error)) from None
+    except TypeError as error:
+        raise ConfigurationError(
+            variable, f"has an option the Redis connection does not know: {_unknown_option(error)!r}"
+        ) from None
+    return value
+
+
 def check_broker_url(variable: str, value: str) -> str:
     """A broker URL whose query kombu accepts: it refuses an unknown option (`?socket_timout=5`)
     only when it builds a connection, that is on every publish."""
+    if urlsplit(value).scheme in REDIS_SCHEMES:
+        _check_redis_database(variable, value)
     try:
         Connection(value).release()
     except TypeError as error:
-        unknown = re.search(r"argument '(\w+)'", str(error))
-        option = unknown.group(1) if unknown else str(error)
-        raise ConfigurationError(variable, f"has an option the broker connection does not know: {option!r}") from None
+        raise ConfigurationError(
+            variable, f"has an option the broker connection does not know: {_unknown_option(error)!r}"
+        ) from None
     return value
+
+
+def check_whole_number_options(variable: str, options: dict, names: tuple[str, ...]) -> None:
+    """Options from a URL's query that must be whole numbers (django-environ makes digits an
+    int and leaves anything else text, which the driver refuses only when it is used)."""
+    for name in names:
+        value = options.get(name)
+        if value is not None and not (isinstance(value, int) and value >= 0):
+            raise ConfigurationError(variable, f"?{name}={value} is not a whole number, e.g. ?{name}=5")
 
 
 def check_email_address(variable: str, value: str) -> str:

@@ -160,6 +160,16 @@ def test_default_configuration_starts():
         ({"CELERY_BROKER_URL": "localhost:6379"}, "CELERY_BROKER_URL"),
         ({"CELERY_BROKER_URL": "redis://localhost:6379/0?socket_timout=5"}, "CELERY_BROKER_URL"),
         ({"REDIS_URL": "redis://localhost:notaport/1"}, "REDIS_URL"),
+        # redis-py reads a path that is not a number as database 0, another process's database.
+        ({"REDIS_URL": "redis://localhost:6379/abc"}, "REDIS_URL"),
+        # Options redis-py refuses only on the first use of the limiter or the cache.
+        ({"REDIS_URL": "redis://localhost:6379/1?socket_timout=5"}, "REDIS_URL"),
+        ({"REDIS_URL": "redis://localhost:6379/1?socket_timeout=soon"}, "REDIS_URL"),
+        ({"CELERY_BROKER_URL": "redis://localhost:6379/abc"}, "CELERY_BROKER_URL"),
+        # psycopg refuses these only when a statement is prepared or a connection opened.
+        ({"DATABASE_URL": "postgres://shop@db.example/orders?prepare_threshold=abc"}, "DATABASE_URL"),
+        ({"DATABASE_URL": "postgres://shop@db.example/orders?prepare_threshold=-5"}, "DATABASE_URL"),
+        ({"DATABASE_URL": "postgres://shop@db.example/orders?connect_timeout=soon"}, "DATABASE_URL"),
         ({"TWILIO_API_BASE_URL": "api.twilio.com"}, "TWILIO_API_BASE_URL"),
         ({"EMAIL_URL": "carrierpigeon://coop"}, "EMAIL_URL"),
         ({"DJANGO_DEBUG": "maybe"}, "DJANGO_DEBUG"),

@@ -11,13 +11,16 @@ import environ
 from kombu import Exchange, Queue
 
 from orderflow.configuration import (
+    REDIS_SCHEMES,
     ConfigurationError,
     check_broker_url,
     check_currency,
     check_directory,
     check_email_address,
+    check_redis_url,
     check_sender,
     check_url,
+    check_whole_number_options,
     email_settings,
     parse_bool,
     parse_log_level,
@@ -124,10 +127,14 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # (a firewall, a hung server) would otherwise hold a request, or a send waiting for the
     # database at its claim, for good. `?connect_timeout=` in DATABASE_URL wins.
     DATABASES["default"]["OPTIONS"].setdefault("connect_timeout", 5)
+    check_whole_number_options(
+        "DATABASE_URL", DATABASES["default"]["OPTIONS"], ("prepare_threshold", "connect_timeout")
+    )
 
 # --- Redis (rate limiter, cache) -------------------------------------------------------
-REDIS_URL = check_url(
-    "REDIS_URL", env.str("REDIS_URL", default="redis://localhost:6379/1"), schemes=("redis", "rediss")
+REDIS_URL = check_redis_url(
+    "REDIS_URL",
+    check_url("REDIS_URL", env.str("REDIS_URL", default="redis://localhost:6379/1"), schemes=REDIS_SCHEMES),
 )
 CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
 
