@@ -71,14 +71,21 @@ def parse_bool(variable: str, value: str) -> bool:
     return word in TRUE_WORDS
 
 
-def read(variable: str, cast, env, *, default, minimum=None, maximum=None):
-    """Read one variable with django-environ, naming it if the value does not parse."""
+def read(variable: str, cast, env, *, default, minimum=None, maximum=None, minimum_from: str = ""):
+    """Read one variable with django-environ, naming it if the value does not parse.
+
+    `minimum_from`: the variable the minimum is, named in the error.
+    """
     try:
         value = cast(variable, default=default)
     except (ValueError, ImproperlyConfigured) as error:
-        raise ConfigurationError(variable, f"{without_password(env.str(variable))!r} is not valid ({error})") from None
+        shown = without_password(env.str(variable))
+        if cast == env.int:
+            raise ConfigurationError(variable, f"{shown!r} is not a whole number") from None
+        raise ConfigurationError(variable, f"{shown!r} is not valid ({error})") from None
     if minimum is not None and value < minimum:
-        raise ConfigurationError(variable, f"{value!r} must be at least {minimum}")
+        least = f"{minimum_from} ({minimum})" if minimum_from else minimum
+        raise ConfigurationError(variable, f"{value!r} must be at least {least}")
     if maximum is not None and value > maximum:
         raise ConfigurationError(variable, f"{value!r} must be at most {maximum}")
     return value
@@ -234,17 +241,19 @@ ALPHANUMERIC_SENDER = re.compile(r"^(?=.*[A-Za-z])[A-Za-z0-9 ]{1,11}$")
 
 
 def check_sender(variable: str, value: str) -> str:
+    """A sender ID as it is, or a phone number in E.164, as Twilio takes it (`+1 (415) 555-2671`
+    becomes +14155552671)."""
     if ALPHANUMERIC_SENDER.match(value):
         return value
     try:
-        valid = phonenumbers.is_valid_number(phonenumbers.parse(value, None))
+        number = phonenumbers.parse(value, None)
     except phonenumbers.NumberParseException:
-        valid = False
-    if not valid:
+        number = None
+    if number is None or not phonenumbers.is_valid_number(number):
         raise ConfigurationError(
             variable, f"{value!r} is neither a phone number in E.164 (+14155552671) nor a sender ID of up to 11 letters"
         )
-    return value
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 
 def check_currency(variable: str, value: str) -> str:

@@ -7,7 +7,7 @@ from pathlib import Path
 import environ
 import pytest
 
-from orderflow.configuration import ConfigurationError, Rate, email_settings, parse_rate
+from orderflow.configuration import ConfigurationError, Rate, check_sender, email_settings, parse_rate
 from tests.processes import run_deployed, unreachable_database_url, web_command
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -378,3 +378,22 @@ def test_a_url_in_an_error_does_not_show_its_password():
     assert result.returncode == 2
     assert "hunter2" not in result.stderr
     assert "'mysql://shop:***@db.example/orders'" in result.stderr
+
+
+def test_a_sender_number_written_any_way_is_sent_from_in_e164():
+    assert check_sender("TWILIO_FROM_NUMBER", "+1 (415) 555-2671") == "+14155552671"
+    assert check_sender("TWILIO_FROM_NUMBER", "OrderFlow") == "OrderFlow"
+
+
+@pytest.mark.parametrize(
+    ("variables", "said"),
+    [
+        ({"NOTIFICATIONS_MAX_RETRIES": "three"}, "NOTIFICATIONS_MAX_RETRIES: 'three' is not a whole number"),
+        (
+            {"NOTIFICATIONS_RETRY_BACKOFF": "60", "NOTIFICATIONS_RETRY_BACKOFF_MAX": "30"},
+            "NOTIFICATIONS_RETRY_BACKOFF_MAX: 30 must be at least NOTIFICATIONS_RETRY_BACKOFF (60)",
+        ),
+    ],
+)
+def test_a_bad_number_is_said_in_words_naming_where_its_bound_comes_from(variables, said):
+    assert start(**variables).stderr.strip() == f"orderflow: configuration error: {said}"

@@ -225,7 +225,7 @@ if bool(TWILIO_ACCOUNT_SID) != bool(TWILIO_AUTH_TOKEN):
     given = "TWILIO_ACCOUNT_SID" if TWILIO_ACCOUNT_SID else "TWILIO_AUTH_TOKEN"
     raise ConfigurationError(missing, f"must be set too: {given} is set, and SMS go through Twilio with both")
 if TWILIO_FROM_NUMBER:
-    check_sender("TWILIO_FROM_NUMBER", TWILIO_FROM_NUMBER)
+    TWILIO_FROM_NUMBER = check_sender("TWILIO_FROM_NUMBER", TWILIO_FROM_NUMBER)
 _twilio_configured = bool(TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN)
 SMS_BACKEND = env.str(
     "SMS_BACKEND",
@@ -269,6 +269,7 @@ NOTIFICATIONS_RETRY_BACKOFF_MAX = read(
     env,
     default=600,
     minimum=NOTIFICATIONS_RETRY_BACKOFF,
+    minimum_from="NOTIFICATIONS_RETRY_BACKOFF",
     maximum=7 * DAY_SECONDS,
 )
 NOTIFICATIONS_RETENTION_DAYS = read(
