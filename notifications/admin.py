@@ -10,7 +10,8 @@ from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import PermissionDenied
 from django.db import connection, transaction
-from django.db.models import Q
+from django.db.models import Q, Value
+from django.db.models.functions import Lower
 from django.db.models.lookups import In
 from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
@@ -111,10 +112,11 @@ def recipient_forms(term: str) -> set[str]:
     return forms
 
 
-def to_recipient(term: str) -> Q:
+def sent_to(term: str) -> Q:
     """Notifications to the searched recipient: a phone written any way, an email address in any
-    case (a probe of the index on RECIPIENT_SEARCHED)."""
-    return Q(In(RECIPIENT_SEARCHED, sorted({form.upper() for form in recipient_forms(term)})))
+    case (a probe of the index on RECIPIENT_SEARCHED). The database folds the case of both
+    sides, so that they agree beyond ASCII (Python's upper() of ß is SS, SQLite's is ß)."""
+    return Q(In(RECIPIENT_SEARCHED, [Lower(Value(form)) for form in sorted(recipient_forms(term))]))
 
 
 class CorrectRecipientForm(forms.Form):
@@ -170,7 +172,7 @@ class NotificationAdmin(PipelineRowAdmin):
         number = whole_number(term)
         if number is not None:
             return queryset.filter(Q(pk=number) | Q(order_id=number)), False
-        return queryset.filter(to_recipient(term) | Q(provider_message_id=term)), False
+        return queryset.filter(sent_to(term) | Q(provider_message_id=term)), False
 
     def get_urls(self):
         custom = [
@@ -390,7 +392,7 @@ class DeadLetterAdmin(PipelineRowAdmin):
         if number is not None:
             matches |= Q(notification__in=Notification.objects.filter(order_id=number).values("pk"))
         else:
-            matches |= Q(notification__in=Notification.objects.filter(to_recipient(term)).values("pk"))
+            matches |= Q(notification__in=Notification.objects.filter(sent_to(term)).values("pk"))
         return queryset.filter(matches), False
 
     # --- columns and detail ---

@@ -1,7 +1,7 @@
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
-from django.db.models.functions import Upper
+from django.db.models.functions import Lower
 from django.utils import timezone
 
 from orderflow.masking import mask_recipient
@@ -64,7 +64,8 @@ class NotificationQuerySet(models.QuerySet):
 
 # The recipient as the admin's search compares it: an email address is found however its case
 # was typed (Ada.Lovelace@Example.com by ada.lovelace@example.com); a phone in E.164 is itself.
-RECIPIENT_SEARCHED = Upper("recipient")
+# Lower case, as suppressions keep a recipient (services.suppression_key).
+RECIPIENT_SEARCHED = Lower("recipient")
 
 
 class Notification(models.Model):
@@ -118,7 +119,7 @@ class Notification(models.Model):
             ),
             models.Index(fields=["status", "-created_at"], name="notification_status_created"),
             models.Index(fields=["-created_at", "-id"], name="notification_created"),
-            models.Index(RECIPIENT_SEARCHED, name="notification_recipient_upper"),
+            models.Index(RECIPIENT_SEARCHED, name="notification_recipient_lower"),
             models.Index(fields=["provider_message_id"], name="notification_provider_id"),
             models.Index(
                 fields=["updated_at"], name="notification_finished", condition=Q(status__in=FINISHED_STATUSES)

@@ -8,7 +8,6 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('notifications', '0009_suppressed_recipients'),
-        ('orders', '0002_order_currency'),
     ]
 
     operations = [
@@ -18,6 +17,6 @@ class Migration(migrations.Migration):
         ),
         migrations.AddIndex(
             model_name='notification',
-            index=models.Index(django.db.models.functions.text.Upper('recipient'), name='notification_recipient_upper'),
+            index=models.Index(django.db.models.functions.text.Lower('recipient'), name='notification_recipient_lower'),
         ),
     ]

@@ -44,12 +44,20 @@ def test_notifications_and_dead_letters_are_found_by_a_phone_written_any_way(
 
 
 @pytest.mark.parametrize(
-    "written", ["Ada.Lovelace@Example.com", "ada.lovelace@example.com", " ADA.LOVELACE@EXAMPLE.COM"]
+    ("stored", "written"),
+    [
+        ("Ada.Lovelace@Example.com", "Ada.Lovelace@Example.com"),
+        ("Ada.Lovelace@Example.com", "ada.lovelace@example.com"),
+        ("Ada.Lovelace@Example.com", " ADA.LOVELACE@EXAMPLE.COM"),
+        # Beyond ASCII the database and Python fold case differently: the database folds both.
+        ("Ada@Bücher.de", "Ada@Bücher.de"),
+        ("Ada@Bücher.de", "ada@bücher.de"),
+    ],
 )
 def test_notifications_and_dead_letters_are_found_by_an_email_address_in_any_case(
-    client, operator, shop, published, monkeypatch, written
+    client, operator, shop, published, monkeypatch, stored, written
 ):
-    wanted = place_order(owner=shop, customer_phone="", customer_email="Ada.Lovelace@Example.com")
+    wanted = place_order(owner=shop, customer_phone="", customer_email=stored)
     place_order(owner=shop, customer_phone="", customer_email="ada.lovelace@example.org")
 
     def refused(self, **message):
