@@ -181,9 +181,7 @@ def _check_redis_database(variable: str, value: str) -> None:
     # redis-py reads a path that is not a number as database 0, and kombu fails on it when it
     # first connects.
     if not REDIS_DATABASE_PATH.fullmatch(urlsplit(value).path):
-        raise ConfigurationError(
-            variable, f"{without_password(value)!r} names no database number; its path is one, e.g. /1"
-        )
+        raise ConfigurationError(variable, f"{without_password(value)!r}: its path must be a database number, e.g. /1")
 
 
 def check_redis_url(variable: str, value: str) -> str:
@@ -202,10 +200,12 @@ def check_redis_url(variable: str, value: str) -> str:
 
 
 def check_broker_url(variable: str, value: str) -> str:
-    """A broker URL whose query kombu accepts: it refuses an unknown option (`?socket_timout=5`)
-    only when it builds a connection, that is on every publish."""
-    if urlsplit(value).scheme in REDIS_SCHEMES:
-        _check_redis_database(variable, value)
+    """A broker URL, or a `;` list of them to fail over to, that kombu will use as written: a
+    Redis one names its database, and every query option is one kombu knows (it refuses an
+    unknown one, `?socket_timout=5`, only when it builds a connection, that is on every publish)."""
+    for url in value.split(";"):  # as kombu splits them
+        if urlsplit(url).scheme in REDIS_SCHEMES:
+            _check_redis_database(variable, url)
     try:
         Connection(value).release()
     except TypeError as error:
@@ -251,7 +251,9 @@ def check_sender(variable: str, value: str) -> str:
         number = None
     if number is None or not phonenumbers.is_valid_number(number):
         raise ConfigurationError(
-            variable, f"{value!r} is neither a phone number in E.164 (+14155552671) nor a sender ID of up to 11 letters"
+            variable,
+            f"{value!r} is neither a phone number in international form (+14155552671) "
+            "nor a sender ID of up to 11 letters",
         )
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 

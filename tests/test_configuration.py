@@ -7,7 +7,7 @@ from pathlib import Path
 import environ
 import pytest
 
-from orderflow.configuration import ConfigurationError, Rate, check_sender, email_settings, parse_rate
+from orderflow.configuration import ConfigurationError, Rate, check_broker_url, check_sender, email_settings, parse_rate
 from tests.processes import run_deployed, unreachable_database_url, web_command
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -378,6 +378,16 @@ def test_a_url_in_an_error_does_not_show_its_password():
     assert result.returncode == 2
     assert "hunter2" not in result.stderr
     assert "'mysql://shop:***@db.example/orders'" in result.stderr
+
+
+def test_a_list_of_redis_brokers_to_fail_over_to_is_taken_and_each_is_checked():
+    listed = "redis://:pw1@a.example:6379/0;redis://:pw2@b.example:6379/0"
+    assert check_broker_url("CELERY_BROKER_URL", listed) == listed
+    with pytest.raises(ConfigurationError) as raised:
+        check_broker_url("CELERY_BROKER_URL", "redis://:pw1@a.example:6379/0;redis://:pw2@b.example:6379/x")
+    assert str(raised.value) == (
+        "CELERY_BROKER_URL: 'redis://:***@b.example:6379/x': its path must be a database number, e.g. /1"
+    )
 
 
 def test_a_sender_number_written_any_way_is_sent_from_in_e164():
