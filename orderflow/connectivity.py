@@ -29,9 +29,11 @@ def database_error_line(error: BaseException, alias: str = DEFAULT_DB_ALIAS) -> 
     firewall, a hung server) also says where it went: the driver says only "connection timeout
     expired", where a refused one names the host and port."""
     line = first_line(error)
-    if isinstance(error.__cause__, ConnectionTimeout):
-        config = connections[alias].settings_dict
-        line = f"{line} connecting to {config.get('HOST') or 'localhost'}:{config.get('PORT') or 5432}"
+    config = connections[alias].settings_dict
+    host = config.get("HOST") or ""
+    # Not for several hosts, nor none (libpq's own default then: PGHOST, a Unix socket).
+    if isinstance(error.__cause__, ConnectionTimeout) and host and "," not in host:
+        line = f"{line} connecting to {host}:{config.get('PORT') or 5432}"
     return line
 
 
