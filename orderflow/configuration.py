@@ -224,6 +224,28 @@ def check_whole_number_options(variable: str, options: dict, names: tuple[str, .
             raise ConfigurationError(variable, f"?{name}={value} is not a whole number, e.g. ?{name}=5")
 
 
+# .env.example marks each secret a deployment must set with this; the example is public.
+PLACEHOLDER_MARK = "CHANGE-me"
+# The variables that hold a secret of .env.example's (in a URL: a password).
+SECRETS_TO_SET = (
+    "DJANGO_SECRET_KEY",
+    "DATABASE_URL",
+    "CELERY_BROKER_URL",
+    "EMAIL_URL",
+    "METRICS_TOKEN",
+    "FLOWER_BASIC_AUTH",
+)
+
+
+def check_not_placeholder(variable: str, value: str) -> str:
+    """A secret of the deployment's own, not .env.example's placeholder for it (shown nowhere)."""
+    if PLACEHOLDER_MARK.lower() in value.lower():
+        raise ConfigurationError(
+            variable, f"still holds .env.example's placeholder ({PLACEHOLDER_MARK}...); set a secret of your own"
+        )
+    return value
+
+
 def check_email_address(variable: str, value: str) -> str:
     """An address to send from, bare or with a name (`Shop <orders@shop.example>`)."""
     _, address = parseaddr(value)

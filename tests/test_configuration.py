@@ -7,8 +7,17 @@ from pathlib import Path
 import environ
 import pytest
 
-from orderflow.configuration import ConfigurationError, Rate, check_broker_url, check_sender, email_settings, parse_rate
+from orderflow.configuration import (
+    SECRETS_TO_SET,
+    ConfigurationError,
+    Rate,
+    check_broker_url,
+    check_sender,
+    email_settings,
+    parse_rate,
+)
 from tests.processes import run_deployed, unreachable_database_url, web_command
+from tests.test_deployment import EXAMPLE_ENV
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -187,6 +196,11 @@ def test_default_configuration_starts():
         ({"DEFAULT_FROM_EMAIL": "not-an-address"}, "DEFAULT_FROM_EMAIL"),
         ({"LOG_LEVEL": "verbose"}, "LOG_LEVEL"),
         ({"DJANGO_DEBUG": "false", "DJANGO_SECRET_KEY": ""}, "DJANGO_SECRET_KEY"),
+        # .env.example's placeholders are public: a deployment must not run on one.
+        *(
+            ({"DJANGO_DEBUG": "false", "DJANGO_SECRET_KEY": "x" * 50, variable: EXAMPLE_ENV[variable]}, variable)
+            for variable in SECRETS_TO_SET
+        ),
         ({"PROMETHEUS_MULTIPROC_DIR": "/nonexistent/metrics"}, "PROMETHEUS_MULTIPROC_DIR"),
         ({"NOTIFICATIONS_RETENTION_DAYS": "100000000"}, "NOTIFICATIONS_RETENTION_DAYS"),
         ({"NOTIFICATIONS_STUCK_AFTER": "999999999999"}, "NOTIFICATIONS_STUCK_AFTER"),

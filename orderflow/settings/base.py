@@ -12,11 +12,13 @@ from kombu import Exchange, Queue
 
 from orderflow.configuration import (
     REDIS_SCHEMES,
+    SECRETS_TO_SET,
     ConfigurationError,
     check_broker_url,
     check_currency,
     check_directory,
     check_email_address,
+    check_not_placeholder,
     check_redis_url,
     check_sender,
     check_url,
@@ -41,6 +43,11 @@ DEBUG = parse_bool("DJANGO_DEBUG", env.str("DJANGO_DEBUG", default="true"))
 SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="") or DEV_SECRET_KEY
 if not DEBUG and SECRET_KEY == DEV_SECRET_KEY:
     raise ConfigurationError("DJANGO_SECRET_KEY", "must be set (not empty) when DJANGO_DEBUG is false")
+if not DEBUG:
+    # A secret left as .env.example has it is known to anyone: sessions signed with it could be
+    # forged, the database, broker, metrics or Flower opened with it.
+    for variable in SECRETS_TO_SET:
+        check_not_placeholder(variable, env.str(variable, default=""))
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["localhost", "127.0.0.1"])
 
 INSTALLED_APPS = [
