@@ -2,7 +2,9 @@
 
 Celery's own `rate_limit` counts per worker process; this one counts across all of them,
 with a moving window (limits.MovingWindowRateLimiter) so that no window of the period ever
-holds more sends than the limit.
+holds more sends than the limit. The limit is spread over its period, as Celery spaces its
+own: `10/m` lets one send go every 6 seconds, not ten at once and then none for a minute
+(limit_window).
 
 A provider that answers "too many requests" (or names a time in Retry-After) pauses the
 channel: a key in the same Redis that every worker's limiter gives no token through until it
@@ -10,12 +12,13 @@ expires.
 """
 
 import logging
+import math
 import random
 import time
 from functools import cache
 
 from django.conf import settings
-from limits import RateLimitItemPerSecond
+from limits import RateLimitItem, RateLimitItemPerSecond
 from limits.errors import StorageError
 from limits.storage import RedisStorage
 from limits.strategies import MovingWindowRateLimiter
@@ -51,6 +54,16 @@ return asked
 """
 
 
+def limit_window(rate: Rate) -> RateLimitItem:
+    """The shortest moving window that holds a whole number of the rate's sends: `10/m` one per
+    6 s, `100/m` five per 3 s, `5/s` five per second. Every window of the whole period then
+    holds at most the limit too, and the long-run rate is the limit's. The windows of `limits`
+    are whole seconds: a count that shares no factor with its period (`7/m`) keeps the period
+    as its window, and so its burst."""
+    common = math.gcd(rate.count, rate.period_seconds)
+    return RateLimitItemPerSecond(rate.count // common, rate.period_seconds // common, namespace="orderflow")
+
+
 class LimiterUnavailable(Exception):
     """Redis did not answer: no token can be given, so nothing may be sent."""
 
@@ -58,7 +71,7 @@ class LimiterUnavailable(Exception):
 class ChannelRateLimiter:
     def __init__(self, *, channel: str, rate: Rate, redis_url: str):
         self.channel = channel
-        self.item = RateLimitItemPerSecond(rate.count, rate.period_seconds, namespace="orderflow")
+        self.item = limit_window(rate)
         storage = RedisStorage(
             redis_url,
             wrap_exceptions=True,

@@ -9,6 +9,7 @@ from notifications.ratelimit import (
     PAUSE_READ_SECONDS,
     ChannelRateLimiter,
     LimiterUnavailable,
+    limit_window,
 )
 from orderflow.configuration import Rate
 from tests.notifications.servers import RedisServer
@@ -30,8 +31,34 @@ def make_limiter(settings):
 
 
 def test_gives_tokens_up_to_the_limit_then_refuses(make_limiter):
-    limiter = make_limiter(Rate(3, 60))
+    limiter = make_limiter(Rate(3, 1))
     assert [limiter.acquire(timeout=0) for _ in range(4)] == [True, True, True, False]
+
+
+def test_a_limit_per_minute_is_spread_over_the_minute_not_let_out_at_once(make_limiter):
+    """60/m is one send a second, as a provider counting per second sees it; not sixty at once."""
+    limiter = make_limiter(Rate(60, 60))
+    assert [limiter.acquire(timeout=0) for _ in range(2)] == [True, False]
+    asked_at = time.monotonic()
+    assert limiter.acquire(timeout=3)
+    assert 0.5 < time.monotonic() - asked_at < 2
+
+
+@pytest.mark.parametrize(
+    ("rate", "sends", "seconds"),
+    [
+        (Rate(10, 60), 1, 6),
+        (Rate(60, 60), 1, 1),
+        (Rate(100, 60), 5, 3),
+        (Rate(100, 3600), 1, 36),
+        (Rate(5, 1), 5, 1),
+        (Rate(7, 60), 7, 60),  # 60/7 s is no whole number of seconds: the period's burst stays
+    ],
+)
+def test_the_window_is_the_shortest_that_holds_a_whole_number_of_sends(rate, sends, seconds):
+    window = limit_window(rate)
+    assert (window.amount, window.get_expiry()) == (sends, seconds)
+    assert window.amount * rate.period_seconds == rate.count * window.get_expiry()  # the same long-run rate
 
 
 def test_a_waiting_caller_gets_the_token_freed_by_the_window(make_limiter):
@@ -91,7 +118,7 @@ def test_limit_holds_across_separate_limiters_like_separate_workers(make_limiter
 def test_a_pause_holds_every_limiter_of_the_channel_until_it_ends_and_spends_no_token(make_limiter):
     """One worker hears "too many requests"; the others, their own limiters and connections,
     send nothing on the channel until the pause ends, and then have the whole limit."""
-    rate = Rate(3, 60)
+    rate = Rate(3, 1)
     told, other = make_limiter(rate, "paused"), make_limiter(rate, "paused")
     told.pause(1.0)
     paused_at = time.monotonic()
