@@ -78,6 +78,11 @@ SEND_TIME_LIMITS = {channel: seconds + 10 for channel, seconds in SEND_SOFT_TIME
 LIMITER_DOWN_RETRY_SECONDS = 15
 # last_error_code of a notification cancelled unsent because its recipient is suppressed.
 SUPPRESSED_CODE = "suppressed"
+# last_error_code and _message of a notification an operator cancelled: it is why it was not
+# sent, not the provider's error of an earlier attempt (that stays in its attempt log). The
+# operator is named in the log only: the API shows the message to the shop.
+CANCELLED_CODE = "cancelled"
+CANCELLED_MESSAGE = "not sent: cancelled by an operator"
 # How long a channel pauses when its provider says "too many requests" without a Retry-After.
 THROTTLE_PAUSE_SECONDS = 1.0
 # A channel backend that cannot be built (its configuration) is tried again this often, unsent.
@@ -1195,7 +1200,11 @@ def notification_cancel(*, notification_id: int, by) -> Notification:
                 f"Notification {notification.pk} is {notification.status}; only unsent ones can be cancelled."
             )
         Notification.objects.filter(pk=notification.pk).update(
-            status=NotificationStatus.CANCELLED, stale_after=None, next_attempt_at=None
+            status=NotificationStatus.CANCELLED,
+            stale_after=None,
+            next_attempt_at=None,
+            last_error_code=CANCELLED_CODE,
+            last_error_message=CANCELLED_MESSAGE,
         )
     notification_publish_next(notification=notification)
     notification.refresh_from_db()

@@ -241,6 +241,22 @@ def test_resend_and_cancel_follow_the_notification_status(shop, staff, published
         services.notification_cancel(notification_id=sms.pk, by=staff)
 
 
+def test_a_notification_an_operator_cancelled_says_so_not_the_providers_earlier_error(shop, staff, published, scripted):
+    order = place_order(owner=shop, customer_email="")
+    sms = Notification.objects.get(order=order)
+    scripted.script.append(TransientDeliveryError("Twilio HTTP 500: internal error", code="http-500"))
+    services.notification_send(notification_id=sms.pk)  # fails; waits for its retry
+    cancelled = services.notification_cancel(notification_id=sms.pk, by=staff)
+    assert (cancelled.status, cancelled.last_error_code, cancelled.last_error_message) == (
+        "cancelled",
+        "cancelled",
+        "not sent: cancelled by an operator",
+    )
+    assert [attempt.error_code for attempt in cancelled.attempt_log.all()] == ["http-500"]  # the history stays
+    resent = services.notification_resend(notification_id=sms.pk, by=staff)
+    assert (resent.last_error_code, resent.last_error_message) == ("", "")
+
+
 def test_cleanup_keeps_a_requeued_dead_letter_until_its_notification_is_sent(dead, staff, settings, published):
     dead_letters.dead_letters_requeue(ids=[dead.pk], by=staff)
     DeadLetter.objects.filter(pk=dead.pk).update(resolved_at=timezone.now() - timedelta(days=60))
