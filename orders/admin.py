@@ -1,4 +1,4 @@
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.db.models import Count
 
 from orderflow.admin import ReadOnlyInline, report_outcome
@@ -47,6 +47,11 @@ def _transition_action(to_status: str):
                 moved += 1
             except ApplicationError as error:
                 refused.append(error.message)
+        if not moved and not refused:  # a list older than a deletion: say so rather than nothing
+            modeladmin.message_user(
+                request, "None of the selected orders exists any more; nothing was changed.", messages.WARNING
+            )
+            return
         done = f"{moved} order(s) marked {to_status}." if moved else ""
         report_outcome(modeladmin, request, done=done, reasons=refused, left="refused")
 

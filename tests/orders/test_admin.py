@@ -89,6 +89,13 @@ def test_refused_action_reports_a_message_not_a_500(client, operator, shop):
     assert pending.status == "pending"
 
 
+def test_an_action_on_orders_deleted_meanwhile_says_nothing_was_changed(client, operator):
+    """A list opened before the orders went: the action has nothing to act on, and says so."""
+    response = client.post(CHANGELIST, {"action": "mark_confirmed", "_selected_action": [99999]}, follow=True)
+    assert response.status_code == 200
+    assert messages_of(response) == ["None of the selected orders exists any more; nothing was changed."]
+
+
 def test_a_bulk_action_names_ten_refusals_and_counts_the_rest(client, operator, shop, published):
     orders = [place_order(owner=shop) for _ in range(13)]
     response = client.post(
