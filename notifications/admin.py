@@ -32,7 +32,7 @@ from notifications.models import (
     RequeueBatch,
     Suppression,
 )
-from orderflow.admin import REASONS_SHOWN, ReadOnlyInline, report_outcome
+from orderflow.admin import REASONS_SHOWN, ReadOnlyInline, RefusedActionsNamed, report_outcome
 from orderflow.errors import ApplicationError, Conflict, first_line
 from orderflow.masking import mask_recipient
 from orderflow.middleware import is_bad_filter_error
@@ -55,7 +55,13 @@ class CorrectionInline(ReadOnlyInline):
     verbose_name_plural = "recipient corrections"
 
 
-class PipelineRowAdmin(admin.ModelAdmin):
+def may_view(request, label: str) -> bool:
+    """Whether the operator may open that model's admin pages: Django's view permission, or change."""
+    app_label, model_name = label.split(".")
+    return any(request.user.has_perm(f"{app_label}.{verb}_{model_name}") for verb in ("view", "change"))
+
+
+class PipelineRowAdmin(RefusedActionsNamed, admin.ModelAdmin):
     """Rows the pipeline writes: operators read them and act through actions and forms."""
 
     show_full_result_count = False  # no second COUNT(*) over a million rows per page
@@ -69,6 +75,26 @@ class PipelineRowAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request, obj=None):
         # Rows leave through discard (recorded) or cleanup (aged), never by hand.
         return False
+
+    # Fields and columns linking to another admin page, each with the same shown without the
+    # link, for an operator who may not open that page (it would answer 403).
+    links: dict[str, tuple[str, str]] = {}  # name: (app_label.model_name linked to, name shown instead)
+
+    def get_list_display(self, request):
+        return self.links_the_operator_may_open(request, super().get_list_display(request))
+
+    def get_fields(self, request, obj=None):
+        return self.links_the_operator_may_open(request, super().get_fields(request, obj))
+
+    def get_readonly_fields(self, request, obj=None):
+        return self.get_fields(request, obj)  # every field is read-only here
+
+    def links_the_operator_may_open(self, request, names) -> list[str]:
+        shown = []
+        for name in names:
+            linked, plain = self.links.get(name, ("", name))
+            shown.append(name if not linked or may_view(request, linked) else plain)
+        return shown
 
     def report(self, request, done: str, skipped: dict[int, str] | list[str]):
         reasons = [f"{pk}: {why}" for pk, why in skipped.items()] if isinstance(skipped, dict) else skipped
@@ -160,6 +186,7 @@ class NotificationAdmin(PipelineRowAdmin):
         "next_attempt_at", "queued_at", "stale_after", "created_at", "sent_at", "delivered_at",
     ]  # fmt: skip
     fields = readonly_fields
+    links = {"order_link": ("orders.order", "order_number")}
     inlines = [AttemptInline, CorrectionInline]
     actions = ["resend_selected", "cancel_selected"]
 
@@ -184,10 +211,25 @@ class NotificationAdmin(PipelineRowAdmin):
         ]
         return custom + super().get_urls()
 
+    def get_fields(self, request, obj=None):
+        fields = super().get_fields(request, obj)
+        if obj is None or obj.status not in services.CORRECTABLE_STATUSES or not self.has_resend_permission(request):
+            return fields
+        return ["recipient_to_correct" if field == "recipient" else field for field in fields]
+
     @admin.display(description="order", ordering="order_id")
     def order_link(self, notification):
         url = reverse("admin:orders_order_change", args=[notification.order_id])
         return format_html('<a href="{}">#{}</a>', url, notification.order_id)
+
+    @admin.display(description="order", ordering="order_id")
+    def order_number(self, notification):
+        return f"#{notification.order_id}"
+
+    @admin.display(description="recipient")
+    def recipient_to_correct(self, notification):
+        url = reverse("admin:notifications_notification_correct_recipient", args=[notification.pk])
+        return format_html('{} (<a href="{}">correct it</a>)', notification.recipient, url)
 
     @admin.display(description="recipient")
     def masked_recipient(self, notification):
@@ -360,15 +402,17 @@ class DeadLetterAdmin(PipelineRowAdmin):
         "notification_link", "order_link", "recipient", "attempt_history", "pretty_traceback",
     ]  # fmt: skip
     fields = readonly_fields
+    links = {
+        "order_link": ("orders.order", "order_number"),
+        "notification_link": ("notifications.notification", "notification_text"),
+    }
 
     def get_fields(self, request, obj=None):
+        fields = super().get_fields(request, obj)
         # "correct it" leads to a form only those who may resend can use; the others see the recipient.
         if request.user.has_perm("notifications.resend_notification"):
-            return self.fields
-        return ["plain_recipient" if field == "recipient" else field for field in self.fields]
-
-    def get_readonly_fields(self, request, obj=None):
-        return self.get_fields(request, obj)
+            return fields
+        return ["plain_recipient" if field == "recipient" else field for field in fields]
 
     def get_urls(self):
         wrap = self.admin_site.admin_view
@@ -431,12 +475,20 @@ class DeadLetterAdmin(PipelineRowAdmin):
         url = reverse("admin:orders_order_change", args=[letter.notification.order_id])
         return format_html('<a href="{}">#{}</a>', url, letter.notification.order_id)
 
+    @admin.display(description="order")
+    def order_number(self, letter):
+        return f"#{letter.notification.order_id}" if letter.notification else "-"
+
     @admin.display(description="notification")
     def notification_link(self, letter):
         if not letter.notification_id:
             return "-"
         url = reverse("admin:notifications_notification_change", args=[letter.notification_id])
         return format_html('<a href="{}">{}</a> ({})', url, letter.notification, letter.notification.status)
+
+    @admin.display(description="notification")
+    def notification_text(self, letter):
+        return f"{letter.notification} ({letter.notification.status})" if letter.notification else "-"
 
     @admin.display(description="resolved")
     def resolved(self, letter):
@@ -608,7 +660,7 @@ class SuppressionForm(forms.ModelForm):
 
 
 @admin.register(Suppression)
-class SuppressionAdmin(admin.ModelAdmin):
+class SuppressionAdmin(RefusedActionsNamed, admin.ModelAdmin):
     """Recipients nothing more is sent to: added by a provider's refusal or by an operator,
     lifted by deleting them (or by requeueing the dead letter that added them)."""
 

@@ -1,6 +1,8 @@
 """Admin pieces every app's console shares."""
 
 from django.contrib import admin, messages
+from django.contrib.admin.utils import model_format_dict
+from django.shortcuts import redirect
 
 # Reasons shown one message each; the rest are counted, so a bulk action over thousands of
 # rows leaves a page the operator can read.
@@ -28,3 +30,29 @@ def report_outcome(modeladmin, request, *, done: str, reasons: list[str], left: 
         modeladmin.message_user(request, reason, messages.WARNING)
     if len(reasons) > REASONS_SHOWN:
         modeladmin.message_user(request, f"… and {len(reasons) - REASONS_SHOWN} more {left}.", messages.WARNING)
+
+
+class RefusedActionsNamed:
+    """A posted action the operator may not run, from a page loaded before a permission was
+    taken away or from a forged form, is refused by its name. Django would answer "No action
+    selected." or, with no action left to the operator, nothing at all."""
+
+    def changelist_view(self, request, extra_context=None):
+        name = request.POST.get("action", "") if request.method == "POST" else ""
+        # Those who may not see the list get Django's 403 first.
+        if name and self.has_view_or_change_permission(request) and name not in self.get_actions(request):
+            description = self.all_action_descriptions().get(name)
+            if description:
+                self.message_user(
+                    request,
+                    f"You may not use “{description}”: that needs a permission you do not have. Nothing was changed.",
+                    messages.ERROR,
+                )
+                return redirect(request.get_full_path())
+        return super().changelist_view(request, extra_context)
+
+    def all_action_descriptions(self) -> dict[str, str]:
+        """Every action of this page by name, whoever asks: the site's and this admin's own."""
+        candidates = [func for _, func in self.admin_site.actions] + list(self.actions or [])
+        found = (self.get_action(candidate) for candidate in candidates)
+        return {name: str(description) % model_format_dict(self.opts) for _, name, description in filter(None, found)}

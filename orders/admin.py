@@ -1,7 +1,7 @@
 from django.contrib import admin, messages
 from django.db.models import Count
 
-from orderflow.admin import ReadOnlyInline, report_outcome
+from orderflow.admin import ReadOnlyInline, RefusedActionsNamed, report_outcome
 from orderflow.errors import ApplicationError
 from orders import services
 from orders.models import ChangeSource, Order, OrderItem, OrderStatus, OrderStatusChange
@@ -60,7 +60,7 @@ def _transition_action(to_status: str):
 
 
 @admin.register(Order)
-class OrderAdmin(admin.ModelAdmin):
+class OrderAdmin(RefusedActionsNamed, admin.ModelAdmin):
     list_display = ["id", "customer_name", "status", "amount", "item_count", "contact", "owner", "created_at"]
     list_filter = ["status", "created_at"]
     search_fields = ["=id", "customer_name", "customer_email", "customer_phone"]

@@ -84,7 +84,8 @@ def test_search_by_order_recipient_and_error_text(client, letters, term):
 
 
 def test_detail_page_is_readable(client, letters):
-    operator_with(client, "view_deadletter")
+    operator = operator_with(client, "view_deadletter", "view_notification")
+    operator.user_permissions.add(Permission.objects.get(codename="view_order"))
     letter = letters[0]
     page = client.get(f"{LIST}{letter.pk}/change/").content.decode()
     assert f"[\n  {letter.notification_id}\n]" in page  # pretty-printed args
@@ -92,6 +93,58 @@ def test_detail_page_is_readable(client, letters):
     assert "<td>permanent</td>" in page  # the attempt history
     assert f"/admin/orders/order/{letter.notification.order_id}/change/" in page
     assert f"/admin/notifications/notification/{letter.notification_id}/change/" in page
+
+
+def test_links_to_pages_the_operator_may_not_open_are_shown_as_plain_text(client, letters):
+    letter = letters[0]
+    notification_page = f"/admin/notifications/notification/{letter.notification_id}/change/"
+    order_page = f"/admin/orders/order/{letter.notification.order_id}/change/"
+    operator_with(client, "view_deadletter")
+    for page in (client.get(f"{LIST}{letter.pk}/change/"), client.get(LIST)):
+        shown = page.content.decode()
+        assert page.status_code == 200
+        assert notification_page not in shown and order_page not in shown
+        assert f"#{letter.notification.order_id}" in shown
+    assert f"{letter.notification} (dead)" in client.get(f"{LIST}{letter.pk}/change/").content.decode()
+    operator_with(client, "view_deadletter", "view_notification", username="reader")
+    shown = client.get(f"{LIST}{letter.pk}/change/").content.decode()
+    assert notification_page in shown and order_page not in shown
+    assert client.get(notification_page).status_code == 200
+
+
+def test_the_notification_page_offers_correct_it_to_those_who_may_resend_while_it_can_be_corrected(
+    client, letters, shop, published
+):
+    dead = letters[0].notification
+    link = f"/admin/notifications/notification/{dead.pk}/correct-recipient/"
+    operator_with(client, "view_notification")
+    page = client.get(f"/admin/notifications/notification/{dead.pk}/change/").content.decode()
+    assert dead.recipient in page and link not in page
+    operator_with(client, "view_notification", "resend_notification", username="resender")
+    page = client.get(f"/admin/notifications/notification/{dead.pk}/change/").content.decode()
+    assert f'{dead.recipient} (<a href="{link}">correct it</a>)' in page
+    assert client.get(link).status_code == 200
+    sent = Notification.objects.get(order=place_order(owner=shop, customer_email=""))
+    Notification.objects.filter(pk=sent.pk).update(status="sent")
+    page = client.get(f"/admin/notifications/notification/{sent.pk}/change/").content.decode()
+    assert sent.recipient in page and "correct it" not in page
+
+
+def test_an_action_the_operator_may_not_use_is_refused_by_name(client, letters, published):
+    """A page loaded before a permission was taken away, or a forged post."""
+    selected = [letter.pk for letter in letters]
+    operator_with(client, "view_deadletter", "requeue_deadletter")
+    response = client.post(LIST, {"action": "discard_selected", "_selected_action": selected}, follow=True)
+    assert messages_of(response) == [
+        "You may not use “Discard selected dead letters”: that needs a permission you do not have. Nothing was changed."
+    ]
+    operator_with(client, "view_deadletter", username="reader")  # no action at all left to this one
+    response = client.post(LIST, {"action": "requeue_selected", "_selected_action": selected}, follow=True)
+    assert messages_of(response) == [
+        "You may not use “Requeue selected dead letters”: that needs a permission you do not have. Nothing was changed."
+    ]
+    assert set(DeadLetter.objects.values_list("status", flat=True)) == {"dead"}
+    assert published == []
 
 
 def test_the_correct_it_link_is_offered_only_to_those_who_may_use_it(client, letters):
@@ -429,3 +482,10 @@ def test_requeue_matching_freezes_nothing_for_filters_it_cannot_apply(client, le
     assert not RequeueBatch.objects.exists()
     assert any(says in message for message in messages_of(response)), messages_of(response)
     assert not any("['" in message for message in messages_of(response))  # words, not a Python list
+
+
+def test_an_action_posted_by_staff_who_may_not_see_the_list_is_forbidden(client, letters):
+    operator_with(client, "view_notification")
+    response = client.post(LIST, {"action": "discard_selected", "_selected_action": [letters[0].pk]})
+    assert response.status_code == 403
+    assert set(DeadLetter.objects.values_list("status", flat=True)) == {"dead"}

@@ -113,7 +113,11 @@ def test_staff_without_change_permission_cannot_run_actions(client, shop):
     order = place_order(owner=shop)
     page = client.get(CHANGELIST).content.decode()
     assert "mark_confirmed" not in page
-    client.post(CHANGELIST, {"action": "mark_confirmed", "_selected_action": [order.pk]})
+    response = client.post(CHANGELIST, {"action": "mark_confirmed", "_selected_action": [order.pk]}, follow=True)
+    assert messages_of(response) == [
+        "You may not use “Mark selected orders confirmed”: that needs a permission you do not have. "
+        "Nothing was changed."
+    ]
     order.refresh_from_db()
     assert order.status == "pending"
 
