@@ -238,6 +238,11 @@ class OrderViewSet(mixins.CreateModelMixin, mixins.ListModelMixin, mixins.Retrie
             orders = orders.prefetch_related("status_changes__changed_by")
         return orders
 
+    def filter_queryset(self, queryset):
+        # The list's filters choose among orders; on one order (detail, transition) a ?status=
+        # would turn the client's own order into a 404.
+        return super().filter_queryset(queryset) if self.action == "list" else queryset
+
     def get_serializer_class(self):
         action = self.action
         if action == "metadata":

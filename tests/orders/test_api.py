@@ -339,6 +339,15 @@ def test_list_filters_by_several_statuses_given_one_by_one(api, shop):
     assert body["count"] == 2
 
 
+def test_the_list_filter_is_no_filter_on_one_order(api, shop):
+    """A ?status= left on the URL of one order: the order is still found, and moved on."""
+    order = place_order(owner=shop)
+    assert api.get(f"{ORDERS}{order.pk}/?status=confirmed").json()["id"] == order.pk
+    response = api.post(f"{ORDERS}{order.pk}/transition/?status=shipped", {"status": "confirmed"}, format="json")
+    assert response.status_code == 200
+    assert response.json()["status"] == "confirmed"
+
+
 def test_a_list_filter_naming_unknown_statuses_among_others_is_refused_naming_them_and_the_known(api):
     response = api.get(f"{ORDERS}?status=pending&status=lost&status=shiped")
     assert response.status_code == 400
