@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from email.utils import parseaddr
 from urllib.parse import urlsplit
 
+import environ
 import phonenumbers
 import redis
 from django.core.exceptions import ImproperlyConfigured, ValidationError
@@ -26,6 +27,18 @@ class ConfigurationError(ImproperlyConfigured):
     def __init__(self, variable: str, problem: str):
         self.variable = variable
         super().__init__(f"{variable}: {problem}")
+
+
+def read_dotenv(path) -> None:
+    """Variables from a `.env` file (the environment's own win), as UTF-8 with or without the
+    byte-order mark some editors write: django-environ would read that mark into the first
+    variable's name and drop it with only a warning."""
+    if not path.is_file():
+        return
+    try:
+        environ.Env.read_env(path, encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        raise ConfigurationError(".env", f"{path} is not UTF-8 text (UTF-16?); save it as UTF-8") from None
 
 
 @dataclass(frozen=True)
@@ -199,6 +212,14 @@ def check_redis_url(variable: str, value: str) -> str:
     return value
 
 
+def check_result_backend(variable: str, value: str) -> str:
+    """Celery's result backend: a Redis one names its database (Celery fails on any other path
+    only when a worker starts, with a traceback)."""
+    if urlsplit(value).scheme in REDIS_SCHEMES:
+        _check_redis_database(variable, value)
+    return value
+
+
 def check_broker_url(variable: str, value: str) -> str:
     """A broker URL, or a `;` list of them to fail over to, that kombu will use as written: a
     Redis one names its database, and every query option is one kombu knows (it refuses an
@@ -278,6 +299,21 @@ def check_sender(variable: str, value: str) -> str:
             "nor a sender ID of up to 11 letters",
         )
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def check_twilio_sid(variable: str, value: str, *, prefix: str, base_url: str) -> str:
+    """A SID as Twilio's own API issues them: its two letters and 32 hexadecimal digits. A
+    Twilio-compatible provider elsewhere (TWILIO_API_BASE_URL) may name accounts its own way."""
+    host = urlsplit(base_url).hostname or ""
+    if host != "twilio.com" and not host.endswith(".twilio.com"):
+        return value
+    if not re.fullmatch(f"{prefix}[0-9a-fA-F]{{32}}", value):
+        raise ConfigurationError(
+            variable,
+            f"must be {prefix} followed by 32 hexadecimal digits, as the Twilio console shows it "
+            f"(got {len(value)} characters{'' if value.startswith(prefix) else f' not starting with {prefix}'})",
+        )
+    return value
 
 
 def check_currency(variable: str, value: str) -> str:

@@ -15,11 +15,14 @@ from orderflow.configuration import (
     check_sender,
     email_settings,
     parse_rate,
+    read_dotenv,
 )
 from tests.processes import run_deployed, unreachable_database_url, web_command
 from tests.test_deployment import EXAMPLE_ENV
 
 ROOT = Path(__file__).resolve().parent.parent
+# A SID of the form Twilio issues (not a real account).
+TWILIO_ACCOUNT_SID = "AC" + "0123456789abcdef" * 2
 
 
 @pytest.mark.parametrize(
@@ -183,12 +186,24 @@ def test_default_configuration_starts():
         ({"EMAIL_URL": "carrierpigeon://coop"}, "EMAIL_URL"),
         ({"DJANGO_DEBUG": "maybe"}, "DJANGO_DEBUG"),
         ({"DJANGO_DEBUG": "false"}, "DJANGO_SECRET_KEY"),
-        ({"TWILIO_ACCOUNT_SID": "AC123", "TWILIO_AUTH_TOKEN": "secret"}, "TWILIO_FROM_NUMBER"),
+        ({"TWILIO_ACCOUNT_SID": TWILIO_ACCOUNT_SID, "TWILIO_AUTH_TOKEN": "secret"}, "TWILIO_FROM_NUMBER"),
         ({"SMS_BACKEND": "notifications.backends.sms.TwilioBackend"}, "TWILIO_ACCOUNT_SID"),
         # Half a set of Twilio credentials would send every SMS to the console.
-        ({"TWILIO_ACCOUNT_SID": "AC123", "TWILIO_FROM_NUMBER": "+15005550006"}, "TWILIO_AUTH_TOKEN"),
+        ({"TWILIO_ACCOUNT_SID": TWILIO_ACCOUNT_SID, "TWILIO_FROM_NUMBER": "+15005550006"}, "TWILIO_AUTH_TOKEN"),
         ({"TWILIO_AUTH_TOKEN": "secret"}, "TWILIO_ACCOUNT_SID"),
         ({"TWILIO_FROM_NUMBER": "not a number!"}, "TWILIO_FROM_NUMBER"),
+        # Twilio answers a malformed SID with 20003 on every send, long after start-up.
+        ({"TWILIO_ACCOUNT_SID": "foo", "TWILIO_AUTH_TOKEN": "secret"}, "TWILIO_ACCOUNT_SID"),
+        ({"TWILIO_ACCOUNT_SID": TWILIO_ACCOUNT_SID + "0", "TWILIO_AUTH_TOKEN": "secret"}, "TWILIO_ACCOUNT_SID"),
+        (
+            {
+                "TWILIO_ACCOUNT_SID": TWILIO_ACCOUNT_SID,
+                "TWILIO_AUTH_TOKEN": "secret",
+                "TWILIO_MESSAGING_SERVICE_SID": "xyz",
+            },
+            "TWILIO_MESSAGING_SERVICE_SID",
+        ),
+        ({"CELERY_RESULT_BACKEND": "redis://127.0.0.1:6379/x"}, "CELERY_RESULT_BACKEND"),
         ({"EMAIL_URL": "smtp://"}, "EMAIL_URL"),
         ({"EMAIL_URL": "smtp://user:pass@smtp.example.com:587/?tls=maybe"}, "EMAIL_URL"),
         ({"EMAIL_URL": "smtp://smtp.example.com/?tls=true&ssl=true"}, "EMAIL_URL"),
@@ -230,6 +245,34 @@ def test_bad_variable_stops_startup_with_one_line_naming_it(variables, named):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith(f"orderflow: configuration error: {named}: ")
+
+
+def test_twilio_sids_of_twilio_itself_pass_and_a_compatible_provider_names_accounts_its_own_way():
+    twilio = {"TWILIO_AUTH_TOKEN": "secret", "TWILIO_FROM_NUMBER": "+14155552671"}
+    result = start(**twilio, TWILIO_ACCOUNT_SID=TWILIO_ACCOUNT_SID, TWILIO_MESSAGING_SERVICE_SID="MG" + "0a" * 16)
+    assert result.returncode == 0, result.stderr
+    result = start(
+        **twilio,
+        TWILIO_ACCOUNT_SID="b6f1c0a2-5d9e-4c1f-8a7b-2e3d4c5b6a79",
+        TWILIO_API_BASE_URL="https://sms.compatible.example",
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_a_dotenv_saved_with_a_byte_order_mark_is_read_whole(tmp_path, monkeypatch):
+    monkeypatch.setenv("ORDERFLOW_DOTENV_PROBE", "")
+    monkeypatch.delenv("ORDERFLOW_DOTENV_PROBE")  # gone again after the test
+    dotenv = tmp_path / ".env"
+    dotenv.write_text("ORDERFLOW_DOTENV_PROBE=2/m\n", encoding="utf-8-sig")
+    read_dotenv(dotenv)
+    assert os.environ["ORDERFLOW_DOTENV_PROBE"] == "2/m"
+
+
+def test_a_dotenv_in_another_encoding_stops_startup_naming_the_file(tmp_path):
+    dotenv = tmp_path / ".env"
+    dotenv.write_text("LOG_LEVEL=info\n", encoding="utf-16")
+    with pytest.raises(ConfigurationError, match=r"^\.env: .* is not UTF-8 text"):
+        read_dotenv(dotenv)
 
 
 def test_secret_key_given_allows_debug_off():

@@ -20,7 +20,9 @@ from orderflow.configuration import (
     check_email_address,
     check_not_placeholder,
     check_redis_url,
+    check_result_backend,
     check_sender,
+    check_twilio_sid,
     check_url,
     check_whole_number_options,
     email_settings,
@@ -28,13 +30,13 @@ from orderflow.configuration import (
     parse_log_level,
     parse_rate,
     read,
+    read_dotenv,
 )
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
 env = environ.Env()
-if (BASE_DIR / ".env").is_file():
-    env.read_env(BASE_DIR / ".env")
+read_dotenv(BASE_DIR / ".env")
 
 DEV_SECRET_KEY = "dev-only-insecure-key-change-me"  # noqa: S105 - refused when DEBUG is off
 
@@ -153,7 +155,9 @@ CELERY_BROKER_URL = check_url(
     schemes=("redis", "rediss", "amqp", "amqps", "pyamqp", "memory"),
 )
 check_broker_url("CELERY_BROKER_URL", CELERY_BROKER_URL)
-CELERY_RESULT_BACKEND = env.str("CELERY_RESULT_BACKEND", default="django-db")
+CELERY_RESULT_BACKEND = check_result_backend(
+    "CELERY_RESULT_BACKEND", env.str("CELERY_RESULT_BACKEND", default="django-db")
+)
 CELERY_RESULT_EXTENDED = True
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"
@@ -231,6 +235,12 @@ if bool(TWILIO_ACCOUNT_SID) != bool(TWILIO_AUTH_TOKEN):
     missing = "TWILIO_AUTH_TOKEN" if TWILIO_ACCOUNT_SID else "TWILIO_ACCOUNT_SID"
     given = "TWILIO_ACCOUNT_SID" if TWILIO_ACCOUNT_SID else "TWILIO_AUTH_TOKEN"
     raise ConfigurationError(missing, f"must be set too: {given} is set, and SMS go through Twilio with both")
+if TWILIO_ACCOUNT_SID:
+    check_twilio_sid("TWILIO_ACCOUNT_SID", TWILIO_ACCOUNT_SID, prefix="AC", base_url=TWILIO_API_BASE_URL)
+if TWILIO_MESSAGING_SERVICE_SID:
+    check_twilio_sid(
+        "TWILIO_MESSAGING_SERVICE_SID", TWILIO_MESSAGING_SERVICE_SID, prefix="MG", base_url=TWILIO_API_BASE_URL
+    )
 if TWILIO_FROM_NUMBER:
     TWILIO_FROM_NUMBER = check_sender("TWILIO_FROM_NUMBER", TWILIO_FROM_NUMBER)
 _twilio_configured = bool(TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN)

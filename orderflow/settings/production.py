@@ -4,15 +4,12 @@ here, so a missing variable never shows a debug page, nor runs with the developm
 import os
 from pathlib import Path
 
-import environ
+from orderflow.configuration import parse_bool, read, read_dotenv
 
 # The .env file first, as base reads it (a DJANGO_DEBUG there still counts), then the default.
-DOTENV = Path(__file__).resolve().parents[2] / ".env"
-if DOTENV.is_file():
-    environ.Env.read_env(DOTENV)
+read_dotenv(Path(__file__).resolve().parents[2] / ".env")
 os.environ.setdefault("DJANGO_DEBUG", "false")
 
-from orderflow.configuration import parse_bool, read  # noqa: E402 - after the default above
 from orderflow.settings.base import *  # noqa: E402, F403
 from orderflow.settings.base import MIDDLEWARE, env  # noqa: E402
 
