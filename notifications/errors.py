@@ -18,6 +18,7 @@ class DeliveryError(Exception):
         retry_after: float | None = None,
         throttled: bool = False,
         refuses_recipient: bool = False,
+        setting_to_fix: str = "",
     ):
         message = message.replace("\x00", "")  # PostgreSQL refuses NUL in text
         super().__init__(message)
@@ -31,6 +32,9 @@ class DeliveryError(Exception):
         # The provider refused the recipient itself, for good (unsubscribed, not a mobile number,
         # no such mailbox): nothing more is sent to it until an operator lifts the suppression.
         self.refuses_recipient = refuses_recipient
+        # The variable an operator has to correct (refused credentials, a server that is not the
+        # provider): every send fails alike until then, so each retry is logged as an error.
+        self.setting_to_fix = setting_to_fix
 
 
 class TransientDeliveryError(DeliveryError):

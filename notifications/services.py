@@ -897,7 +897,14 @@ def _record_failure(notification: Notification, error: DeliveryError, *, started
         )
         return SendResult("dead", detail=reason)
     log_event(
-        "notification.retry", notification, task_id=task_id, attempt=attempt, code=error.code, retry_in=round(delay, 1)
+        "notification.retry",
+        notification,
+        level=logging.ERROR if error.setting_to_fix else logging.INFO,
+        task_id=task_id,
+        attempt=attempt,
+        code=error.code,
+        retry_in=round(delay, 1),
+        check=error.setting_to_fix or None,
     )
     return SendResult("retry", retry_in=delay, detail=error.message)
 

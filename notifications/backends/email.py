@@ -1,5 +1,6 @@
 import re
 import smtplib
+import ssl
 from email.utils import parseaddr
 
 from django.conf import settings
@@ -60,7 +61,7 @@ class EmailBackend:
             raise TransientDeliveryError(f"SMTP server too slow: {error}", code="timeout") from error
         except smtplib.SMTPServerDisconnected as error:
             if not isinstance(error.__context__, TimeoutError):
-                raise TransientDeliveryError(f"SMTP unreachable: {error}", code="network") from error
+                raise unreachable(str(error)) from error
             raise no_answer() from error
         except TimeoutError as error:  # connecting, or a TLS handshake
             raise no_answer() from error
@@ -75,8 +76,21 @@ class EmailBackend:
         except smtplib.SMTPResponseException as error:
             raise classify_smtp_reply(error.smtp_code, error.smtp_error, what="SMTP error") from error
         except (smtplib.SMTPException, OSError) as error:
-            raise TransientDeliveryError(f"SMTP unreachable: {error.__class__.__name__}", code="network") from error
+            raise unreachable(error.__class__.__name__, tls=isinstance(error, ssl.SSLError)) from error
         return message_id
+
+
+def server_named() -> str:
+    return f"{settings.EMAIL_HOST}:{settings.EMAIL_PORT}"
+
+
+def unreachable(why: str, *, tls: bool = False) -> TransientDeliveryError:
+    fix = "EMAIL_URL's tls and ssl options" if tls else ""
+    return TransientDeliveryError(
+        f"SMTP server {server_named()} unreachable: {why}" + (f"; check {fix}" if fix else ""),
+        code="network",
+        setting_to_fix="EMAIL_URL" if tls else "",
+    )
 
 
 def no_answer() -> TransientDeliveryError:
@@ -98,8 +112,19 @@ BAD_ADDRESS_STATUS = re.compile(r"5\.1\.(1|2|3|6|10)(?!\d)")
 
 def classify_smtp_reply(code: int, reason: bytes | str, *, what: str, at_recipient: bool = False):
     text = reason.decode(errors="replace") if isinstance(reason, bytes) else str(reason)
+    if not 200 <= code < 600:  # smtplib's -1: the reply was not SMTP at all
+        return TransientDeliveryError(
+            f"the server at {server_named()} does not answer as an SMTP server (it said {text[:80]!r}); "
+            "check EMAIL_URL",
+            code="smtp-not-smtp",
+            setting_to_fix="EMAIL_URL",
+        )
     message = f"{what}: {code} {text}"
-    if 400 <= code < 500 or code in TRANSIENT_SMTP_5XX:
+    if code in TRANSIENT_SMTP_5XX:
+        return TransientDeliveryError(
+            f"{message}; check the user and password in EMAIL_URL", code=f"smtp-{code}", setting_to_fix="EMAIL_URL"
+        )
+    if 400 <= code < 500:
         # 421 is about the server, not the recipient: busy, or "too many, slow down".
         return TransientDeliveryError(message, code=f"smtp-{code}", throttled=code == SMTP_SERVER_BUSY)
     refuses_recipient = (

@@ -23,6 +23,7 @@ logger = logging.getLogger(__name__)
 # 20003 authentication: a wrong key is fixed by an operator, then every message can go.
 # https://www.twilio.com/docs/api/errors
 TRANSIENT_TWILIO_CODES = {20003, 20429, 30001}
+CREDENTIALS_REFUSED = 20003
 TRANSIENT_HTTP_STATUSES = {401, 403, 429}
 # Twilio saying the account sends too fast: 20429 too many requests, 30001 its queue overflowed.
 THROTTLING_TWILIO_CODES = {20429, 30001}
@@ -147,7 +148,9 @@ class TwilioBackend:
             logger.warning("Twilio accepted an SMS with an answer that is not JSON; it is recorded without an id")
             return ""
         except urllib3.exceptions.HTTPError as error:
-            raise TransientDeliveryError(f"Twilio unreachable: {error.__class__.__name__}", code="network") from error
+            raise TransientDeliveryError(
+                f"Twilio unreachable at {settings.TWILIO_API_BASE_URL}: {error.__class__.__name__}", code="network"
+            ) from error
 
 
 def retry_after_seconds(response: Response | None) -> float | None:
@@ -167,9 +170,18 @@ def classify_twilio_error(error: TwilioRestException, *, retry_after: float | No
     has_twilio_code = bool(error.code) and error.code != error.status
     code = f"twilio-{error.code}" if has_twilio_code else f"http-{error.status}"
     message = f"Twilio {error.code if has_twilio_code else f'HTTP {error.status}'}: {error.msg}"
+    if error.code == CREDENTIALS_REFUSED or (error.status == 401 and not has_twilio_code):
+        return TransientDeliveryError(
+            f"{message}; Twilio refused the credentials: check TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN",
+            code=code,
+            setting_to_fix="TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN",
+        )
     if error.code in TRANSIENT_TWILIO_CODES or error.status in TRANSIENT_HTTP_STATUSES or error.status >= 500:
         throttled = error.status == 429 or error.code in THROTTLING_TWILIO_CODES
         return TransientDeliveryError(message, code=code, retry_after=retry_after, throttled=throttled)
+    if error.status == 404 and not has_twilio_code:
+        # Twilio names a missing resource (20404): a bare 404 comes from a server that is not it.
+        message += "; the server at TWILIO_API_BASE_URL does not answer as Twilio's API: check it"
     return PermanentDeliveryError(message, code=code, refuses_recipient=error.code in RECIPIENT_REFUSING_TWILIO_CODES)
 
 

@@ -141,11 +141,24 @@ def test_one_threads_answer_is_not_read_by_another_sharing_the_backend(twilio):
     assert backend.client.http_client.last_response.headers["Retry-After"] == "30"
 
 
-def test_unreachable_twilio_is_transient(twilio, settings):
+def test_unreachable_twilio_is_transient_and_names_where_it_was_looked_for(twilio, settings):
     settings.TWILIO_API_BASE_URL = "http://127.0.0.1:1"
     with pytest.raises(TransientDeliveryError) as raised:
         TwilioBackend().send(recipient="+14155552671", body="hello")
     assert raised.value.code == "network"
+    assert raised.value.message.startswith("Twilio unreachable at http://127.0.0.1:1: ")
+
+
+def test_refused_credentials_are_retried_naming_the_settings_to_fix(twilio, settings):
+    settings.TWILIO_AUTH_TOKEN = "not-the-token"
+    with pytest.raises(TransientDeliveryError) as raised:
+        TwilioBackend().send(recipient="+14155552671", body="hello")
+    assert raised.value.code == "twilio-20003"
+    assert raised.value.message.endswith(
+        "; Twilio refused the credentials: check TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN"
+    )
+    assert raised.value.setting_to_fix == "TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN"
+    assert twilio.requests == []  # refused: nothing was sent
 
 
 @pytest.fixture
@@ -530,11 +543,44 @@ def test_an_smtp_server_saying_slow_down_is_told_apart_from_a_recipient_to_try_l
     assert refusals == {"busy@example.com": ("smtp-421", True), "greylisted@example.com": ("smtp-451", False)}
 
 
-def test_smtp_server_down_is_transient(smtp):
+def test_smtp_server_down_is_transient_and_named(smtp):
     smtp.stop()
     with pytest.raises(TransientDeliveryError) as raised:
         EmailBackend().send(recipient="a@example.com", subject="Hi", body="plain")
     assert raised.value.code == "network"
+    assert raised.value.message == f"SMTP server 127.0.0.1:{smtp.port} unreachable: ConnectionRefusedError"
+
+
+def test_a_server_that_does_not_speak_smtp_is_retried_naming_email_url(settings):
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def answer_as_a_web_server():  # speaks first, as an SMTP server would, but not SMTP
+        with contextlib.suppress(OSError), listener.accept()[0] as connection:
+            connection.sendall(b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n")
+
+    threading.Thread(target=answer_as_a_web_server, daemon=True).start()
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", listener.getsockname()[1]
+    settings.EMAIL_USE_TLS = settings.EMAIL_USE_SSL = False
+    settings.EMAIL_HOST_USER = settings.EMAIL_HOST_PASSWORD = ""
+    try:
+        with pytest.raises(TransientDeliveryError) as raised:
+            EmailBackend().send(recipient="a@example.com", subject="Hi", body="plain")
+    finally:
+        listener.close()
+    assert raised.value.code == "smtp-not-smtp"
+    assert raised.value.message.startswith(
+        f"the server at 127.0.0.1:{settings.EMAIL_PORT} does not answer as an SMTP server (it said '"
+    )
+    assert raised.value.message.endswith("; check EMAIL_URL")
+    assert raised.value.setting_to_fix == "EMAIL_URL"
+
+
+def test_refused_smtp_credentials_are_retried_naming_email_url():
+    refused = classify_smtp_reply(535, b"5.7.8 Authentication credentials invalid", what="SMTP error")
+    assert isinstance(refused, TransientDeliveryError)
+    assert refused.message.endswith("; check the user and password in EMAIL_URL")
+    assert refused.setting_to_fix == "EMAIL_URL"
 
 
 @pytest.fixture
@@ -572,6 +618,14 @@ def test_an_rfc_9457_problem_answer_is_classified_like_any_twilio_error(raw_twil
     with pytest.raises(TransientDeliveryError) as error:
         TwilioBackend().send(recipient="+14155552671", body="hello")
     assert error.value.code == "twilio-20503"
+
+
+def test_a_bare_404_says_the_base_url_is_not_twilios_api(raw_twilio):
+    raw_twilio("404 Not Found", b"<h1>Not Found</h1>", content_type="text/html")
+    with pytest.raises(PermanentDeliveryError) as raised:
+        TwilioBackend().send(recipient="+14155552671", body="hello")
+    assert raised.value.code == "http-404"
+    assert "the server at TWILIO_API_BASE_URL does not answer as Twilio's API" in raised.value.message
 
 
 @pytest.mark.parametrize(

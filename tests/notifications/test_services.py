@@ -368,6 +368,22 @@ def test_too_many_requests_pauses_the_channel_for_every_worker_and_the_retry_wai
     assert (paused.seconds, paused.code) == (90, "twilio-20429")
 
 
+def test_a_retry_that_waits_for_an_operator_to_fix_a_setting_is_logged_as_an_error_naming_it(
+    shop, published, scripted, caplog
+):
+    notification = sms_of(place_order(owner=shop))
+    scripted.script.append(
+        TransientDeliveryError("Twilio 20003: Authenticate", code="twilio-20003", setting_to_fix="TWILIO_AUTH_TOKEN")
+    )
+    scripted.script.append(TransientDeliveryError("Twilio HTTP 500", code="http-500"))
+    for _ in range(2):
+        assert services.notification_send(notification_id=notification.pk).outcome == "retry"
+        Notification.objects.filter(pk=notification.pk).update(next_attempt_at=timezone.now())  # the retry is due
+    first, second = (record for record in caplog.records if record.getMessage().startswith("notification.retry"))
+    assert (first.levelname, first.check) == ("ERROR", "TWILIO_AUTH_TOKEN")
+    assert second.levelname == "INFO" and not hasattr(second, "check")
+
+
 def test_too_many_requests_without_a_retry_after_pauses_for_the_default_and_retries_on_the_backoff(
     shop, published, scripted, settings, monkeypatch
 ):
