@@ -32,7 +32,13 @@ from notifications.models import (
     RequeueBatch,
     Suppression,
 )
-from orderflow.admin import REASONS_SHOWN, ReadOnlyInline, RefusedActionsNamed, report_outcome
+from orderflow.admin import (
+    REASONS_SHOWN,
+    LinksOnlyWhereAllowed,
+    ReadOnlyInline,
+    RefusedActionsNamed,
+    report_outcome,
+)
 from orderflow.errors import ApplicationError, Conflict, first_line
 from orderflow.masking import mask_recipient
 from orderflow.middleware import is_bad_filter_error
@@ -55,13 +61,7 @@ class CorrectionInline(ReadOnlyInline):
     verbose_name_plural = "recipient corrections"
 
 
-def may_view(request, label: str) -> bool:
-    """Whether the operator may open that model's admin pages: Django's view permission, or change."""
-    app_label, model_name = label.split(".")
-    return any(request.user.has_perm(f"{app_label}.{verb}_{model_name}") for verb in ("view", "change"))
-
-
-class PipelineRowAdmin(RefusedActionsNamed, admin.ModelAdmin):
+class PipelineRowAdmin(LinksOnlyWhereAllowed, RefusedActionsNamed, admin.ModelAdmin):
     """Rows the pipeline writes: operators read them and act through actions and forms."""
 
     show_full_result_count = False  # no second COUNT(*) over a million rows per page
@@ -76,25 +76,11 @@ class PipelineRowAdmin(RefusedActionsNamed, admin.ModelAdmin):
         # Rows leave through discard (recorded) or cleanup (aged), never by hand.
         return False
 
-    # Fields and columns linking to another admin page, each with the same shown without the
-    # link, for an operator who may not open that page (it would answer 403).
-    links: dict[str, tuple[str, str]] = {}  # name: (app_label.model_name linked to, name shown instead)
-
-    def get_list_display(self, request):
-        return self.links_the_operator_may_open(request, super().get_list_display(request))
-
     def get_fields(self, request, obj=None):
         return self.links_the_operator_may_open(request, super().get_fields(request, obj))
 
     def get_readonly_fields(self, request, obj=None):
         return self.get_fields(request, obj)  # every field is read-only here
-
-    def links_the_operator_may_open(self, request, names) -> list[str]:
-        shown = []
-        for name in names:
-            linked, plain = self.links.get(name, ("", name))
-            shown.append(name if not linked or may_view(request, linked) else plain)
-        return shown
 
     def report(self, request, done: str, skipped: dict[int, str] | list[str]):
         reasons = [f"{pk}: {why}" for pk, why in skipped.items()] if isinstance(skipped, dict) else skipped
@@ -660,7 +646,7 @@ class SuppressionForm(forms.ModelForm):
 
 
 @admin.register(Suppression)
-class SuppressionAdmin(RefusedActionsNamed, admin.ModelAdmin):
+class SuppressionAdmin(LinksOnlyWhereAllowed, RefusedActionsNamed, admin.ModelAdmin):
     """Recipients nothing more is sent to: added by a provider's refusal or by an operator,
     lifted by deleting them (or by requeueing the dead letter that added them)."""
 
@@ -671,17 +657,30 @@ class SuppressionAdmin(RefusedActionsNamed, admin.ModelAdmin):
     list_select_related = ["created_by"]
     show_full_result_count = False
     form = SuppressionForm
-    readonly_fields = ["error_code", "notification", "created_by", "created_at"]
+    readonly_fields = ["error_code", "notification_link", "created_by", "created_at"]
+    links = {"notification_link": ("notifications.notification", "notification_text")}
 
     def get_fields(self, request, obj=None):
-        return (
+        fields = (
             ["channel", "recipient", "reason"]
             if obj is None
             else ["channel", "recipient", "reason", *self.readonly_fields]
         )
+        return self.links_the_operator_may_open(request, fields)
 
     def get_readonly_fields(self, request, obj=None):
-        return [] if obj is None else ["channel", "recipient", "reason", *self.readonly_fields]
+        return [] if obj is None else self.get_fields(request, obj)
+
+    @admin.display(description="notification")
+    def notification_link(self, suppression):
+        if not suppression.notification_id:
+            return "-"
+        url = reverse("admin:notifications_notification_change", args=[suppression.notification_id])
+        return format_html('<a href="{}">{}</a>', url, suppression.notification)
+
+    @admin.display(description="notification")
+    def notification_text(self, suppression):
+        return str(suppression.notification) if suppression.notification_id else "-"
 
     def get_search_results(self, request, queryset, search_term):
         term = search_term.strip()  # exact, on the unique index; a phone as written anywhere is normalised

@@ -5,6 +5,7 @@ from django.core.exceptions import PermissionDenied
 from django.template.response import TemplateResponse
 
 from notifications import selectors
+from orderflow.admin import may_view
 
 CHART_HEIGHT = 120
 BAR_WIDTH = 14
@@ -34,6 +35,7 @@ def dashboard_view(request):
         "queue_depths": selectors.queue_depths(),
         "workers": selectors.workers_seen(),
         "dead_letters_waiting": selectors.dead_letters_waiting(),
+        "may_open_dead_letters": may_view(request, "notifications.deadletter"),
         "charts": charts,
         "chart_height": CHART_HEIGHT,
         "chart_width": BAR_WIDTH * 24,

@@ -22,6 +22,29 @@ class ReadOnlyInline(admin.TabularInline):
         return False
 
 
+def may_view(request, label: str) -> bool:
+    """Whether the operator may open that model's admin pages: Django's view permission, or change."""
+    app_label, model_name = label.split(".")
+    return any(request.user.has_perm(f"{app_label}.{verb}_{model_name}") for verb in ("view", "change"))
+
+
+class LinksOnlyWhereAllowed:
+    """Fields and columns linking to another admin page are shown without the link to an
+    operator who may not open that page (it would answer 403)."""
+
+    links: dict[str, tuple[str, str]] = {}  # name: (app_label.model_name linked to, name shown instead)
+
+    def get_list_display(self, request):
+        return self.links_the_operator_may_open(request, super().get_list_display(request))
+
+    def links_the_operator_may_open(self, request, names) -> list[str]:
+        shown = []
+        for name in names:
+            linked, plain = self.links.get(name, ("", name))
+            shown.append(name if not linked or may_view(request, linked) else plain)
+        return shown
+
+
 def report_outcome(modeladmin, request, *, done: str, reasons: list[str], left: str = "left alone") -> None:
     """Tell the operator what a bulk action did and why the rows it did not change were left."""
     if done:

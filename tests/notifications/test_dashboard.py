@@ -22,7 +22,9 @@ def operator(username="ops"):
 
 
 def test_dashboard_shows_queues_workers_dead_letters_and_the_last_day(client, shop, published, scripted):
-    client.force_login(operator())
+    user = operator()
+    user.user_permissions.add(Permission.objects.get(codename="view_deadletter"))
+    client.force_login(user)
     order = place_order(owner=shop)
     send_into_dead_letter(order)
     email = Notification.objects.get(order=order, channel="email")
@@ -65,3 +67,14 @@ def test_dashboard_is_for_staff_who_may_view_notifications(client):
 def test_the_admin_index_links_to_the_dashboard(client):
     client.force_login(UserFactory(username="root", is_staff=True, is_superuser=True))
     assert URL in client.get("/admin/").content.decode()
+
+
+def test_the_dead_letter_count_links_to_them_only_for_those_who_may_open_them(client):
+    dead_letters = "/admin/notifications/deadletter/?status__exact=dead"
+    client.force_login(operator())
+    assert dead_letters not in client.get(URL).content.decode()
+    reader = operator("reader")
+    reader.user_permissions.add(Permission.objects.get(codename="view_deadletter"))
+    client.force_login(reader)
+    assert dead_letters in client.get(URL).content.decode()
+    assert client.get(dead_letters).status_code == 200

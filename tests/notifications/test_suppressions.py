@@ -4,6 +4,7 @@ buried one dead letter per order event."""
 
 import pytest
 from django.contrib.admin.models import LogEntry
+from django.contrib.auth.models import Permission
 
 from notifications import dead_letters, services
 from notifications.errors import PermanentDeliveryError
@@ -221,3 +222,17 @@ def test_staff_without_the_delete_permission_cannot_lift_one(client):
     suppression = Suppression.objects.create(channel="sms", recipient=PHONE, reason="unsubscribed")
     assert client.post(f"{SUPPRESSIONS}{suppression.pk}/delete/", {"post": "yes"}).status_code == 403
     assert Suppression.objects.exists()
+
+
+def test_its_notification_is_linked_only_for_those_who_may_open_it(client, suppressed):
+    suppression = Suppression.objects.get()
+    notification_page = f"/admin/notifications/notification/{suppressed.pk}/change/"
+    clerk = UserFactory(username="clerk", is_staff=True)
+    clerk.user_permissions.add(Permission.objects.get(codename="view_suppression"))
+    client.force_login(clerk)
+    page = client.get(f"{SUPPRESSIONS}{suppression.pk}/change/").content.decode()
+    assert str(suppressed) in page and notification_page not in page
+    clerk.user_permissions.add(Permission.objects.get(codename="view_notification"))
+    page = client.get(f"{SUPPRESSIONS}{suppression.pk}/change/").content.decode()
+    assert notification_page in page
+    assert client.get(notification_page).status_code == 200
