@@ -303,6 +303,10 @@ class NotificationAdmin(PipelineRowAdmin):
             request.POST or None,
             initial={"recipient": notification.recipient, "seen_recipient": notification.recipient},
         )
+        if refusal := self.dead_letter_refusal(request, notification.pk):
+            # Offered, it would be ticked and then not done.
+            requeue = form.fields["requeue"]
+            requeue.initial, requeue.disabled, requeue.help_text = False, True, refusal
         if request.method == "POST" and form.is_valid():
             try:
                 corrected = services.notification_correct_recipient(
