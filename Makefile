@@ -24,11 +24,13 @@ install: $(STAMP)
 migrate: install
 	$(BIN)/python manage.py migrate --noinput
 
+# honcho -e /dev/null: every process reads .env through the settings, as check_broker and
+# migrate do, the environment winning; honcho's own .env would override the environment.
 run: install
 	@$(BIN)/python manage.py check_broker
 	$(BIN)/python manage.py migrate --noinput
 	rm -rf $(RUN_METRICS_DIR) && mkdir -p $(RUN_METRICS_DIR)
-	PROMETHEUS_MULTIPROC_DIR=$${PROMETHEUS_MULTIPROC_DIR:-$(CURDIR)/$(RUN_METRICS_DIR)} $(BIN)/honcho start
+	PROMETHEUS_MULTIPROC_DIR=$${PROMETHEUS_MULTIPROC_DIR:-$(CURDIR)/$(RUN_METRICS_DIR)} $(BIN)/honcho start -e /dev/null
 
 test: install lint
 	DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} $(BIN)/pytest

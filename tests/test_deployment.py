@@ -4,6 +4,7 @@ import importlib.util
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -123,3 +124,24 @@ def test_the_image_installs_the_pinned_requirements_and_serves_with_gunicorn():
     assert "collectstatic" in dockerfile
     [cmd] = re.findall(r"^CMD (\[.*\])$", dockerfile, re.MULTILINE)
     assert json.loads(cmd) == SERVICES["web"]["command"]  # one way to serve, with or without compose
+
+
+def test_make_run_gives_every_process_the_environment_over_dotenv_as_migrate_sees_it(tmp_path):
+    """The database migrated is the one the app then uses: `.env` fills in, the environment wins."""
+    make = shutil.which("make")
+    recipe = subprocess.run([make, "-n", "run"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    [honcho] = [line for line in recipe.splitlines() if "honcho start" in line]
+    options = honcho.split("honcho start", 1)[1].split()
+    (tmp_path / ".env").write_text("ORDERFLOW_PROBE=from-dotenv\n")
+    (tmp_path / "Procfile").write_text(
+        f"probe: {sys.executable} -c \"import os; print(os.environ['ORDERFLOW_PROBE'])\"\n"
+    )
+    started = subprocess.run(
+        [str(Path(sys.executable).parent / "honcho"), "start", *options],
+        cwd=tmp_path,
+        env={**os.environ, "ORDERFLOW_PROBE": "from-the-environment"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert "from-the-environment" in started.stdout, started.stdout + started.stderr
