@@ -547,6 +547,16 @@ def test_deeply_nested_json_is_refused(api):
     assert "nested too deeply" in response.json()["detail"]
 
 
+def test_a_number_too_long_for_python_is_refused_in_words_a_client_can_act_on(api):
+    body = json.dumps(order_body()).replace('"quantity": 2', '"quantity": ' + "9" * 5000)
+    assert '"quantity": 999' in body
+    response = api.post(ORDERS, body, content_type="application/json")
+    assert response.status_code == 400
+    assert response.json()["detail"] == (
+        "JSON parse error - a number in the body has more than 4300 digits; no field takes one that long."
+    )
+
+
 def test_create_without_trailing_slash_works(api):
     response = api.post("/api/orders", order_body(), format="json")
     assert response.status_code == 201
