@@ -10,7 +10,7 @@ import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
 from email.utils import parseaddr
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 import environ
 import phonenumbers
@@ -133,6 +133,13 @@ def email_settings(variable: str, value: str, env) -> dict:
             f"{without_password(value)[:80]!r} is not an email URL; one of {schemes}, "
             "e.g. smtp://user:pass@host:587/?tls=True",
         ) from None
+    given = [name.lower() for name, _ in parse_qsl(urlsplit(value).query, keep_blank_values=True)]
+    if repeated := sorted({name for name in given if given.count(name) > 1}):
+        raise ConfigurationError(variable, f"gives the option {repeated[0]!r} more than once; give it once")
+    if config.get("EMAIL_PORT") == 0:
+        raise ConfigurationError(
+            variable, "names port 0; give the server's port (587 for tls, 465 for ssl), or none for 25"
+        )
     options = config.pop("OPTIONS", {})
     for name in ("EMAIL_USE_TLS", "EMAIL_USE_SSL"):
         if name in config:
@@ -152,6 +159,16 @@ def email_settings(variable: str, value: str, env) -> dict:
             variable, "names no SMTP host, e.g. smtp://user:password@smtp.example.com:587/?tls=true"
         )
     return config
+
+
+def check_hosts(variable: str, hosts: list[str]) -> list[str]:
+    """Host names as Django matches them: a name holding a space matches no request."""
+    for host in hosts:
+        if not host.strip() or any(character.isspace() for character in host):
+            raise ConfigurationError(
+                variable, f"{host!r} is not a host name; separate names with commas, e.g. shop.example.com,localhost"
+            )
+    return hosts
 
 
 def without_password(url: str) -> str:

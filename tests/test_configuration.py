@@ -209,6 +209,9 @@ def test_default_configuration_starts():
         ({"EMAIL_URL": "smtp://smtp.example.com/?tls=true&ssl=true"}, "EMAIL_URL"),
         ({"EMAIL_URL": "smtp://smtp.example.com/?starttls=true"}, "EMAIL_URL"),
         ({"DEFAULT_FROM_EMAIL": "not-an-address"}, "DEFAULT_FROM_EMAIL"),
+        ({"EMAIL_URL": "smtp://smtp.example.com:0"}, "EMAIL_URL"),
+        ({"EMAIL_URL": "smtp://smtp.example.com/?tls=True&tls=False"}, "EMAIL_URL"),
+        ({"DJANGO_ALLOWED_HOSTS": "local host"}, "DJANGO_ALLOWED_HOSTS"),
         ({"LOG_LEVEL": "verbose"}, "LOG_LEVEL"),
         ({"DJANGO_DEBUG": "false", "DJANGO_SECRET_KEY": ""}, "DJANGO_SECRET_KEY"),
         # .env.example's placeholders are public: a deployment must not run on one.

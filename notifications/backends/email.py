@@ -81,7 +81,9 @@ class EmailBackend:
 
 
 def server_named() -> str:
-    return f"{settings.EMAIL_HOST}:{settings.EMAIL_PORT}"
+    """The server as smtplib reaches it: with no port given, 465 for ssl, else 25."""
+    port = settings.EMAIL_PORT or (smtplib.SMTP_SSL_PORT if settings.EMAIL_USE_SSL else smtplib.SMTP_PORT)
+    return f"{settings.EMAIL_HOST}:{port}"
 
 
 def unreachable(why: str, *, tls: bool = False) -> TransientDeliveryError:

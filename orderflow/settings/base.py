@@ -18,6 +18,7 @@ from orderflow.configuration import (
     check_currency,
     check_directory,
     check_email_address,
+    check_hosts,
     check_not_placeholder,
     check_redis_url,
     check_result_backend,
@@ -50,7 +51,9 @@ if not DEBUG:
     # forged, the database, broker, metrics or Flower opened with it.
     for variable in SECRETS_TO_SET:
         check_not_placeholder(variable, env.str(variable, default=""))
-ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["localhost", "127.0.0.1"])
+ALLOWED_HOSTS = check_hosts(
+    "DJANGO_ALLOWED_HOSTS", env.list("DJANGO_ALLOWED_HOSTS", default=["localhost", "127.0.0.1"])
+)
 
 INSTALLED_APPS = [
     "django.contrib.admin",
