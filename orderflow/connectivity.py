@@ -10,6 +10,7 @@ from django.db import DEFAULT_DB_ALIAS, DatabaseError, InterfaceError, Operation
 from kombu import Connection
 from psycopg.errors import ConnectionTimeout
 
+from orderflow.configuration import without_password
 from orderflow.errors import first_line
 
 
@@ -61,14 +62,16 @@ def exit_if_database_unreachable(error: BaseException) -> None:
 def broker_error(url: str) -> tuple[str, Exception | None]:
     """The broker at `url` as a person would recognise it (no password), and the error met
     connecting to it within a few seconds, None if it answered."""
+    # kombu's as_uri() writes ":**@" into a Redis URL that has no password at all.
+    shown = ";".join(without_password(part) for part in url.split(";"))
     connection = Connection(url, connect_timeout=3)
     try:
         connection.ensure_connection(max_retries=1, interval_start=0, interval_step=0, timeout=3)
     except Exception as error:  # kombu raises the transport's own errors
-        return connection.as_uri(), error
+        return shown, error
     finally:
         connection.release()
-    return connection.as_uri(), None
+    return shown, None
 
 
 def broker_unreachable(url: str) -> str | None:

@@ -177,7 +177,12 @@ def test_a_worker_that_cannot_start_exits_with_a_failure_status():
 
 def test_check_broker_reports_unreachable_broker_in_one_line(settings):
     settings.CELERY_BROKER_URL = "redis://127.0.0.1:1/0"
-    with pytest.raises(CommandError, match=r"cannot be used \(OperationalError: .*redis-server"):
+    with pytest.raises(
+        CommandError, match=r"^the broker at redis://127.0.0.1:1/0 cannot be used \(OperationalError: .*redis-server"
+    ):
+        call_command("check_broker")
+    settings.CELERY_BROKER_URL = "redis://:hunter2@127.0.0.1:1/0"
+    with pytest.raises(CommandError, match=r"^the broker at redis://:\*\*\*@127.0.0.1:1/0 cannot be used"):
         call_command("check_broker")
 
 

@@ -236,6 +236,6 @@ def test_beat_says_at_start_that_it_cannot_reach_the_broker_and_runs_on(worker_e
     finally:
         stop_group(beat, timeout=20)
     [line] = said
-    assert " ERROR orderflow.beat celery beat: CELERY_BROKER_URL: cannot connect to redis://:**@127.0.0.1:" in line
+    assert " ERROR orderflow.beat celery beat: CELERY_BROKER_URL: cannot connect to redis://:***@127.0.0.1:" in line
     assert "Connection refused; due tasks are sent once it answers" in line
     assert "hunter2" not in log.read_text()
