@@ -87,12 +87,13 @@ def server_named() -> str:
 
 
 def unreachable(why: str, *, tls: bool = False) -> TransientDeliveryError:
-    fix = "EMAIL_URL's tls and ssl options" if tls else ""
-    return TransientDeliveryError(
-        f"SMTP server {server_named()} unreachable: {why}" + (f"; check {fix}" if fix else ""),
-        code="network",
-        setting_to_fix="EMAIL_URL" if tls else "",
-    )
+    """`tls`: the TLS handshake failed, most often EMAIL_URL asking for ssl of a plain server."""
+    message = f"SMTP server {server_named()} unreachable: {why}"
+    if tls:
+        return TransientDeliveryError(
+            f"{message}; check EMAIL_URL's tls and ssl options", code="network", setting_to_fix="EMAIL_URL"
+        )
+    return TransientDeliveryError(message, code="network")
 
 
 def no_answer() -> TransientDeliveryError:

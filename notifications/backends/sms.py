@@ -19,10 +19,10 @@ from notifications.errors import PermanentDeliveryError, TransientDeliveryError
 
 logger = logging.getLogger(__name__)
 
-# Twilio error codes worth retrying: 20429 too many requests, 30001 queue overflow, and
-# 20003 authentication: a wrong key is fixed by an operator, then every message can go.
-# https://www.twilio.com/docs/api/errors
-TRANSIENT_TWILIO_CODES = {20003, 20429, 30001}
+# Twilio error codes worth retrying: 20429 too many requests, 30001 queue overflow; and 20003
+# authentication (retried, naming the settings): a wrong key is fixed by an operator, then
+# every message can go. https://www.twilio.com/docs/api/errors
+TRANSIENT_TWILIO_CODES = {20429, 30001}
 CREDENTIALS_REFUSED = 20003
 TRANSIENT_HTTP_STATUSES = {401, 403, 429}
 # Twilio saying the account sends too fast: 20429 too many requests, 30001 its queue overflowed.

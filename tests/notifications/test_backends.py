@@ -551,6 +551,16 @@ def test_smtp_server_down_is_transient_and_named(smtp):
     assert raised.value.message == f"SMTP server 127.0.0.1:{smtp.port} unreachable: ConnectionRefusedError"
 
 
+def test_ssl_asked_of_a_plain_smtp_server_names_the_options_to_check(smtp, settings):
+    settings.EMAIL_USE_SSL = True  # EMAIL_URL's ?ssl=True, against a server that speaks plain SMTP
+    with pytest.raises(TransientDeliveryError) as raised:
+        EmailBackend().send(recipient="a@example.com", subject="Hi", body="plain")
+    assert raised.value.code == "network"
+    assert raised.value.message.startswith(f"SMTP server 127.0.0.1:{smtp.port} unreachable: SSL")
+    assert raised.value.message.endswith("; check EMAIL_URL's tls and ssl options")
+    assert raised.value.setting_to_fix == "EMAIL_URL"
+
+
 def test_a_server_that_does_not_speak_smtp_is_retried_naming_email_url(settings):
     listener = socket.create_server(("127.0.0.1", 0))
 
