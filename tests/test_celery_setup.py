@@ -60,6 +60,12 @@ def test_celery_call_publishes_a_task_as_an_operator_runs_the_sweep_by_hand():
         queue.delete("notifications")
 
 
+def test_workers_and_beat_try_to_reach_a_broker_that_went_away_for_as_long_as_it_takes():
+    # Celery's default, 100 tries, ends a worker about 50 minutes into an outage.
+    assert DEFAULTS["broker_connection_max_retries"] == 100
+    assert app.conf.broker_connection_max_retries is None
+
+
 def test_beat_uses_django_celery_beats_database_scheduler():
     assert issubclass(symbol_by_name(app.conf.beat_scheduler), DatabaseScheduler)
 

@@ -181,6 +181,11 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     "interval_max": 0.2,
 }
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Workers and beat try to reach a broker that went away for as long as it takes (Celery's
+# default gives up after 100 tries, about 50 minutes, and the process exits).
+CELERY_BROKER_CONNECTION_MAX_RETRIES = None
+# Survives a Redis broker lost while the worker holds messages; see orderflow/worker.py.
+CELERY_WORKER_CONSUMER = "orderflow.worker:Consumer"
 # Celery reads these on every publish. Stated here, at Celery's defaults, because a setting
 # Django does not have is first looked for there under four names (10 µs a read, 0.08 ms an order).
 # https://docs.celeryq.dev/en/stable/userguide/configuration.html

@@ -174,6 +174,34 @@ def test_orders_placed_while_the_broker_is_down_are_accepted_and_all_sent_when_i
     assert duplicates <= in_flight
 
 
+def test_a_worker_holding_a_message_when_the_broker_goes_away_reconnects_and_goes_on(fault_env, own_redis):
+    """A retry's countdown or a receipt looked at again later is a message the worker holds,
+    unacknowledged; a broker restart or failover then must not end the worker."""
+    point_app_at(own_redis.url())
+    worker = Worker(name="broker-away-holding", env={**fault_env, "CELERY_BROKER_URL": own_redis.url()})
+    worker.start()
+    broker = redis.Redis.from_url(own_redis.url())
+    try:
+        publish("notifications.tasks.health_check", args=[], queue="default", countdown=300)
+        wait_until(lambda: broker.hlen("unacked") == 1, timeout=20, what="the worker to hold the message")
+        own_redis.stop()
+        wait_until(lambda: "Connection to broker lost" in worker.log_path.read_text(), timeout=20)
+        time.sleep(3)  # its first tries to connect again
+        alive_while_away = worker.alive()
+        own_redis.start()
+        task_id = publish("notifications.tasks.health_check", args=[], queue="default")
+        ran = f"health_check[{task_id}] succeeded"
+        wait_until(lambda: ran in worker.log_path.read_text() or not worker.alive(), timeout=60, what="a task to run")
+        log = worker.log_path.read_text()
+    finally:
+        worker.stop()
+        point_app_at(fault_env["CELERY_BROKER_URL"])
+    assert alive_while_away, log[-3000:]
+    assert ran in log, log[-3000:]
+    assert "Unrecoverable error" not in log
+    assert "In Celery 5.1 we introduced" not in log  # a setting here says what is wanted
+
+
 # --- the rate limiter's Redis stopped for a while -----------------------------------------------
 
 LIMIT_PER_SECOND = 5
