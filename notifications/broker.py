@@ -8,7 +8,10 @@ import logging
 import time
 from dataclasses import dataclass
 
+from amqp.exceptions import ConnectionError as AMQPConnectionError
 from kombu.exceptions import BatchPublishError, OperationalError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from orderflow.celery import app
 
@@ -16,7 +19,16 @@ logger = logging.getLogger(__name__)
 
 # A publish tries once more after a short pause, then gives up (the sweep publishes later).
 PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0.2, "interval_step": 0.2, "interval_max": 0.2}
-BROKER_ERRORS = (OperationalError, ConnectionError, OSError)
+# The clients' own connection errors too: a pooled connection the broker dropped raises
+# redis-py's (or py-amqp's), which kombu passes on unwrapped outside a publish.
+BROKER_ERRORS = (
+    OperationalError,
+    ConnectionError,
+    OSError,
+    RedisConnectionError,
+    RedisTimeoutError,
+    AMQPConnectionError,
+)
 
 
 class BrokerUnavailable(Exception):

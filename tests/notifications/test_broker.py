@@ -8,7 +8,7 @@ from django.conf import settings
 from kombu.exceptions import BatchPublishError
 from redis.connection import AbstractConnection
 
-from notifications import broker
+from notifications import broker, selectors
 from orderflow.celery import app
 from tests.notifications.conftest import BROKERS, point_app_at, purge
 from tests.notifications.servers import RedisServer
@@ -109,6 +109,22 @@ def test_a_broker_that_went_away_is_reported_within_seconds_and_used_again_when_
         broker.publish_many(messages(3))
         assert waiting(url, "sms") == [0, 2]
         assert waiting(url, "email") == [1]
+    finally:
+        server.stop()
+
+
+def test_reads_of_a_broker_that_went_away_after_it_was_used_answer_as_for_one_that_is_down(pointed_at):
+    """The dashboard asks the workers and the queues on a pooled connection; one the broker
+    dropped raised redis-py's own ConnectionError, and the page answered 500."""
+    server = RedisServer().start()
+    try:
+        pointed_at(server.url())
+        assert selectors.workers_seen(timeout=0.2) == []  # the pooled connections now exist
+        assert broker.queue_depth("sms") == 0
+        server.stop()
+        assert selectors.workers_seen(timeout=0.2) == []
+        with pytest.raises(broker.BrokerUnavailable):
+            broker.queue_depth("sms")
     finally:
         server.stop()
 
