@@ -142,15 +142,36 @@ class TwilioBackend:
                 TwilioRestException(error.status, error.uri, msg=error.detail or error.title, code=error.code),
                 retry_after=retry_after_seconds(http_client.last_response),
             ) from error
-        except json.JSONDecodeError:
-            # The library reads a body only once the status said the message was accepted (2xx):
-            # sent, with no id to keep; trying again would send it twice.
-            logger.warning("Twilio accepted an SMS with an answer that is not JSON; it is recorded without an id")
-            return ""
         except urllib3.exceptions.HTTPError as error:
             raise TransientDeliveryError(
                 f"Twilio unreachable at {settings.TWILIO_API_BASE_URL}: {error.__class__.__name__}", code="network"
             ) from error
+        except Exception as error:
+            answer = http_client.last_response
+            if answer is None or not 200 <= answer.status_code < 300:
+                raise
+            # The library reads the body only once the status said the message was accepted: it
+            # is sent, whatever the body holds (not JSON, not an object, a field it cannot read);
+            # trying again would send it twice.
+            message_id = accepted_message_id(answer.text)
+            logger.warning(
+                "Twilio accepted an SMS with an answer the twilio library could not read (%s: %s); "
+                "it is recorded with the id %r",
+                error.__class__.__name__,
+                str(error)[:200],
+                message_id,
+            )
+            return message_id
+
+
+def accepted_message_id(text: str) -> str:
+    """The message's sid in an answer the twilio library could not read, if it holds one."""
+    try:
+        answer = json.loads(text)
+    except ValueError:
+        return ""
+    sid = answer.get("sid") if isinstance(answer, dict) else None
+    return sid if isinstance(sid, str) else ""
 
 
 def retry_after_seconds(response: Response | None) -> float | None:

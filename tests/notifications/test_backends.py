@@ -619,6 +619,21 @@ def test_an_accepted_sms_whose_answer_is_not_json_counts_as_sent_without_an_id(r
     assert TwilioBackend().send(recipient="+14155552671", body="hello") == ""
 
 
+@pytest.mark.parametrize(
+    ("body", "kept_id"),
+    [
+        (b"null", ""),
+        (b"[]", ""),
+        (b'"queued"', ""),
+        (b'{"sid": "SM123", "date_created": 5}', "SM123"),  # a field the library cannot read
+    ],
+)
+def test_an_accepted_sms_whose_json_answer_the_library_cannot_read_counts_as_sent(raw_twilio, body, kept_id):
+    # Twilio took the message (2xx): a dead letter here would be requeued and sent twice.
+    raw_twilio("201 Created", body)
+    assert TwilioBackend().send(recipient="+14155552671", body="hello") == kept_id
+
+
 def test_an_rfc_9457_problem_answer_is_classified_like_any_twilio_error(raw_twilio):
     problem = (
         b'{"type": "https://www.twilio.com/docs/errors/20503", "title": "Service unavailable",'
