@@ -1,3 +1,8 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 from django.db import IntegrityError, NotSupportedError, connection, transaction
 from django.test.utils import CaptureQueriesContext
@@ -5,6 +10,8 @@ from django.test.utils import CaptureQueriesContext
 from notifications.models import Notification
 from orderflow.database import prepared_cursor
 from tests.factories import place_order
+
+ROOT = Path(__file__).resolve().parent.parent
 
 pytestmark = [
     pytest.mark.django_db,
@@ -93,3 +100,48 @@ def test_inside_a_transaction_the_stale_plan_goes_with_its_rollback(altered_tabl
         select_altered()
     assert connection.connection is not None  # not closed under the transaction's feet
     assert select_altered() == (1, None)
+
+
+SQLITE_WRITERS = """
+import threading, time
+import django
+django.setup()
+from django.db import connection, transaction
+
+with connection.cursor() as cursor:
+    cursor.execute("CREATE TABLE counted (n integer)")
+failures = []
+
+def read_then_write():
+    try:
+        with transaction.atomic():
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT count(*) FROM counted")
+                time.sleep(0.3)  # the other writer reads meanwhile
+                cursor.execute("INSERT INTO counted VALUES (1)")
+    except Exception as error:
+        failures.append(repr(error))
+    finally:
+        connection.close()
+
+writers = [threading.Thread(target=read_then_write) for _ in range(3)]
+for writer in writers:
+    writer.start()
+for writer in writers:
+    writer.join()
+with connection.cursor() as cursor:
+    cursor.execute("SELECT count(*) FROM counted")
+    print(cursor.fetchone()[0], failures)
+"""
+
+
+def test_on_sqlite_writers_that_read_first_wait_for_each_other_instead_of_failing(tmp_path):
+    # make run's default database: web, three workers and beat write to one file. A transaction
+    # that read, then wrote, while another did the same, failed at once with "database is locked".
+    env = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}"}
+    env["DJANGO_SETTINGS_MODULE"] = "orderflow.settings.local"
+    result = subprocess.run(
+        [sys.executable, "-c", SQLITE_WRITERS], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "3 []"

@@ -142,6 +142,13 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     check_whole_number_options(
         "DATABASE_URL", DATABASES["default"]["OPTIONS"], ("prepare_threshold", "connect_timeout")
     )
+elif DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # make run's default: the web server, three workers and beat write to one file. A transaction
+    # takes the write lock as it begins, so one that read first cannot fail at once with "database
+    # is locked" when it then writes; a writer waits up to 20 s for another; in WAL mode reads go on
+    # while one writes. https://docs.djangoproject.com/en/5.2/ref/databases/#database-is-locked-errors
+    SQLITE_OPTIONS = {"transaction_mode": "IMMEDIATE", "timeout": 20, "init_command": "PRAGMA journal_mode=WAL"}
+    DATABASES["default"]["OPTIONS"] = {**SQLITE_OPTIONS, **DATABASES["default"].get("OPTIONS", {})}
 
 # --- Redis (rate limiter, cache) -------------------------------------------------------
 REDIS_URL = check_redis_url(
