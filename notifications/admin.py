@@ -730,9 +730,21 @@ class RequeueBatchAdmin(PipelineRowAdmin):
         "skipped",
         "created_by",
         "created_at",
+        "confirmed_by",
         "finished_at",
     ]
     list_filter = ["status", "created_at"]
-    list_select_related = ["created_by"]
-    fields = ["description", "status", "requeued", "skipped", "created_by", "created_at", "confirmed_at", "finished_at"]
+    list_select_related = ["created_by", "confirmed_by"]
+    fields = [
+        "description",
+        "status",
+        "requeued",
+        "skipped",
+        "created_by",
+        "created_at",
+        "confirmed_by",
+        "confirmed_at",
+        "progress_at",
+        "finished_at",
+    ]
     readonly_fields = fields

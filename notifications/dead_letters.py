@@ -6,6 +6,7 @@ and never when its notification has been sent (or is on its way) since. Requeuei
 that suppressed its recipient lifts that suppression: it says "send to this recipient".
 """
 
+import logging
 from dataclasses import dataclass, field
 from itertools import islice
 
@@ -35,6 +36,8 @@ from notifications.services import (
 from orderflow.errors import ApplicationError, Conflict, NotFound
 
 # Dead letters handled per transaction: short locks, and a batch's progress shows as it goes.
+logger = logging.getLogger(__name__)
+
 CHUNK = 200
 # The most a single "requeue everything matching" may freeze.
 MAX_BATCH = 200_000
@@ -148,32 +151,51 @@ def requeue_batch_confirm(*, batch_id: int, by) -> RequeueBatch:
             raise NotFound(f"Requeue batch {batch_id} does not exist.")
         if batch.status != RequeueBatch.Status.AWAITING_CONFIRMATION:
             raise Conflict(f"This requeue was already confirmed ({batch.get_status_display()}).")
-        batch.status, batch.confirmed_at = RequeueBatch.Status.RUNNING, timezone.now()
-        batch.save(update_fields=["status", "confirmed_at"])
+        batch.status, batch.confirmed_by = RequeueBatch.Status.RUNNING, by
+        batch.confirmed_at = batch.progress_at = timezone.now()
+        batch.save(update_fields=["status", "confirmed_by", "confirmed_at", "progress_at"])
     try:
         broker.publish(BATCH_TASK, args=[batch.pk])
     except broker.BrokerUnavailable:
         RequeueBatch.objects.filter(pk=batch.pk).update(
-            status=RequeueBatch.Status.AWAITING_CONFIRMATION, confirmed_at=None
+            status=RequeueBatch.Status.AWAITING_CONFIRMATION, confirmed_by=None, confirmed_at=None, progress_at=None
         )
         raise Conflict("The broker is unavailable, so nothing was requeued; try again when it is back.") from None
     return batch
 
 
 def requeue_batch_run(*, batch_id: int) -> RequeueBatch:
-    """Requeue a confirmed batch chunk by chunk, recording progress as it goes."""
-    batch = RequeueBatch.objects.get(pk=batch_id)
-    if batch.status == RequeueBatch.Status.DONE:
+    """Requeue a confirmed batch chunk by chunk, recording progress as it goes; a run started
+    again (its message lost, or a database error) goes on after the last chunk recorded."""
+    batch = RequeueBatch.objects.select_related("confirmed_by", "created_by").get(pk=batch_id)
+    if batch.status != RequeueBatch.Status.RUNNING:
         return batch
-    requeued = skipped = 0
-    for chunk in batched(batch.dead_letter_ids, CHUNK):
-        outcome = dead_letters_requeue(ids=list(chunk), by=batch.created_by)
+    by = batch.confirmed_by or batch.created_by
+    requeued, skipped = batch.requeued, batch.skipped
+    for chunk in batched(batch.dead_letter_ids[requeued + skipped :], CHUNK):
+        outcome = dead_letters_requeue(ids=list(chunk), by=by)
         requeued += outcome.requeued
         skipped += len(outcome.skipped)
-        RequeueBatch.objects.filter(pk=batch.pk).update(requeued=requeued, skipped=skipped)
+        RequeueBatch.objects.filter(pk=batch.pk).update(requeued=requeued, skipped=skipped, progress_at=timezone.now())
     RequeueBatch.objects.filter(pk=batch.pk).update(status=RequeueBatch.Status.DONE, finished_at=timezone.now())
     batch.refresh_from_db()
     return batch
+
+
+def requeue_batches_resume(*, quiet_since) -> int:
+    """Publish again the run of each confirmed batch quiet since `quiet_since` (its message was
+    lost with the broker, or its worker stopped); how many. BrokerUnavailable goes up."""
+    stalled = list(
+        RequeueBatch.objects.filter(status=RequeueBatch.Status.RUNNING, progress_at__lte=quiet_since).values_list(
+            "pk", flat=True
+        )
+    )
+    for batch_id in stalled:
+        broker.publish(BATCH_TASK, args=[batch_id])
+        # Not again before another NOTIFICATIONS_STUCK_AFTER, whether the run starts or not.
+        RequeueBatch.objects.filter(pk=batch_id).update(progress_at=timezone.now())
+        logger.warning("requeue batch %s had gone quiet; its run is published again", batch_id)
+    return len(stalled)
 
 
 def dead_letter_groups(*, status: str = DeadLetterStatus.DEAD) -> QuerySet:

@@ -318,7 +318,14 @@ class RequeueBatch(models.Model):
     skipped = models.PositiveIntegerField(default=0)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
+    # The operator who confirmed it: the requeues are theirs, whoever froze the set.
+    confirmed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
     confirmed_at = models.DateTimeField(null=True, blank=True)
+    # The run's last sign of life (the confirmation, then each chunk done): a running batch quiet
+    # for longer than NOTIFICATIONS_STUCK_AFTER lost its run, and the sweep starts it again.
+    progress_at = models.DateTimeField("last progress", null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:

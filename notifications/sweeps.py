@@ -11,6 +11,9 @@ The sweep finds lost work and leaves waiting work alone. A row is lost when:
 - waiting for an earlier notification of its order (WAITING) when none is still to
   go: the earlier one finished without publishing it (its worker was killed in between, or
   the database failed it just then). One still waiting is left alone, however long it waits.
+
+A confirmed requeue batch whose run went quiet for NOTIFICATIONS_STUCK_AFTER is published
+again too, and goes on after its last chunk recorded.
 """
 
 import logging
@@ -22,7 +25,7 @@ from django.db.models import Exists, Q
 from django.utils import timezone
 from django_celery_results.models import TaskResult
 
-from notifications import broker, selectors, services
+from notifications import broker, dead_letters, selectors, services
 from notifications.models import (
     FINISHED_STATUSES,
     WAITING,
@@ -71,6 +74,7 @@ def notifications_sweep() -> dict:
                 limit=missing,
                 order_by="queued_at",
             )
+    counts["requeue_batches_resumed"] = dead_letters.requeue_batches_resume(quiet_since=now - stuck_after)
     if any(counts.values()):
         logger.info("sweep re-published %s", counts)
     return counts

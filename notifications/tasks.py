@@ -127,7 +127,15 @@ def health_check() -> str:
     return "ok"
 
 
-@shared_task(name="notifications.tasks.requeue_dead_letter_batch", acks_late=True)
+# The database away or locked mid-run: tried again a few times, then the sweep starts it again.
+@shared_task(
+    name="notifications.tasks.requeue_dead_letter_batch",
+    acks_late=True,
+    autoretry_for=(OperationalError, InterfaceError),
+    max_retries=5,
+    retry_backoff=2,
+    retry_backoff_max=60,
+)
 def requeue_dead_letter_batch(batch_id: int) -> dict:
     """Requeue a frozen set of dead letters an operator confirmed in the admin."""
     batch = dead_letters.requeue_batch_run(batch_id=batch_id)

@@ -2,6 +2,7 @@ from datetime import timedelta
 
 import pytest
 from django.contrib.admin.models import LogEntry
+from django.db import OperationalError
 from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
 
@@ -12,7 +13,7 @@ from notifications.models import DeadLetter, Notification, RecipientCorrection, 
 from orderflow.errors import ApplicationError, Conflict, NotFound
 from orders import services as order_services
 from orders.models import ChangeSource
-from tests.factories import place_order
+from tests.factories import UserFactory, place_order
 from tests.notifications.conftest import send_into_dead_letter
 
 pytestmark = pytest.mark.django_db
@@ -101,6 +102,66 @@ def test_a_batch_freezes_its_rows_and_requeues_each_once(
     with django_capture_on_commit_callbacks(execute=True):
         dead_letters.requeue_batch_run(batch_id=batch.pk)
     assert DeadLetter.objects.filter(status="requeued").count() == 2
+
+
+@pytest.fixture
+def three_dead(shop, published, scripted, django_capture_on_commit_callbacks) -> list[DeadLetter]:
+    with django_capture_on_commit_callbacks(execute=False):
+        orders = [place_order(owner=shop, customer_email="") for _ in range(3)]
+    return [send_into_dead_letter(order) for order in orders]
+
+
+def test_a_batch_is_requeued_in_the_name_of_the_operator_who_confirmed_it(
+    three_dead, staff, published, django_capture_on_commit_callbacks
+):
+    confirmer = UserFactory(username="confirmer", is_staff=True)
+    batch = dead_letters.requeue_batch_freeze(dead_letters=DeadLetter.objects.all(), description="all", by=staff)
+    dead_letters.requeue_batch_confirm(batch_id=batch.pk, by=confirmer)
+    with django_capture_on_commit_callbacks(execute=True):
+        dead_letters.requeue_batch_run(batch_id=batch.pk)
+    assert {letter.resolved_by for letter in DeadLetter.objects.all()} == {confirmer}
+    assert RequeueBatch.objects.get(pk=batch.pk).confirmed_by == confirmer
+
+
+def test_a_batch_run_cut_off_goes_on_after_its_last_chunk_recorded(
+    three_dead, staff, published, monkeypatch, django_capture_on_commit_callbacks
+):
+    monkeypatch.setattr(dead_letters, "CHUNK", 1)
+    requeue = dead_letters.dead_letters_requeue
+    calls = []
+
+    def database_gone_at_the_second_chunk(**kwargs):
+        calls.append(kwargs["ids"])
+        if len(calls) == 2:
+            raise OperationalError("the database went away")
+        return requeue(**kwargs)
+
+    monkeypatch.setattr(dead_letters, "dead_letters_requeue", database_gone_at_the_second_chunk)
+    batch = dead_letters.requeue_batch_freeze(dead_letters=DeadLetter.objects.all(), description="all", by=staff)
+    dead_letters.requeue_batch_confirm(batch_id=batch.pk, by=staff)
+    with django_capture_on_commit_callbacks(execute=True), pytest.raises(OperationalError):
+        dead_letters.requeue_batch_run(batch_id=batch.pk)
+    with django_capture_on_commit_callbacks(execute=True):
+        done = dead_letters.requeue_batch_run(batch_id=batch.pk)  # the task's retry
+    assert (done.status, done.requeued, done.skipped) == ("done", 3, 0)
+    assert calls == [[letter.pk] for letter in [three_dead[0], three_dead[1], three_dead[1], three_dead[2]]]
+    assert DeadLetter.objects.filter(status="requeued").count() == 3
+
+
+def test_a_batch_whose_run_went_quiet_is_published_again_by_the_sweep(three_dead, staff, published, settings):
+    batch = dead_letters.requeue_batch_freeze(dead_letters=DeadLetter.objects.all(), description="all", by=staff)
+    dead_letters.requeue_batch_confirm(batch_id=batch.pk, by=staff)  # its message is then lost with the broker
+    run = ("notifications.tasks.requeue_dead_letter_batch", [batch.pk], None)
+    assert published.count(run) == 1
+    assert sweeps.notifications_sweep()["requeue_batches_resumed"] == 0  # not quiet for long yet
+
+    quiet = timezone.now() - timedelta(seconds=settings.NOTIFICATIONS_STUCK_AFTER + 1)
+    RequeueBatch.objects.filter(pk=batch.pk).update(progress_at=quiet)
+    assert sweeps.notifications_sweep()["requeue_batches_resumed"] == 1
+    assert published.count(run) == 2
+    assert sweeps.notifications_sweep()["requeue_batches_resumed"] == 0  # once a quiet spell
+    with pytest.raises(Conflict, match="already confirmed"):
+        dead_letters.requeue_batch_confirm(batch_id=batch.pk, by=staff)
 
 
 def test_batch_confirm_with_the_broker_down_can_be_retried(dead, staff, monkeypatch):

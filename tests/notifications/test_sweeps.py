@@ -65,6 +65,7 @@ def test_rows_the_broker_missed_at_commit_are_published_once(shop, monkeypatch, 
         "retry_lost": 0,
         "wait_over": 0,
         "message_lost": 0,
+        "requeue_batches_resumed": 0,
     }
     assert depths() == {"sms": 3, "email": 3}
     assert set(Notification.objects.values_list("status", flat=True)) == {"queued"}
@@ -75,6 +76,7 @@ def test_rows_the_broker_missed_at_commit_are_published_once(shop, monkeypatch, 
         "retry_lost": 0,
         "wait_over": 0,
         "message_lost": 0,
+        "requeue_batches_resumed": 0,
     }
     assert depths() == {"sms": 3, "email": 3}
 
