@@ -26,6 +26,7 @@ from django.utils.crypto import salted_hmac
 
 from notifications import broker, metrics
 from notifications.backends import get_backend
+from notifications.backends.sms import RECIPIENT_REFUSING_TWILIO_CODES
 from notifications.backends.smtp import SMTP_CONVERSATION_SECONDS
 from notifications.errors import DeliveryError, PermanentDeliveryError, TransientDeliveryError
 from notifications.events import log_event
@@ -1026,6 +1027,8 @@ CARRIER_REASONS = {
     "30006": "landline or unreachable carrier",
     "30007": "filtered by the carrier",
     "30008": "unknown error",
+    "21610": "the recipient unsubscribed (replied STOP)",
+    "21614": "not a mobile number",
 }
 UNDELIVERED_STATUSES = {"undelivered", "failed"}
 
@@ -1088,6 +1091,8 @@ def notification_record_receipt(*, provider_message_id: str, provider_status: st
     error = PermanentDeliveryError(
         f"carrier reports {provider_status}: {error_code or '-'} {reason}",
         code=f"{RECEIPT_CODE_PREFIX}{error_code or provider_status}",
+        # A Messaging Service reports an unsubscribed number (21610) here rather than in its answer.
+        refuses_recipient=error_code.isdigit() and int(error_code) in RECIPIENT_REFUSING_TWILIO_CODES,
     )
     with transaction.atomic():
         moved = just_sent.update(
@@ -1102,6 +1107,10 @@ def notification_record_receipt(*, provider_message_id: str, provider_status: st
                 task_id="",
                 now=now,
             )
+            if error.refuses_recipient:
+                _suppress(notification, error)
+    if moved:
+        metrics.FAILURES.labels(notification.channel, "permanent").inc()
     return provider_status if moved else "ignored"
 
 

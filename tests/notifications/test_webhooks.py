@@ -7,7 +7,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from twilio.request_validator import RequestValidator
 
 from notifications import broker
-from notifications.models import DeadLetter, Notification
+from notifications.models import DeadLetter, Notification, Suppression
 from notifications.tasks import record_receipt
 from tests.factories import place_order
 
@@ -81,6 +81,19 @@ def test_undelivered_and_failed_receipts_reach_the_dead_letter_queue(client, sen
     letter = DeadLetter.objects.get(notification=sent_sms)
     assert letter.message == f"carrier reports {status}: {code} {reason}"
     assert (letter.queue, letter.args) == ("sms", [sent_sms.pk])
+
+
+@pytest.mark.parametrize(("code", "suppressed"), [("21610", True), ("21614", True), ("30003", False)])
+def test_a_receipt_saying_the_number_refuses_messages_suppresses_it_as_an_answer_would(
+    client, sent_sms, code, suppressed
+):
+    # 21610: the customer replied STOP; a Messaging Service reports it in the receipt, not the answer.
+    params = {"MessageSid": sent_sms.provider_message_id, "MessageStatus": "failed", "ErrorCode": code}
+    assert receipt(client, params).json()["outcome"] == "failed"
+    found = Suppression.objects.filter(channel="sms", recipient=sent_sms.recipient).first()
+    assert (found is not None) == suppressed
+    if suppressed:
+        assert (found.error_code, found.notification) == (f"twilio-{code}", sent_sms)
 
 
 def test_a_replayed_receipt_is_harmless(client, sent_sms):
