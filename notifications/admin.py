@@ -307,6 +307,14 @@ class NotificationAdmin(PipelineRowAdmin):
             # Offered, it would be ticked and then not done.
             requeue = form.fields["requeue"]
             requeue.initial, requeue.disabled, requeue.help_text = False, True, refusal
+        if not request.user.has_perm("orders.change_order"):
+            # The order's contact is the order's: changing it takes what changing an order takes.
+            for_the_order = form.fields["for_the_order"]
+            for_the_order.initial, for_the_order.disabled = False, True
+            for_the_order.help_text = (
+                "Correcting the order's phone or email needs the permission to change orders "
+                "(“Can change order”); only this notification is corrected."
+            )
         if request.method == "POST" and form.is_valid():
             try:
                 corrected = services.notification_correct_recipient(

@@ -22,10 +22,13 @@ LIST = "/admin/notifications/deadletter/"
 
 
 def operator_with(client, *codenames, username="operator"):
+    """A staff user with these permissions (of notifications, or as "app.codename") logged in."""
     user = UserFactory(username=username, is_staff=True)
-    user.user_permissions.add(
-        *Permission.objects.filter(content_type__app_label="notifications", codename__in=codenames)
-    )
+    for name in codenames:
+        app_label, _, codename = name.rpartition(".")
+        user.user_permissions.add(
+            Permission.objects.get(content_type__app_label=app_label or "notifications", codename=codename)
+        )
     client.force_login(user)
     return user
 
@@ -392,7 +395,7 @@ def test_sending_a_dead_notification_again_needs_the_dead_letter_permission_too(
 
 
 def test_a_correction_for_the_order_says_what_it_changed_and_what_stays_unsent(client, shop, published, scripted):
-    operator_with(client, "view_notification", "resend_notification")
+    operator_with(client, "view_notification", "resend_notification", "orders.change_order")
     order = place_order(owner=shop, customer_email="")
     placed = send_into_dead_letter(order).notification
     for status in ("confirmed", "processing"):
@@ -414,6 +417,21 @@ def test_a_correction_for_the_order_says_what_it_changed_and_what_stays_unsent(c
     # Without the order, only the notification is corrected, and that is all that is said.
     said = messages_of(client.post(url, {**form, "recipient": "+1 202 555 0148", "for_the_order": ""}, follow=True))
     assert said == ["Recipient corrected."]
+
+
+def test_the_order_contact_is_corrected_only_by_those_who_may_change_orders(client, letters):
+    operator_with(client, "view_notification", "resend_notification")
+    notification = letters[0].notification
+    url = f"/admin/notifications/notification/{notification.pk}/correct-recipient/"
+    offered = client.get(url).context["form"]["for_the_order"]
+    assert (offered.value(), offered.field.disabled) == (False, True)
+    assert "Can change order" in offered.help_text
+
+    form = {"recipient": "+1 202 555 0147", "reason": "customer called", "for_the_order": "on"}  # forged
+    assert messages_of(client.post(url, form, follow=True)) == ["Recipient corrected."]
+    notification.refresh_from_db()
+    assert notification.recipient == "+12025550147"
+    assert notification.order.customer_phone != "+12025550147"
 
 
 def test_correcting_needs_the_permission(client, letters):
