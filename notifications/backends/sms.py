@@ -203,6 +203,8 @@ def classify_twilio_error(error: TwilioRestException, *, retry_after: float | No
     if error.status == 404 and not has_twilio_code:
         # Twilio names a missing resource (20404): a bare 404 comes from a server that is not it.
         message += "; the server at TWILIO_API_BASE_URL does not answer as Twilio's API: check it"
+    elif 300 <= error.status < 400:  # a POST is not followed: it could be sent twice
+        message += "; the server at TWILIO_API_BASE_URL redirects elsewhere: set it to the API's own address"
     return PermanentDeliveryError(message, code=code, refuses_recipient=error.code in RECIPIENT_REFUSING_TWILIO_CODES)
 
 

@@ -653,6 +653,15 @@ def test_a_bare_404_says_the_base_url_is_not_twilios_api(raw_twilio):
     assert "the server at TWILIO_API_BASE_URL does not answer as Twilio's API" in raised.value.message
 
 
+@pytest.mark.parametrize("status", ["301 Moved Permanently", "307 Temporary Redirect"])
+def test_a_redirect_says_the_base_url_points_elsewhere(raw_twilio, status):
+    raw_twilio(status, b"", content_type="text/html")
+    with pytest.raises(PermanentDeliveryError) as raised:
+        TwilioBackend().send(recipient="+14155552671", body="hello")
+    assert raised.value.code == f"http-{status[:3]}"
+    assert "TWILIO_API_BASE_URL redirects elsewhere" in raised.value.message
+
+
 @pytest.mark.parametrize(
     ("sender", "domain"),
     [
