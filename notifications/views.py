@@ -13,7 +13,8 @@ from orderflow.api import allow_methods
 
 def _allowed(request) -> bool:
     token = settings.METRICS_TOKEN
-    given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+    scheme, _, given = request.headers.get("Authorization", "").strip().partition(" ")
+    given = given.strip() if scheme.lower() == "bearer" else ""  # the scheme is case-insensitive
     # As bytes: compare_digest refuses str holding anything but ASCII, and a header may.
     if token and given and hmac.compare_digest(given.encode(), token.encode()):
         return True

@@ -32,7 +32,10 @@ def test_a_non_staff_user_is_refused(client, shop):
 def test_a_scraper_with_the_token_reads_them(client, settings):
     settings.METRICS_TOKEN = "scrape-secret"
     assert client.get("/metrics", HTTP_AUTHORIZATION="Bearer scrape-secret").status_code == 200
+    assert client.get("/metrics", HTTP_AUTHORIZATION="bearer  scrape-secret").status_code == 200  # RFC 9110
     assert client.get("/metrics", HTTP_AUTHORIZATION="Bearer wrong").status_code == 403
+    assert client.get("/metrics", HTTP_AUTHORIZATION="scrape-secret").status_code == 403  # no scheme
+    assert client.get("/metrics", HTTP_AUTHORIZATION="Basic scrape-secret").status_code == 403
 
 
 def test_a_token_with_letters_beyond_ascii_is_refused_not_an_error(client, settings):
