@@ -1,7 +1,7 @@
 from django.contrib import admin, messages
 from django.db.models import Count
 
-from orderflow.admin import ReadOnlyInline, RefusedActionsNamed, report_outcome
+from orderflow.admin import LinksOnlyWhereAllowed, ReadOnlyInline, RefusedActionsNamed, report_outcome
 from orderflow.errors import ApplicationError
 from orders import services
 from orders.models import ChangeSource, Order, OrderItem, OrderStatus, OrderStatusChange
@@ -60,7 +60,8 @@ def _transition_action(to_status: str):
 
 
 @admin.register(Order)
-class OrderAdmin(RefusedActionsNamed, admin.ModelAdmin):
+class OrderAdmin(LinksOnlyWhereAllowed, RefusedActionsNamed, admin.ModelAdmin):
+    links = {"owner": ("auth.user", "owner_name")}
     list_display = ["id", "customer_name", "status", "amount", "item_count", "contact", "owner", "created_at"]
     list_filter = ["status", "created_at"]
     search_fields = ["=id", "customer_name", "customer_email", "customer_phone"]
@@ -83,6 +84,16 @@ class OrderAdmin(RefusedActionsNamed, admin.ModelAdmin):
 
     def get_queryset(self, request):
         return super().get_queryset(request).annotate(item_count=Count("items"))
+
+    def get_fields(self, request, obj=None):
+        return self.links_the_operator_may_open(request, super().get_fields(request, obj))
+
+    def get_readonly_fields(self, request, obj=None):
+        return self.get_fields(request, obj)  # every field is read-only here
+
+    @admin.display(description="owner", ordering="owner__username")
+    def owner_name(self, order):
+        return str(order.owner)
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
         # Every field is read-only (orders change through the workflow's actions): a Save button

@@ -127,5 +127,18 @@ def test_the_order_page_offers_no_save_for_fields_it_does_not_let_change(client,
     assert 'name="_save"' not in page and 'name="_continue"' not in page
 
 
+def test_the_owner_is_linked_only_for_those_who_may_open_users(client, operator, shop):
+    url = f"{CHANGELIST}{place_order(owner=shop).pk}/change/"
+    owner_page = f"/admin/auth/user/{shop.pk}/change/"
+    assert owner_page in client.get(url).content.decode()
+
+    viewer = UserFactory(username="viewer", is_staff=True)
+    viewer.user_permissions.add(Permission.objects.get(codename="view_order"))
+    client.force_login(viewer)
+    page = client.get(url).content.decode()
+    assert owner_page not in page  # it would answer 403
+    assert shop.username in page
+
+
 def test_the_admin_links_to_no_site_it_does_not_serve(client, operator):
     assert "View site" not in client.get("/admin/").content.decode()
