@@ -184,14 +184,19 @@ def requeue_batch_run(*, batch_id: int) -> RequeueBatch:
 
 def requeue_batches_resume(*, quiet_since) -> int:
     """Publish again the run of each confirmed batch quiet since `quiet_since` (its message was
-    lost with the broker, or its worker stopped); how many. BrokerUnavailable goes up."""
+    lost with the broker, or its worker stopped); how many. With the broker gone, the rest wait
+    for the next sweep."""
     stalled = list(
         RequeueBatch.objects.filter(status=RequeueBatch.Status.RUNNING, progress_at__lte=quiet_since).values_list(
             "pk", flat=True
         )
     )
-    for batch_id in stalled:
-        broker.publish(BATCH_TASK, args=[batch_id])
+    for resumed, batch_id in enumerate(stalled):
+        try:
+            broker.publish(BATCH_TASK, args=[batch_id])
+        except broker.BrokerUnavailable as error:
+            logger.warning("requeue batch %s stays quiet until the next sweep, broker unavailable: %s", batch_id, error)
+            return resumed
         # Not again before another NOTIFICATIONS_STUCK_AFTER, whether the run starts or not.
         RequeueBatch.objects.filter(pk=batch_id).update(progress_at=timezone.now())
         logger.warning("requeue batch %s had gone quiet; its run is published again", batch_id)

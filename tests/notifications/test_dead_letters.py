@@ -164,6 +164,25 @@ def test_a_batch_whose_run_went_quiet_is_published_again_by_the_sweep(three_dead
         dead_letters.requeue_batch_confirm(batch_id=batch.pk, by=staff)
 
 
+def test_a_quiet_batch_waits_for_the_next_sweep_when_the_broker_goes_away_meanwhile(
+    three_dead, staff, published, settings, monkeypatch
+):
+    batch = dead_letters.requeue_batch_freeze(dead_letters=DeadLetter.objects.all(), description="all", by=staff)
+    dead_letters.requeue_batch_confirm(batch_id=batch.pk, by=staff)
+    quiet = timezone.now() - timedelta(seconds=settings.NOTIFICATIONS_STUCK_AFTER + 1)
+    RequeueBatch.objects.filter(pk=batch.pk).update(progress_at=quiet)
+
+    def down(messages):  # after the sweep's look at the queues, before the batch's publish
+        raise services.broker.BrokerUnavailable("down")
+
+    monkeypatch.setattr(services.broker, "publish_many", down)
+    assert sweeps.notifications_sweep()["requeue_batches_resumed"] == 0
+    assert RequeueBatch.objects.get(pk=batch.pk).progress_at == quiet  # so the next sweep tries again
+
+    monkeypatch.setattr(services.broker, "publish_many", lambda messages: ["sent"] * len(messages))
+    assert sweeps.notifications_sweep()["requeue_batches_resumed"] == 1
+
+
 def test_batch_confirm_with_the_broker_down_can_be_retried(dead, staff, monkeypatch):
     batch = dead_letters.requeue_batch_freeze(dead_letters=DeadLetter.objects.all(), description="all", by=staff)
 
