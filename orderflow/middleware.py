@@ -1,7 +1,7 @@
 """Requests that fail for want of something other than the code: a 503 or a message, not a 500.
 
-- The database unreachable (restarting, failed over): a JSON 503 with Retry-After, so that an
-  API client knows to try again, and a line in the log.
+- The database unreachable (restarting, failed over): a 503 with Retry-After, so that an API
+  client knows to try again (JSON; a page in the admin), and a line in the log.
 - Under /api/ and the other JSON addresses: a body sent in chunks (Transfer-Encoding:
   chunked, no Content-Length) to a WSGI server, which Django reads as none, so that the API
   answered that fields the client sent were missing: a 411 says what to send instead. A query
@@ -22,7 +22,7 @@ from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.contrib.admin.options import IS_POPUP_VAR, TO_FIELD_VAR
 from django.core.exceptions import BadRequest, RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent, ValidationError
 from django.db import DataError, InterfaceError, OperationalError
-from django.http import JsonResponse
+from django.http import HttpResponse, JsonResponse
 from django.http.multipartparser import MultiPartParserError
 from django.shortcuts import redirect
 from django.utils.deprecation import MiddlewareMixin
@@ -54,6 +54,8 @@ POPUP_PARAMETERS = (IS_POPUP_VAR, TO_FIELD_VAR)
 
 # Seconds a client is asked to wait before trying again while the database is away.
 DATABASE_RETRY_AFTER_SECONDS = 30
+# Where an order may be placed, and an Idempotency-Key makes a retry safe.
+ORDERS_API_PREFIX = "/api/"
 
 
 class DatabaseUnavailableMiddleware(MiddlewareMixin):
@@ -61,15 +63,18 @@ class DatabaseUnavailableMiddleware(MiddlewareMixin):
         if not isinstance(exception, OperationalError | InterfaceError) or is_bad_filter_error(exception):
             return None
         logger.error("database unavailable for %s %s: %s", request.method, request.path, database_error_line(exception))
-        return JsonResponse(
-            {
-                "detail": "The service cannot reach its database just now. Try again shortly; with the same "
-                "Idempotency-Key a retried order is not placed twice.",
-                "code": "unavailable",
-            },
-            status=503,
-            headers={"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)},
-        )
+        headers = {"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)}
+        detail = "The service cannot reach its database just now. Try again shortly"
+        if not request.path.startswith(api.JSON_PREFIXES):  # the admin, in a browser
+            return HttpResponse(
+                f"<!doctype html><title>Database unavailable</title><h1>Database unavailable</h1><p>{detail}: "
+                "nothing was changed by this request.</p>",
+                status=503,
+                headers=headers,
+            )
+        if request.path.startswith(ORDERS_API_PREFIX):
+            detail += "; with the same Idempotency-Key a retried order is not placed twice"
+        return JsonResponse({"detail": f"{detail}.", "code": "unavailable"}, status=503, headers=headers)
 
 
 # Methods whose body a view reads: another's chunked body is left unread either way.
