@@ -15,9 +15,10 @@ admin.site.site_url = None
 urlpatterns = [
     path("admin/dashboard/", admin.site.admin_view(dashboard_view), name="admin-dashboard"),
     path("admin/", admin.site.urls),
-    path("healthz", health.healthz, name="healthz"),
-    path("readyz", health.readyz, name="readyz"),
-    path("metrics", metrics, name="metrics"),
+    # With or without a slash, as probes and scrapers are configured either way.
+    re_path(r"^healthz/?$", health.healthz, name="healthz"),
+    re_path(r"^readyz/?$", health.readyz, name="readyz"),
+    re_path(r"^metrics/?$", metrics, name="metrics"),
     path("webhooks/twilio/status/", twilio_status, name="twilio-status"),
     # Without its slash too: APPEND_SLASH would answer a POST with a redirect, and lose it.
     path("webhooks/twilio/status", twilio_status),

@@ -87,9 +87,25 @@ def test_the_database_away_is_a_503_to_try_again_not_a_500(api, client, method, 
         response = getattr(caller, method)(path, {}, format="json") if caller is api else getattr(caller, method)(path)
     assert response.status_code == 503
     assert response["Retry-After"] == "30"
+    assert "database unavailable for" in caplog.text
+    if path.startswith("/admin/"):  # a page for the operator's browser
+        assert response["Content-Type"].startswith("text/html")
+        assert "cannot reach its database just now" in response.content.decode()
+        assert "Idempotency-Key" not in response.content.decode()
+        return
     assert response.json()["code"] == "unavailable"
     assert "cannot reach its database" in response.json()["detail"]
-    assert "database unavailable for" in caplog.text
+    # The hint on retrying safely is for those who place orders.
+    assert ("Idempotency-Key" in response.json()["detail"]) == path.startswith("/api/")
+
+
+@pytest.mark.parametrize("url", ["/healthz/", "/readyz/", "/metrics/"])
+def test_probes_answer_with_a_trailing_slash_too(client, url, settings, db):
+    settings.METRICS_TOKEN = "scraper-token"
+    response = client.get(url, HTTP_AUTHORIZATION="Bearer scraper-token")
+    assert response.status_code == 200  # as without the slash, not a 404 nor a redirect
+    without = client.get(url.rstrip("/"), HTTP_AUTHORIZATION="Bearer scraper-token")
+    assert (response.status_code, response["Content-Type"]) == (without.status_code, without["Content-Type"])
 
 
 @pytest.fixture
