@@ -180,7 +180,10 @@ def unreadable_body(reason: str) -> JsonResponse:
 
 def body_too_large() -> JsonResponse:
     return JsonResponse(
-        _error_body("The request body is too large.", "too_large"), status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+        _error_body(
+            f"The request body is too large: at most {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes.", "too_large"
+        ),
+        status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
     )
 
 

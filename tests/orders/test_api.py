@@ -184,7 +184,7 @@ def test_oversized_body_is_refused_with_413(api):
     body = order_body(customer_name="x" * 300_000)
     response = api.post(ORDERS, body, format="json")
     assert response.status_code == 413
-    assert response.json() == {"detail": "The request body is too large.", "code": "too_large"}
+    assert response.json() == {"detail": "The request body is too large: at most 262144 bytes.", "code": "too_large"}
     assert Order.objects.count() == 0
 
 
