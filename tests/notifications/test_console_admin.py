@@ -236,6 +236,7 @@ def test_requeue_all_matching_freezes_the_set_then_hands_it_to_a_task(
         late = send_into_dead_letter(place_order(owner=shop, customer_email=""))  # dies after the page was shown
     page = client.get(response.url).content.decode()
     assert "Requeue 5 dead letters" in page
+    assert "These <strong>5</strong> dead letters (" in page and ") were frozen at" in page
 
     client.post(response.url)
     assert published[-1] == ("notifications.tasks.requeue_dead_letter_batch", [batch.pk], None)
@@ -243,6 +244,14 @@ def test_requeue_all_matching_freezes_the_set_then_hands_it_to_a_task(
         assert requeue_dead_letter_batch(batch.pk) == {"requeued": 5, "skipped": 0}
     assert DeadLetter.objects.get(pk=late.pk).status == "dead"
     assert "Requeued 5, left alone 0" in client.get(response.url).content.decode()
+
+
+def test_a_batch_of_one_reads_in_the_singular(client, letters, shop):
+    operator_with(client, "view_deadletter", "requeue_deadletter")
+    batch = RequeueBatch.objects.create(dead_letter_ids=[letters[0].pk], description="one", created_by=shop)
+    page = client.get(f"{LIST}requeue-batch/{batch.pk}/").content.decode()
+    assert "This <strong>1</strong> dead letter (one) was frozen at" in page
+    assert 'value="Requeue 1 dead letter"' in page
 
 
 def test_failures_are_grouped_by_cause(client, letters):
