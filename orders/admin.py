@@ -1,5 +1,6 @@
 from django.contrib import admin, messages
 from django.db.models import Count
+from django.shortcuts import redirect
 
 from orderflow.admin import LinksOnlyWhereAllowed, ReadOnlyInline, RefusedActionsNamed, report_outcome
 from orderflow.errors import ApplicationError
@@ -97,7 +98,15 @@ class OrderAdmin(LinksOnlyWhereAllowed, RefusedActionsNamed, admin.ModelAdmin):
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
         # Every field is read-only (orders change through the workflow's actions): a Save button
-        # would only report "changed successfully" for nothing.
+        # would only report "changed successfully" for nothing, and so would a post made by hand.
+        if request.method == "POST":
+            self.message_user(
+                request,
+                "Nothing was saved: an order's fields are read-only here. "
+                "Change its status with the actions of the order list.",
+                messages.WARNING,
+            )
+            return redirect(request.path)
         hidden = {"show_save": False, "show_save_and_continue": False, "show_save_and_add_another": False}
         return super().change_view(request, object_id, form_url, {**hidden, **(extra_context or {})})
 

@@ -142,3 +142,20 @@ def test_the_owner_is_linked_only_for_those_who_may_open_users(client, operator,
 
 def test_the_admin_links_to_no_site_it_does_not_serve(client, operator):
     assert "View site" not in client.get("/admin/").content.decode()
+
+
+@pytest.mark.parametrize("may_change", [True, False])
+def test_a_post_to_the_order_page_says_nothing_can_be_saved_there(client, operator, shop, may_change):
+    order = place_order(owner=shop)
+    if not may_change:
+        viewer = UserFactory(username="viewer", is_staff=True)
+        viewer.user_permissions.add(Permission.objects.get(codename="view_order"))
+        client.force_login(viewer)
+    url = f"{CHANGELIST}{order.pk}/change/"
+    response = client.post(url, {"customer_name": "Someone Else", "_save": "Save"}, follow=True)
+    assert response.redirect_chain == [(url, 302)]
+    assert messages_of(response) == [
+        "Nothing was saved: an order's fields are read-only here. Change its status with the actions of the order list."
+    ]
+    order.refresh_from_db()
+    assert order.customer_name == "Ada Lovelace"
