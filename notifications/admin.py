@@ -115,6 +115,11 @@ def _corrected_message(corrected: services.RecipientCorrected) -> str:
     return f"Recipient corrected, with {' and '.join(parts)}." if parts else "Recipient corrected."
 
 
+def number_searched(term: str) -> int | None:
+    """A searched id or order number, also written "#16" as the lists show orders."""
+    return whole_number(term.removeprefix("#").strip())
+
+
 def recipient_forms(term: str) -> set[str]:
     """A searched recipient as typed and as stored: a phone written any way becomes its E.164."""
     forms = {term}
@@ -182,7 +187,7 @@ class NotificationAdmin(PipelineRowAdmin):
         term = search_term.strip()
         if not term:
             return queryset, False
-        number = whole_number(term)
+        number = number_searched(term)
         if number is not None:
             return queryset.filter(Q(pk=number) | Q(order_id=number)), False
         return queryset.filter(sent_to(term) | Q(provider_message_id=term)), False
@@ -430,7 +435,7 @@ class DeadLetterAdmin(PipelineRowAdmin):
         if not term:
             return queryset, False
         matches = Q(message__icontains=term)
-        number = whole_number(term)
+        number = number_searched(term)
         if number is not None:
             matches |= Q(notification__in=Notification.objects.filter(order_id=number).values("pk"))
         else:
@@ -608,10 +613,10 @@ class DeadLetterAdmin(PipelineRowAdmin):
         except Exception as error:
             if not (isinstance(error, IncorrectLookupParameters) or is_bad_filter_error(error)):
                 raise
+            # Not the list of every field Django adds to an unknown one: the filter's name is enough.
+            reason = first_line(error).partition(" Choices are:")[0]
             self.message_user(
-                request,
-                f"Nothing was frozen: these filters cannot be applied ({filters}): {first_line(error)}",
-                messages.ERROR,
+                request, f"Nothing was frozen: these filters cannot be applied ({filters}): {reason}", messages.ERROR
             )
             return redirect(changelist_url)
         return redirect("admin:notifications_deadletter_batch", batch.pk)

@@ -30,6 +30,15 @@ def test_notification_list_filters_and_searches_without_n_plus_one(
     assert found.status_code == 200
 
 
+@pytest.mark.parametrize("written", ["{}", "#{}", " # {} "])
+def test_notifications_are_found_by_their_order_number_as_the_list_shows_it(client, operator, orders, written):
+    wanted = orders[3]
+    found = client.get("/admin/notifications/notification/", {"q": written.format(wanted.pk)}).context["cl"]
+    # A notification whose own id is that number is found too.
+    assert all(wanted.pk in (row.order_id, row.pk) for row in found.result_list)
+    assert len([row for row in found.result_list if row.order_id == wanted.pk]) == 2  # its SMS and email
+
+
 @pytest.mark.parametrize("written", ["+14155550100", "+1 (415) 555-0100", "+1 415 555 0100 "])
 def test_notifications_and_dead_letters_are_found_by_a_phone_written_any_way(
     client, operator, shop, published, scripted, written
