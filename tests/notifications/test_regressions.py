@@ -35,6 +35,21 @@ def test_requeue_command_takes_durations_and_dates(dead, since):
     assert out.getvalue().startswith("1 dead letter(s) would be requeued")
 
 
+def test_a_dry_run_lists_what_it_would_requeue_by_cause_then_one_by_one(dead):
+    out = StringIO()
+    call_command("requeue_dead_letters", "--queue", "sms", "--dry-run", stdout=out)
+    lines = out.getvalue().splitlines()
+    reason = dead.error_code or dead.exception_type.rpartition(".")[2]
+    assert lines[:2] == [
+        "1 dead letter(s) would be requeued (dry run, nothing changed).",
+        f"  1 from queue sms: {reason}",
+    ]
+    assert lines[2].startswith(f"  #{dead.pk} sms, order #{dead.notification.order_id}, last failed ")
+    assert lines[2].endswith(f" UTC: {dead.message}")
+    assert len(lines) == 3
+    assert DeadLetter.objects.get(pk=dead.pk).status == "dead"
+
+
 @pytest.mark.parametrize(
     ("arguments", "says"),
     [

@@ -10,13 +10,17 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
+from django.db.models import Count
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
+from django.utils.text import Truncator
 
 from notifications.dead_letters import dead_letters_requeue
 from notifications.models import DeadLetter, DeadLetterStatus
 from orderflow.celery import app
 
+# Dead letters a dry run lists one by one; the causes are counted over all of them.
+SHOWN = 20
 DURATION = re.compile(r"^(\d+)([mhd])$")
 UNITS = {"m": "minutes", "h": "hours", "d": "days"}
 
@@ -66,8 +70,24 @@ class Command(BaseCommand):
         ids = list(letters.order_by("pk").values_list("pk", flat=True))
         if dry_run:
             self.stdout.write(f"{len(ids)} dead letter(s) would be requeued (dry run, nothing changed).")
+            self._list(letters, total=len(ids))
             return
         outcome = dead_letters_requeue(ids=ids, by=None)
         self.stdout.write(f"{outcome.requeued} dead letter(s) requeued, {len(outcome.skipped)} left alone.")
         for pk, reason in list(outcome.skipped.items())[:20]:
             self.stdout.write(f"  {pk}: {reason}")
+
+    def _list(self, letters, *, total: int):
+        """Each cause with its count, largest first, then the first dead letters themselves."""
+        causes = letters.values("queue", "error_code", "exception_type").annotate(count=Count("pk")).order_by("-count")
+        for cause in causes:
+            reason = cause["error_code"] or cause["exception_type"].rpartition(".")[2]
+            self.stdout.write(f"  {cause['count']} from queue {cause['queue']}: {reason}")
+        shown = letters.select_related("notification").order_by("pk")[:SHOWN]
+        for letter in shown:
+            order = f"order #{letter.notification.order_id}" if letter.notification else "no notification"
+            reason = Truncator(letter.message.partition("\n")[0]).chars(100)
+            when = f"{letter.last_failed_at:%Y-%m-%d %H:%M} UTC"
+            self.stdout.write(f"  #{letter.pk} {letter.queue}, {order}, last failed {when}: {reason}")
+        if (more := total - len(shown)) > 0:
+            self.stdout.write(f"  … and {more} more.")
