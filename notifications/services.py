@@ -1052,6 +1052,10 @@ RECEIPT_RETRY_SECONDS = (5, 30, 120)
 # The receipts that move a sent notification on; the others (queued, sent, ...) change nothing.
 FINAL_RECEIPT_STATUSES = ("delivered", *sorted(UNDELIVERED_STATUSES))
 RECORD_RECEIPT_TASK = "notifications.tasks.record_receipt"
+# A receipt that met the database away is handed to a worker, which first applies it after this
+# pause, then again after each retry while the database stays away (the task record_receipt):
+# Twilio does not post a receipt again.
+RECEIPT_DATABASE_WAIT_SECONDS = 10
 
 
 def notification_record_receipt(*, provider_message_id: str, provider_status: str, error_code: str = "") -> str:
@@ -1139,6 +1143,25 @@ def notification_record_receipt_later(
     except broker.BrokerUnavailable as error:
         logger.warning("receipt for unknown message %s not tried again: %s", described, error)
         return False
+    return True
+
+
+def notification_record_receipt_when_database_back(
+    *, provider_message_id: str, provider_status: str, error_code: str = ""
+) -> bool:
+    """Hand a receipt the database could not take to a worker, which applies it once the
+    database is back; False, logged, when the broker does not take it either."""
+    described = f"{provider_message_id} ({provider_status})"
+    try:
+        broker.publish(
+            RECORD_RECEIPT_TASK,
+            args=[provider_message_id, provider_status, error_code],
+            countdown=RECEIPT_DATABASE_WAIT_SECONDS,
+        )
+    except broker.BrokerUnavailable as error:
+        logger.error("receipt for %s lost: the database and the broker are unavailable (%s)", described, error)
+        return False
+    logger.warning("database unavailable: receipt for %s handed to a worker to apply when it is back", described)
     return True
 
 

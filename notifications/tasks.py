@@ -96,7 +96,17 @@ def send_order_status_update(order_id: int, old_status: str, new_status: str) ->
     )
 
 
-@shared_task(name=services.RECORD_RECEIPT_TASK, acks_late=True, ignore_result=True)
+# The database away: tried again for about an hour (a receipt handed over by the webhook while
+# it was away, services.RECEIPT_DATABASE_WAIT_SECONDS), then logged as failed.
+@shared_task(
+    name=services.RECORD_RECEIPT_TASK,
+    acks_late=True,
+    ignore_result=True,
+    autoretry_for=(OperationalError, InterfaceError),
+    max_retries=15,
+    retry_backoff=services.RECEIPT_DATABASE_WAIT_SECONDS,
+    retry_backoff_max=300,
+)
 def record_receipt(provider_message_id: str, provider_status: str, error_code: str = "", tries: int = 0) -> str:
     """Apply a delivery receipt that came before its message was written down; later again while it is not."""
     outcome = services.notification_record_receipt(

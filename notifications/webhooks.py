@@ -3,6 +3,7 @@
 import logging
 
 from django.conf import settings
+from django.db import InterfaceError, OperationalError
 from django.http import JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from twilio.request_validator import RequestValidator
@@ -12,6 +13,9 @@ from orderflow.api import allow_methods
 from orderflow.errors import ApplicationError
 
 logger = logging.getLogger(__name__)
+
+# The outcome of a receipt that met the database away and was handed to a worker.
+APPLIED_LATER = "applied when the database is back"
 
 
 def _signed_url(request) -> str:
@@ -41,6 +45,11 @@ def twilio_status(request):
         return JsonResponse(
             {"detail": error.message, "code": error.code, "errors": error.fields}, status=error.status_code
         )
+    except (OperationalError, InterfaceError):
+        # Twilio does not post a receipt again: a worker applies it when the database is back.
+        if not services.notification_record_receipt_when_database_back(**receipt):
+            raise  # a 503 (orderflow.middleware)
+        return JsonResponse({"received": True, "outcome": APPLIED_LATER})
     answer = {"received": True, "outcome": outcome}
     if outcome == services.UNKNOWN_MESSAGE:  # perhaps not written down yet, and Twilio does not send it again
         tried_again_later = services.notification_record_receipt_later(**receipt)

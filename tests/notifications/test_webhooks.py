@@ -3,12 +3,14 @@
 import logging
 
 import pytest
+from celery.signals import task_prerun
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.db import OperationalError, connection
 from twilio.request_validator import RequestValidator
 
 from notifications import broker
 from notifications.models import DeadLetter, Notification, Suppression
-from notifications.tasks import record_receipt
+from notifications.tasks import drop_unusable_connections, record_receipt
 from tests.factories import place_order
 
 pytestmark = pytest.mark.django_db
@@ -152,6 +154,56 @@ def test_a_receipt_that_comes_before_its_send_is_written_down_is_applied_once_it
     sent_sms.refresh_from_db()
     assert sent_sms.status == "delivered"
     assert len(later) == 1  # applied: not tried again
+
+
+def database_away_for(queries: int):
+    """A wrapper failing the next `queries` statements as a database that went away does."""
+    left = [queries]
+
+    def away(execute, sql, params, many, context):
+        if left[0] > 0:
+            left[0] -= 1
+            raise OperationalError("connection to server at 127.0.0.1, port 5432 failed: Connection refused")
+        return execute(sql, params, many, context)
+
+    return away
+
+
+def test_a_receipt_that_meets_the_database_away_is_applied_by_a_worker_once_it_is_back(client, sent_sms, later, caplog):
+    """Twilio does not post a receipt again: answering 503 lost the delivery status."""
+    params = {"MessageSid": sent_sms.provider_message_id, "MessageStatus": "delivered"}
+    with connection.execute_wrapper(database_away_for(1_000)):
+        response = receipt(client, params)
+    assert response.json() == {"received": True, "outcome": "applied when the database is back"}
+    [message] = later
+    assert (message.task_name, message.args, message.countdown) == (
+        "notifications.tasks.record_receipt",
+        [sent_sms.provider_message_id, "delivered", ""],
+        10,
+    )
+    assert "receipt for SM" in caplog.text and "handed to a worker" in caplog.text
+
+    # The worker's first tries meet the database still away; the task's own retries go on (run
+    # here at once, one after the other). Not closing the test's connection, which is in a
+    # transaction, as a worker closes one before each task.
+    task_prerun.disconnect(drop_unusable_connections)
+    try:
+        with connection.execute_wrapper(database_away_for(2)):
+            assert record_receipt.apply(args=message.args).get() == "delivered"
+    finally:
+        task_prerun.connect(drop_unusable_connections)
+    sent_sms.refresh_from_db()
+    assert sent_sms.status == "delivered"
+
+
+def test_a_receipt_that_meets_the_database_and_the_broker_away_is_a_503(client, sent_sms, monkeypatch):
+    def broker_away(messages):
+        raise broker.BrokerUnavailable("connection refused")
+
+    monkeypatch.setattr(broker, "publish_many", broker_away)
+    with connection.execute_wrapper(database_away_for(1_000)):
+        response = receipt(client, {"MessageSid": sent_sms.provider_message_id, "MessageStatus": "delivered"})
+    assert (response.status_code, response["Retry-After"]) == (503, "30")
 
 
 @pytest.mark.parametrize("status", ["queued", "sent"])
