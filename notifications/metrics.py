@@ -4,9 +4,11 @@ Workers count what they do (sends, failures, latency, rate-limit waits). With
 PROMETHEUS_MULTIPROC_DIR set, as it must be wherever several processes run (prefork
 workers, gunicorn), each process writes its counts there and `/metrics` adds them up. The
 state of things (notifications by status, dead letters, queue depths) is read from the
-database and the broker when Prometheus scrapes.
+database and the broker when Prometheus scrapes; `orderflow_database_up` and
+`orderflow_broker_up` say whether each answered.
 """
 
+from django.db import InterfaceError, OperationalError
 from django.db.models import Count
 from prometheus_client import Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
@@ -54,6 +56,20 @@ class StateCollector:
     """Read at scrape time: what the database and the broker hold right now."""
 
     def collect(self):
+        database_up = GaugeMetricFamily("orderflow_database_up", "1 when the database answered this scrape")
+        try:
+            # Read whole before any is yielded: with the database away, none of them, and the
+            # processes' counters and the broker's queues are still served.
+            from_database = list(self._database_state())
+            database_up.add_metric([], 1)
+        except (OperationalError, InterfaceError):
+            from_database = []
+            database_up.add_metric([], 0)
+        yield from from_database
+        yield database_up
+        yield from self._broker_state()
+
+    def _database_state(self):
         notifications = GaugeMetricFamily(
             "orderflow_notifications", "Notifications by channel and status", labels=["channel", "status"]
         )
@@ -79,6 +95,7 @@ class StateCollector:
             dead_letters.add_metric([row["status"]], row["count"])
         yield dead_letters
 
+    def _broker_state(self):
         depth = GaugeMetricFamily("orderflow_queue_depth", "Messages waiting in each broker queue", labels=["queue"])
         up = GaugeMetricFamily("orderflow_broker_up", "1 when the broker answered this scrape")
         try:

@@ -1,4 +1,5 @@
 import pytest
+from django.db import OperationalError, connection
 from django.utils import timezone
 
 from notifications import services
@@ -64,7 +65,26 @@ def test_metrics_show_notifications_dead_letters_and_queue_depths(client, shop, 
     assert sample(text, 'orderflow_notifications_waiting_in_order{channel="sms"}') == 0
     assert sample(text, 'orderflow_queue_depth{queue="sms"}') >= 0
     assert sample(text, "orderflow_broker_up") == 1
+    assert sample(text, "orderflow_database_up") == 1
     assert "orderflow_rate_limit_wait_seconds" in text
+
+
+def test_a_scraper_still_reads_the_counters_and_queues_while_the_database_is_away(client, settings):
+    """What an incident needs most: the failures counted and the backlog, not a 503."""
+    settings.METRICS_TOKEN = "scrape-secret"
+
+    def unreachable(execute, sql, params, many, context):
+        raise OperationalError("connection to server at 127.0.0.1, port 5432 failed: Connection refused")
+
+    with connection.execute_wrapper(unreachable):
+        response = client.get("/metrics", HTTP_AUTHORIZATION="Bearer scrape-secret")
+    assert response.status_code == 200
+    text = response.content.decode()
+    assert sample(text, "orderflow_database_up") == 0
+    assert sample(text, "orderflow_broker_up") == 1
+    assert sample(text, 'orderflow_queue_depth{queue="sms"}') >= 0
+    assert "# HELP orderflow_notification_failures_total" in text
+    assert "orderflow_notifications{" not in text  # not read, rather than read as none
 
 
 def test_metrics_tell_notifications_waiting_in_order_from_ones_the_broker_did_not_take(
