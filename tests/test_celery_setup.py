@@ -9,9 +9,11 @@ import redis
 from celery.app.defaults import DEFAULTS
 from celery.utils.imports import symbol_by_name
 from django.core.management import CommandError, call_command
+from django.db import OperationalError, connection
 from django_celery_beat.schedulers import DatabaseScheduler
 
 from notifications.management.commands.start_celery_worker import Command as StartWorker
+from orderflow.beat import OUTAGE
 from orderflow.celery import app
 from tests.notifications.conftest import BROKERS
 from tests.processes import run_deployed, unreachable_database_url
@@ -196,3 +198,24 @@ def test_check_broker_shows_what_a_running_broker_answered(settings):
     settings.CELERY_BROKER_URL = "redis://127.0.0.1:6379/99"  # Redis runs, with 16 databases
     with pytest.raises(CommandError, match="DB index is out of range"):
         call_command("check_broker")
+
+
+def test_beat_says_a_database_gone_away_in_one_line_not_a_traceback_at_every_tick(transactional_db, caplog):
+    scheduler = symbol_by_name(app.conf.beat_scheduler)(app=app)
+    caplog.clear()
+
+    def unreachable(execute, sql, params, many, context):
+        raise OperationalError("connection to server at 127.0.0.1, port 5432 failed: Connection refused")
+
+    with connection.execute_wrapper(unreachable):
+        assert [scheduler.schedule_changed() for _ in range(5)] == [False] * 5
+    lines = [record for record in caplog.records if record.name == "django_celery_beat.schedulers"]
+    assert [record.getMessage() for record in lines] == [
+        "database unavailable (1 failed call(s) to it so far, tried again every tick): "
+        "connection to server at 127.0.0.1, port 5432 failed: Connection refused"
+    ]
+    assert lines[0].exc_info is None and "Traceback" not in caplog.text
+
+    scheduler.schedule_changed()
+    assert "celery beat: the database answers again after 5 failed call(s)" in caplog.text
+    assert OUTAGE.failures == 0
