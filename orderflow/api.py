@@ -4,6 +4,7 @@ Every error body has `detail` (a sentence a person can act on) and `code`; field
 are listed under `errors`, keyed by field path (`items[1].quantity`), each a list of messages.
 """
 
+import hmac
 import logging
 from functools import wraps
 
@@ -176,6 +177,15 @@ def unreadable_body(reason: str) -> JsonResponse:
     return JsonResponse(
         _error_body(f"The request body could not be read: {reason}", "bad_request"), status=status.HTTP_400_BAD_REQUEST
     )
+
+
+def holds_metrics_token(request) -> bool:
+    """Whether the request carries `Authorization: Bearer <METRICS_TOKEN>` (monitoring's credential)."""
+    token = settings.METRICS_TOKEN
+    scheme, _, given = request.headers.get("Authorization", "").strip().partition(" ")
+    given = given.strip() if scheme.lower() == "bearer" else ""  # the scheme is case-insensitive
+    # As bytes: compare_digest refuses str holding anything but ASCII, and a header may.
+    return bool(token and given and hmac.compare_digest(given.encode(), token.encode()))
 
 
 def body_too_large() -> JsonResponse:

@@ -25,12 +25,17 @@ def test_readyz_is_ready_when_every_part_answers(client):
 
 
 @pytest.mark.django_db
-def test_readyz_names_redis_when_it_is_down(client, settings):
+def test_readyz_names_redis_when_it_is_down(client, settings, caplog):
     settings.REDIS_URL = "redis://127.0.0.1:1/0"
+    settings.METRICS_TOKEN = "monitoring"
     body = client.get("/readyz").json()
     assert body["down"] == ["redis"]
     assert body["status"] == "unavailable"
-    assert body["checks"]["redis"].startswith("down: ConnectionError")
+    assert body["checks"]["redis"] == "down"  # where it is and why: not for anyone who can reach the probe
+    assert "readyz: redis down: ConnectionError" in caplog.text and "127.0.0.1:1" in caplog.text
+
+    detailed = client.get("/readyz", HTTP_AUTHORIZATION="Bearer monitoring").json()
+    assert detailed["checks"]["redis"].startswith("down: ConnectionError")
 
 
 @pytest.mark.django_db
@@ -129,11 +134,12 @@ def silent_database(transactional_db):
             connection.settings_dict.update(saved)
 
 
-def test_a_silent_database_is_named_by_where_it_is(client, api, silent_database, caplog):
+def test_a_silent_database_is_named_by_where_it_is(client, api, silent_database, caplog, settings):
     """The driver says only "connection timeout expired", where a refused connection names the
     host and port: readiness and the API's log say where the connection went."""
     where = f"connection timeout expired connecting to 127.0.0.1:{silent_database}"
-    response = client.get("/readyz")
+    settings.METRICS_TOKEN = "monitoring"
+    response = client.get("/readyz", HTTP_AUTHORIZATION="Bearer monitoring")
     assert (response.status_code, response.json()["checks"]["database"]) == (503, f"down: OperationalError: {where}")
     with caplog.at_level(logging.ERROR, logger="orderflow.middleware"):
         assert api.get("/api/orders/").status_code == 503
