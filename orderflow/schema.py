@@ -19,6 +19,20 @@ class ErrorSerializer(serializers.Serializer):
 
 
 class AutoSchema(SpectacularAutoSchema):
+    def _map_serializer_field(self, field, direction, bypass_extensions=False):
+        schema = super()._map_serializer_field(field, direction, bypass_extensions)
+        if schema and isinstance(field, serializers.ListSerializer):  # drf-spectacular leaves out its bounds
+            least = field.min_length if field.min_length is not None else (0 if field.allow_empty else 1)
+            if least:
+                schema["minItems"] = least
+            if field.max_length is not None:
+                schema["maxItems"] = field.max_length
+        # DRF refuses a blank text unless allow_blank; drf-spectacular does not say so.
+        blank_refused = isinstance(field, serializers.CharField) and not field.allow_blank and not field.read_only
+        if schema and blank_refused and "type" in schema and "minLength" not in schema:
+            schema["minLength"] = 1
+        return schema
+
     def _get_response_bodies(self, direction="response"):
         responses = super()._get_response_bodies(direction)
         for code in self._error_codes():

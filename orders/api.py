@@ -6,7 +6,14 @@ import unicodedata
 import django_filters
 from django import forms
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_field,
+    extend_schema_view,
+    inline_serializer,
+)
 from rest_framework import exceptions, mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
@@ -64,9 +71,18 @@ class PlainDecimalField(serializers.DecimalField):
         return super().to_internal_value(data)
 
 
+# Described as what it takes: drf-spectacular's pattern for a decimal also allows a minus sign.
+@extend_schema_field(
+    {"type": "string", "format": "decimal", "pattern": r"^(?:\d{1,8}(?:\.\d{0,2})?|\.\d{1,2})$", "example": "4.50"}
+)
+class PriceField(PlainDecimalField):
+    def __init__(self, **kwargs):
+        super().__init__(max_digits=10, decimal_places=2, min_value=0, **kwargs)
+
+
 class OrderItemSerializer(serializers.ModelSerializer):
     quantity = PlainIntegerField(min_value=1, max_value=1_000_000)
-    unit_price = PlainDecimalField(max_digits=10, decimal_places=2, min_value=0)
+    unit_price = PriceField()
 
     class Meta:
         model = OrderItem
@@ -107,6 +123,8 @@ class StatusChangeSerializer(serializers.ModelSerializer):
 
 class OrderSerializer(serializers.ModelSerializer):
     items = OrderItemSerializer(many=True, read_only=True)
+    # Empty for an order without one: not an email address then.
+    customer_email = serializers.EmailField(read_only=True, allow_blank=True)
     allowed_next_statuses = serializers.ListField(child=serializers.ChoiceField(OrderStatus.choices), read_only=True)
 
     class Meta:
@@ -225,6 +243,11 @@ SERIALIZERS = {
 }
 
 
+# The order's id in the path, an integer as in /api/orders/{order_id}/notifications/.
+ORDER_ID = OpenApiParameter("id", OpenApiTypes.INT, OpenApiParameter.PATH, description="The order's id.")
+
+
+@extend_schema_view(retrieve=extend_schema(parameters=[ORDER_ID]))
 class OrderViewSet(mixins.CreateModelMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     serializer_class = OrderSerializer
     filterset_class = OrderFilter
@@ -289,6 +312,7 @@ class OrderViewSet(mixins.CreateModelMixin, mixins.ListModelMixin, mixins.Retrie
 
     @extend_schema(
         request=TransitionSerializer,
+        parameters=[ORDER_ID],
         responses={
             200: OrderDetailSerializer,
             403: OpenApiResponse(ErrorSerializer, description="Another shop's order, without orders.change_order"),

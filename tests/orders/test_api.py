@@ -1,5 +1,6 @@
 import io
 import json
+import re
 import threading
 
 import pytest
@@ -531,6 +532,26 @@ def test_openapi_schema_describes_the_order_endpoints(anonymous_api, api):
     create = schema["paths"]["/api/orders/"]["post"]
     assert "Idempotency-Key" in [parameter["name"] for parameter in create["parameters"]]
     assert {"400", "401", "404", "406"} <= set(schema["paths"]["/api/orders/"]["get"]["responses"])
+    # An order's id is the same integer in every path that takes one.
+    ids = [
+        parameter["schema"]
+        for path in ("/api/orders/{id}/", "/api/orders/{id}/transition/", "/api/orders/{order_id}/notifications/")
+        for operation in schema["paths"][path].values()
+        for parameter in operation["parameters"]
+        if parameter["in"] == "path"
+    ]
+    assert ids == [{"type": "integer"}] * 3
+    # A price is never negative, as the API refuses one.
+    price = schema["components"]["schemas"]["OrderItem"]["properties"]["unit_price"]
+    accepted = [text for text in ("4.50", "4", ".5", "-4.50", "", "-") if re.fullmatch(price["pattern"], text)]
+    assert accepted == ["4.50", "4", ".5"]
+    # What the create refuses, the schema says: no items or too many, a blank text.
+    create_body = schema["components"]["schemas"]["OrderCreate"]["properties"]
+    assert (create_body["items"]["minItems"], create_body["items"]["maxItems"]) == (1, 500)
+    assert create_body["currency"]["minLength"] == create_body["customer_name"]["minLength"] == 1
+    # An order without an email answers "", which is not an email address.
+    answered_email = schema["components"]["schemas"]["OrderDetail"]["properties"]["customer_email"]
+    assert {"type": "string", "maxLength": 0} in answered_email["oneOf"]
 
 
 def test_total_over_what_the_system_holds_is_refused(api):
