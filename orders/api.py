@@ -197,8 +197,17 @@ class StatusesField(forms.MultipleChoiceField):
             more = (
                 f" (and {len(unknown) - SHOWN_UNKNOWN_STATUSES} more)" if len(unknown) > SHOWN_UNKNOWN_STATUSES else ""
             )
+            # As a parameter: the message is %-formatted (django-filter), and a value may hold a %.
             raise forms.ValidationError(
-                f"{quoted}{more} {what}; use {', '.join(names[:-1])} or {names[-1]}.", code="invalid_choice"
+                "%(quoted)s%(more)s %(what)s; use %(names)s or %(last)s.",
+                code="invalid_choice",
+                params={
+                    "quoted": quoted,
+                    "more": more,
+                    "what": what,
+                    "names": ", ".join(names[:-1]),
+                    "last": names[-1],
+                },
             )
         super().validate(value)
 

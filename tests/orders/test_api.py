@@ -377,6 +377,16 @@ def test_list_with_unknown_status_filter_is_refused(api):
     )
 
 
+@pytest.mark.parametrize("status", ["100%", "%d", "a%sb", "%%", "%(x)s"])
+def test_a_status_filter_holding_a_percent_sign_is_refused_quoting_it_as_sent(api, status):
+    response = api.get(ORDERS, {"status": status})
+    assert response.status_code == 400
+    assert response.json()["detail"] == (
+        f"Invalid input. status: {status!r} is not a status; "
+        "use pending, confirmed, processing, shipped, delivered or cancelled."
+    )
+
+
 def test_list_is_paginated(api, shop):
     for _ in range(3):
         place_order(owner=shop)
