@@ -13,7 +13,9 @@ COPY . .
 # Static files for the admin, served by whitenoise; the key is only for this build step.
 RUN DJANGO_SECRET_KEY=collectstatic-only-not-used-at-run-time-0123456789abcdef \
     DJANGO_DEBUG=false python manage.py collectstatic --noinput \
- && useradd --create-home --uid 10001 orderflow
+ && useradd --create-home --uid 10001 orderflow \
+ && mkdir /metrics && chown orderflow /metrics
+# /metrics: PROMETHEUS_MULTIPROC_DIR in .env.example, writable by the processes with or without its volume.
 USER orderflow
 
 EXPOSE 8000

@@ -112,6 +112,19 @@ def test_the_example_env_with_its_secrets_set_passes_the_deployment_checks(tmp_p
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_every_service_reading_the_env_can_write_its_metrics_directory():
+    """Each process checks PROMETHEUS_MULTIPROC_DIR at start: the migrate job without it stopped,
+    and every service waiting for migrate with it."""
+    directory = EXAMPLE_ENV["PROMETHEUS_MULTIPROC_DIR"]
+    readers = [name for name, service in SERVICES.items() if service.get("env_file") == ".env"]
+    assert set(readers) == APP_SERVICES
+    for name in readers:
+        assert f"metrics:{directory}" in SERVICES[name].get("volumes", []), name
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    [user] = re.findall(r"^USER (\S+)$", dockerfile, re.MULTILINE)
+    assert f"mkdir {directory} && chown {user} {directory}" in dockerfile  # where no volume is mounted
+
+
 def test_the_readme_explains_every_service():
     readme = (ROOT / "README.md").read_text()
     for name in SERVICES:
