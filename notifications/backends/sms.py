@@ -3,6 +3,7 @@ import logging
 import os
 import threading
 import uuid
+from http import HTTPStatus
 from urllib.parse import unquote, urlencode, urlsplit
 
 import certifi
@@ -134,7 +135,7 @@ class TwilioBackend:
         http_client = self.client.http_client
         http_client.last_response = None
         try:
-            return self.messages.create(**params).sid
+            sid = self.messages.create(**params).sid
         except TwilioRestException as error:
             raise classify_twilio_error(error, retry_after=retry_after_seconds(http_client.last_response)) from error
         except TwilioServiceException as error:  # the same answer in RFC 9457's shape
@@ -150,18 +151,35 @@ class TwilioBackend:
             answer = http_client.last_response
             if answer is None or not 200 <= answer.status_code < 300:
                 raise
-            # The library reads the body only once the status said the message was accepted: it
-            # is sent, whatever the body holds (not JSON, not an object, a field it cannot read);
-            # trying again would send it twice.
-            message_id = accepted_message_id(answer.text)
-            logger.warning(
-                "Twilio accepted an SMS with an answer the twilio library could not read (%s: %s); "
-                "it is recorded with the id %r",
-                error.__class__.__name__,
-                str(error)[:200],
-                message_id,
-            )
-            return message_id
+            return accepted_without_a_readable_sid(answer, f"{error.__class__.__name__}: {str(error)[:200]}")
+        if isinstance(sid, str) and sid:
+            return sid
+        return accepted_without_a_readable_sid(http_client.last_response, "no sid in it")
+
+
+def accepted_without_a_readable_sid(answer: Response, why: str) -> str:
+    """A 2xx answer the twilio library could not read a message sid from.
+
+    A 201 is Twilio's "created": the message is sent, whatever the body holds (not JSON, not an
+    object, a field the library cannot read), and trying again would send it twice. Any other
+    2xx without a sid (200 and a web page: a proxy or a default site at TWILIO_API_BASE_URL)
+    does not come from Twilio's API: the message went nowhere, and is dead until the setting
+    is corrected and it is requeued.
+    """
+    message_id = accepted_message_id(answer.text)
+    if not message_id and answer.status_code != HTTPStatus.CREATED:
+        content_type = (answer.headers or {}).get("Content-Type", "no content type")
+        raise PermanentDeliveryError(
+            f"Twilio HTTP {answer.status_code}: an answer without a message sid ({content_type}); the server at "
+            "TWILIO_API_BASE_URL does not answer as Twilio's API: check it",
+            code=f"http-{answer.status_code}",
+        )
+    logger.warning(
+        "Twilio accepted an SMS with an answer the twilio library could not read (%s); it is recorded with the id %r",
+        why,
+        message_id,
+    )
+    return message_id
 
 
 def accepted_message_id(text: str) -> str:

@@ -634,6 +634,30 @@ def test_an_accepted_sms_whose_json_answer_the_library_cannot_read_counts_as_sen
     assert TwilioBackend().send(recipient="+14155552671", body="hello") == kept_id
 
 
+@pytest.mark.parametrize(
+    ("content_type", "body"),
+    [
+        ("text/html", b"<html><h1>Welcome to nginx!</h1></html>"),
+        ("application/json", b"{}"),
+        ("application/json", b'{"status": "ok"}'),
+    ],
+)
+def test_a_200_without_a_message_sid_is_not_twilio_and_goes_dead_naming_the_base_url(raw_twilio, content_type, body):
+    """Twilio answers a create with 201 and the message: a default site or a proxy page at the
+    base URL answered 200, and every SMS was recorded as sent."""
+    raw_twilio("200 OK", body, content_type=content_type)
+    with pytest.raises(PermanentDeliveryError) as raised:
+        TwilioBackend().send(recipient="+14155552671", body="hello")
+    assert raised.value.code == "http-200"
+    assert f"an answer without a message sid ({content_type})" in raised.value.message
+    assert "the server at TWILIO_API_BASE_URL does not answer as Twilio's API" in raised.value.message
+
+
+def test_a_200_holding_a_message_sid_counts_as_sent(raw_twilio):
+    raw_twilio("200 OK", b'{"sid": "SM0123", "status": "queued"}')
+    assert TwilioBackend().send(recipient="+14155552671", body="hello") == "SM0123"
+
+
 def test_an_rfc_9457_problem_answer_is_classified_like_any_twilio_error(raw_twilio):
     problem = (
         b'{"type": "https://www.twilio.com/docs/errors/20503", "title": "Service unavailable",'
