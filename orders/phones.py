@@ -15,12 +15,19 @@ LENGTH_REASONS = {
 }
 
 
+# Dialled before a country code from most countries: 0044 ... is +44 ...
+INTERNATIONAL_PREFIX = "00"
+
+
 def phone_to_e164(raw: str, *, field: str = "customer_phone") -> str:
     """Normalise a phone number written in any international form to E.164 (+14155552671)."""
+    text = raw.strip()
+    if text.startswith(INTERNATIONAL_PREFIX):
+        text = "+" + text.removeprefix(INTERNATIONAL_PREFIX)
     try:
-        number = phonenumbers.parse(raw, None)
+        number = phonenumbers.parse(text, None)
     except NumberParseException as error:
-        _refuse(raw, field, _why_unreadable(raw, error))
+        _refuse(raw, field, _why_unreadable(text, error))
     if not phonenumbers.is_valid_number(number):
         _refuse(raw, field, _why_not_valid(number))
     if number.extension:

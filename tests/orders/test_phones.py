@@ -30,6 +30,8 @@ def test_a_number_refused_says_what_is_wrong_with_it(raw, said):
     assert refused.value.fields == {"customer_phone": [refused.value.message]}
 
 
-@pytest.mark.parametrize("raw", ["+44 7911 123456", "+44 (0)7911 123456", "+447911123456"])
+@pytest.mark.parametrize(
+    "raw", ["+44 7911 123456", "+44 (0)7911 123456", "+447911123456", "0044 7911 123456", " 00447911123456"]
+)
 def test_a_number_written_any_international_way_is_kept_in_e164(raw):
     assert phone_to_e164(raw) == "+447911123456"
