@@ -8,6 +8,7 @@ from django.contrib.auth.models import Permission
 from django.core.handlers.asgi import ASGIRequest
 from django.db import connection
 from django.http import HttpResponse
+from rest_framework.authtoken.models import Token
 
 from notifications.models import Notification
 from orderflow.api import flat_errors
@@ -84,6 +85,14 @@ def test_wrong_token_is_refused(anonymous_api):
     response = anonymous_api.get(ORDERS)
     assert response.status_code == 401
     assert response.json() == {"detail": "Invalid token.", "code": "authentication_failed"}
+
+
+def test_a_key_sent_as_a_bearer_token_is_refused_saying_how_to_send_it(anonymous_api, shop):
+    key = Token.objects.get_or_create(user=shop)[0].key
+    anonymous_api.credentials(HTTP_AUTHORIZATION=f"Bearer {key}")
+    response = anonymous_api.get(ORDERS)
+    assert response.status_code == 401
+    assert response.json()["detail"] == "The API takes its key as Authorization: Token <key>, not Bearer <key>."
 
 
 # --- bad input ------------------------------------------------------------------------------
