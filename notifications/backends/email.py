@@ -128,6 +128,8 @@ def classify_smtp_reply(code: int, reason: bytes | str, *, what: str, at_recipie
             f"{message}; check the user and password in EMAIL_URL", code=f"smtp-{code}", setting_to_fix="EMAIL_URL"
         )
     if 400 <= code < 500:
+        if at_recipient:  # not a refusal: greylisting, a full mailbox, a busy server
+            message = f"recipient deferred for now: {code} {text}"
         # 421 is about the server, not the recipient: busy, or "too many, slow down".
         return TransientDeliveryError(message, code=f"smtp-{code}", throttled=code == SMTP_SERVER_BUSY)
     refuses_recipient = (

@@ -699,3 +699,16 @@ def test_the_message_id_carries_the_senders_domain_as_a_message_id_can(smtp, set
     message_id = EmailBackend().send(recipient="ada@example.com", subject="Hi", body="text")
     assert message_id.startswith("<") and message_id.endswith(f"@{domain}>")
     assert smtp.handler.messages[-1]["Message-ID"] == message_id
+
+
+@pytest.mark.parametrize(
+    ("code", "reason", "said"),
+    [
+        (451, b"4.3.0 Temporary failure", "recipient deferred for now: 451 4.3.0 Temporary failure"),
+        (421, b"4.7.0 Try again later", "recipient deferred for now: 421 4.7.0 Try again later"),
+        (550, b"5.1.1 User unknown", "recipient refused: 550 5.1.1 User unknown"),
+    ],
+)
+def test_a_recipient_put_off_for_now_is_not_said_to_be_refused(code, reason, said):
+    error = classify_smtp_reply(code, reason, what="recipient refused", at_recipient=True)
+    assert error.message == said
