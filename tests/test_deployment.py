@@ -158,3 +158,18 @@ def test_make_run_gives_every_process_the_environment_over_dotenv_as_migrate_see
         timeout=60,
     )
     assert "from-the-environment" in started.stdout, started.stdout + started.stderr
+
+
+@pytest.mark.parametrize(("environment", "address"), [({}, "127.0.0.1:8000"), ({"WEB_PORT": "8123"}, "127.0.0.1:8123")])
+def test_make_run_serves_on_port_8000_or_web_port(environment, address):
+    """Another program on 8000 need not stop `make run`: WEB_PORT=8123 make run."""
+    [web] = [line.split(":", 1)[1] for line in (ROOT / "Procfile").read_text().splitlines() if line.startswith("web:")]
+    clean = {key: value for key, value in os.environ.items() if key != "WEB_PORT"}
+    shown = subprocess.run(
+        [shutil.which("sh"), "-c", f"echo {web}"],
+        env={**clean, **environment},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert shown.stdout.split()[-1] == address
