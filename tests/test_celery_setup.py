@@ -68,6 +68,11 @@ def test_workers_and_beat_try_to_reach_a_broker_that_went_away_for_as_long_as_it
     assert app.conf.broker_connection_max_retries is None
 
 
+def test_what_a_task_prints_is_logged_as_information_not_as_a_warning():
+    assert DEFAULTS["worker_redirect_stdouts_level"] == "WARNING"
+    assert app.conf.worker_redirect_stdouts_level == "INFO"
+
+
 def test_beat_uses_django_celery_beats_database_scheduler():
     assert issubclass(symbol_by_name(app.conf.beat_scheduler), DatabaseScheduler)
 

@@ -386,3 +386,5 @@ LOGGING = {
 }
 # Workers log through the configuration above, not Celery's own.
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+# What a task prints (the console email backend writes each email out) is not a warning.
+CELERY_WORKER_REDIRECT_STDOUTS_LEVEL = "INFO"
