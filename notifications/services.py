@@ -965,12 +965,17 @@ def suppressions_of(notifications: list[Notification]) -> list[Suppression]:
 def suppressions_lift_on_resend(notifications: list[Notification], *, by) -> list[Suppression]:
     """An operator sends refused notifications again (requeue, resend): the suppressions their
     own refusal made go with it, recorded in the admin's history. One an operator added (the
-    customer asked) stays: it is lifted only in its own right."""
-    lifted = list(
-        Suppression.objects.filter(
-            notification__in=[notification.pk for notification in notifications], created_by__isnull=True
+    customer asked) stays: it is lifted only in its own right. So does one of an address the
+    notification was corrected away from: it is sent elsewhere now, and the refused address
+    may still be another order's."""
+    refused_here = Q(pk__in=[])
+    for notification in notifications:
+        refused_here |= Q(
+            notification=notification.pk,
+            channel=notification.channel,
+            recipient=suppression_key(notification.recipient),
         )
-    )
+    lifted = list(Suppression.objects.filter(refused_here, created_by__isnull=True))
     if lifted:
         if by is not None:
             LogEntry.objects.log_actions(

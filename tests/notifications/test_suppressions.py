@@ -105,6 +105,28 @@ def test_resending_the_refused_one_itself_lifts_what_its_refusal_made(suppressed
     assert send(suppressed) == "sent"
 
 
+@pytest.mark.parametrize("how", ["resend", "requeue"])
+def test_sending_it_again_to_a_corrected_recipient_keeps_the_refused_one_suppressed(
+    suppressed, shop, staff, scripted, how, django_capture_on_commit_callbacks
+):
+    """The refused number may still be the customer's on another order: it stays suppressed."""
+    services.notification_correct_recipient(
+        notification_id=suppressed.pk, recipient="+14155552671", reason="a typo in the number", by=staff
+    )
+    with django_capture_on_commit_callbacks(execute=True):
+        if how == "resend":
+            services.notification_resend(notification_id=suppressed.pk, by=staff)
+        else:
+            dead_letters.dead_letters_requeue(ids=[DeadLetter.objects.get().pk], by=staff)
+    assert send(suppressed) == "sent"
+    assert list(Suppression.objects.values_list("recipient", flat=True)) == [PHONE]
+    later = sms_of(place_order(owner=shop))  # the same refused number
+    assert send(later) == "skipped"
+    later.refresh_from_db()
+    assert (later.status, later.last_error_code) == ("cancelled", "suppressed")
+    assert scripted.sent == [("+14155552671", suppressed.body)]
+
+
 def test_requeueing_records_the_lifting_in_the_admin_history(suppressed, staff, django_capture_on_commit_callbacks):
     suppression = Suppression.objects.get()
     with django_capture_on_commit_callbacks(execute=True):
