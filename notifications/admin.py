@@ -553,8 +553,22 @@ class DeadLetterAdmin(PipelineRowAdmin):
                 return None
             return redirect("admin:notifications_deadletter_batch", batch.pk)
         outcome = dead_letters.dead_letters_requeue(ids=ids, by=request.user)
-        done = f"{outcome.requeued} dead letter(s) requeued." if outcome.requeued else ""
-        self.report(request, done, outcome.skipped)
+        # Published as each chunk commits; a notification still pending with a lease after that
+        # was not handed to the broker (away). Inside an outer transaction nothing is known yet.
+        waiting = 0
+        if not connection.in_atomic_block:
+            waiting = Notification.objects.filter(
+                pk__in=outcome.notification_ids, status=NotificationStatus.PENDING, stale_after__isnull=False
+            ).count()
+        done = outcome.requeued - waiting
+        self.report(request, f"{done} dead letter(s) requeued." if done else "", outcome.skipped)
+        if waiting:
+            self.message_user(
+                request,
+                f"{waiting} requeued dead letter(s) could not be handed to the broker now; "
+                "the sweep sends them once it is back.",
+                messages.WARNING,
+            )
         return None
 
     @admin.action(description="Discard selected dead letters", permissions=["discard"])

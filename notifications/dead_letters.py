@@ -48,6 +48,7 @@ BATCH_TASK = "notifications.tasks.requeue_dead_letter_batch"
 class RequeueOutcome:
     requeued: int = 0
     skipped: dict[int, str] = field(default_factory=dict)  # dead letter id -> why it was left alone
+    notification_ids: list[int] = field(default_factory=list)  # of the requeued dead letters
 
 
 def dead_letters_requeue(*, ids: list[int], by) -> RequeueOutcome:
@@ -115,6 +116,7 @@ def dead_letters_requeue(*, ids: list[int], by) -> RequeueOutcome:
                         suppression_lifted=(letter.notification_id in lifted_for) or None,
                     )
         outcome.requeued += len(eligible)
+        outcome.notification_ids += [letter.notification_id for letter in eligible if letter.notification_id]
     return outcome
 
 

@@ -341,6 +341,29 @@ def test_a_resend_with_the_broker_away_says_the_sweep_will_send_it(client, lette
     assert Notification.objects.get(pk=notification_id).status == "pending"
 
 
+@pytest.mark.django_db(transaction=True)  # as a request runs: the publish follows each chunk's commit
+def test_a_requeue_with_the_broker_away_says_the_sweep_will_send_it(client, letters, monkeypatch):
+    operator_with(client, "view_deadletter", "requeue_deadletter")
+
+    def away(messages):
+        raise services.broker.BrokerUnavailable("connection refused")
+
+    monkeypatch.setattr(services.broker, "publish_many", away)
+    response = client.post(
+        LIST, {"action": "requeue_selected", "_selected_action": [letters[0].pk, letters[1].pk]}, follow=True
+    )
+    said = messages_of(response)
+    assert not any("requeued." in message for message in said), said
+    assert "2 requeued dead letter(s) could not be handed to the broker now; the sweep sends them once it is back." in (
+        said
+    )
+    assert set(
+        Notification.objects.filter(pk__in=[letters[0].notification_id, letters[1].notification_id]).values_list(
+            "status", flat=True
+        )
+    ) == {"pending"}
+
+
 @pytest.mark.django_db(transaction=True)
 def test_a_resend_a_worker_took_at_once_to_wait_for_an_earlier_one_is_not_reported_unpublished(
     client, shop, scripted, monkeypatch
