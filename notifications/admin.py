@@ -7,7 +7,7 @@ from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.contrib.admin.options import IncorrectLookupParameters
-from django.contrib.admin.views.main import ChangeList
+from django.contrib.admin.views.main import ERROR_FLAG, ChangeList
 from django.core.exceptions import PermissionDenied
 from django.db import connection, transaction
 from django.db.models import Q, Value
@@ -585,6 +585,12 @@ class DeadLetterAdmin(PipelineRowAdmin):
     # --- pages ---
 
     def changelist_view(self, request, extra_context=None):
+        if request.method == "GET" and ERROR_FLAG in request.GET:  # where Django sends a list it could not filter
+            self.message_user(
+                request,
+                "The list could not apply the filters it was given, and shows every dead letter instead.",
+                messages.WARNING,
+            )
         extra_context = {**(extra_context or {}), "can_requeue": self.has_requeue_permission(request)}
         return super().changelist_view(request, extra_context)
 
@@ -610,6 +616,14 @@ class DeadLetterAdmin(PipelineRowAdmin):
         if request.method != "POST":
             return redirect(filtered_url)
         filters = request.GET.urlencode() or "no filter"
+        if ERROR_FLAG in request.GET:  # the list dropped filters it could not apply, and shows every row
+            self.message_user(
+                request,
+                "Nothing was frozen: the list could not apply the filters it was given and shows every dead "
+                "letter; choose the filters again.",
+                messages.ERROR,
+            )
+            return redirect(changelist_url)
         search = self.get_changelist(request).search_form_class(request.GET)
         if not search.is_valid():  # the changelist would drop the search and match every row
             reasons = "; ".join(error for errors in search.errors.values() for error in errors)

@@ -540,6 +540,17 @@ def test_requeue_matching_freezes_nothing_for_filters_it_cannot_apply(client, le
     assert not any("Choices are" in message for message in messages_of(response))  # nor every field there is
 
 
+def test_a_list_that_dropped_its_filters_says_so_and_requeues_nothing_from_them(client, letters):
+    """Django sends a list it cannot filter to ?e=1 with every row: "all matching" was all."""
+    operator_with(client, "view_deadletter", "requeue_deadletter")
+    listed = client.get(LIST, {"last_failed_at__gte": "garbage"}, follow=True)
+    assert listed.redirect_chain[-1][0].endswith("?e=1")
+    assert "could not apply the filters it was given" in " ".join(messages_of(listed))
+    response = client.post(f"{LIST}requeue-matching/?e=1", follow=True)
+    assert not RequeueBatch.objects.exists()
+    assert any(message.startswith("Nothing was frozen: the list could not apply") for message in messages_of(response))
+
+
 def test_an_action_posted_by_staff_who_may_not_see_the_list_is_forbidden(client, letters):
     operator_with(client, "view_notification")
     response = client.post(LIST, {"action": "discard_selected", "_selected_action": [letters[0].pk]})
