@@ -615,7 +615,9 @@ class DeadLetterAdmin(PipelineRowAdmin):
         filtered_url = f"{changelist_url}?{request.GET.urlencode()}" if request.GET else changelist_url
         if request.method != "POST":
             return redirect(filtered_url)
-        filters = request.GET.urlencode() or "no filter"
+        # As the operator reads them: q=+1415..., not q=%2B1415...
+        filters = ", ".join(f"{name}={value}" for name, values in request.GET.lists() for value in values)
+        filters = filters or "no filter"
         if ERROR_FLAG in request.GET:  # the list dropped filters it could not apply, and shows every row
             self.message_user(
                 request,

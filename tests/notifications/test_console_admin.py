@@ -232,6 +232,7 @@ def test_requeue_all_matching_freezes_the_set_then_hands_it_to_a_task(
     batch = RequeueBatch.objects.get()
     assert response.url == f"{LIST}requeue-batch/{batch.pk}/"
     assert sorted(batch.dead_letter_ids) == sorted(letter.pk for letter in letters)
+    assert batch.description == "matching queue__exact=sms, status__exact=dead"
 
     with django_capture_on_commit_callbacks(execute=False):
         late = send_into_dead_letter(place_order(owner=shop, customer_email=""))  # dies after the page was shown
@@ -538,6 +539,12 @@ def test_requeue_matching_freezes_nothing_for_filters_it_cannot_apply(client, le
     assert any(says in message for message in messages_of(response)), messages_of(response)
     assert not any("['" in message for message in messages_of(response))  # words, not a Python list
     assert not any("Choices are" in message for message in messages_of(response))  # nor every field there is
+
+
+def test_a_batch_describes_a_search_as_it_was_typed(client, letters):
+    operator_with(client, "view_deadletter", "requeue_deadletter")
+    client.post(f"{LIST}requeue-matching/?q=%2B12025550003&queue__exact=sms")
+    assert RequeueBatch.objects.get().description == "matching q=+12025550003, queue__exact=sms"
 
 
 def test_a_list_that_dropped_its_filters_says_so_and_requeues_nothing_from_them(client, letters):
