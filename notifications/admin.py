@@ -37,6 +37,7 @@ from orderflow.admin import (
     LinksOnlyWhereAllowed,
     ReadOnlyInline,
     RefusedActionsNamed,
+    refused_as_too_many,
     report_outcome,
 )
 from orderflow.errors import ApplicationError, Conflict, first_line
@@ -256,6 +257,8 @@ class NotificationAdmin(PipelineRowAdmin):
 
     @admin.action(description="Send selected notifications again", permissions=["resend"])
     def resend_selected(self, request, queryset):
+        if refused_as_too_many(self, request, queryset, what="notifications"):
+            return
         done, waiting, refused = 0, 0, []
         selection = list(queryset.order_by("pk").values_list("pk", "status"))
         for notification_id, status in selection:
@@ -291,6 +294,8 @@ class NotificationAdmin(PipelineRowAdmin):
 
     @admin.action(description="Cancel selected notifications", permissions=["cancel"])
     def cancel_selected(self, request, queryset):
+        if refused_as_too_many(self, request, queryset, what="notifications"):
+            return
         done, refused = 0, []
         for notification_id in queryset.order_by("pk").values_list("pk", flat=True):
             try:

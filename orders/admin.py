@@ -2,7 +2,13 @@ from django.contrib import admin, messages
 from django.db.models import Count
 from django.shortcuts import redirect
 
-from orderflow.admin import LinksOnlyWhereAllowed, ReadOnlyInline, RefusedActionsNamed, report_outcome
+from orderflow.admin import (
+    LinksOnlyWhereAllowed,
+    ReadOnlyInline,
+    RefusedActionsNamed,
+    refused_as_too_many,
+    report_outcome,
+)
 from orderflow.errors import ApplicationError
 from orders import services
 from orders.models import ChangeSource, Order, OrderItem, OrderStatus, OrderStatusChange
@@ -38,6 +44,8 @@ class OrderStatusChangeInline(ReadOnlyInline):
 
 def _transition_action(to_status: str):
     def move(modeladmin, request, queryset):
+        if refused_as_too_many(modeladmin, request, queryset, what="orders"):
+            return
         moved, refused = 0, []
         # One transaction per order, in id order, so concurrent bulk actions lock alike.
         for order_id in queryset.order_by("pk").values_list("pk", flat=True):

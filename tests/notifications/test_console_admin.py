@@ -563,3 +563,18 @@ def test_an_action_posted_by_staff_who_may_not_see_the_list_is_forbidden(client,
     response = client.post(LIST, {"action": "discard_selected", "_selected_action": [letters[0].pk]})
     assert response.status_code == 403
     assert set(DeadLetter.objects.values_list("status", flat=True)) == {"dead"}
+
+
+@pytest.mark.parametrize("action", ["resend_selected", "cancel_selected"])
+def test_an_action_on_more_notifications_than_a_request_can_take_changes_none(client, letters, monkeypatch, action):
+    monkeypatch.setattr("orderflow.admin.ROW_BY_ROW_ACTION_LIMIT", 2)
+    operator_with(client, "view_notification", "resend_notification", "cancel_notification", "requeue_deadletter")
+    selected = [letter.notification_id for letter in letters[:3]]
+    before = list(Notification.objects.filter(pk__in=selected).order_by("pk").values_list("status", flat=True))
+    response = client.post("/admin/notifications/notification/", {"action": action, "_selected_action": selected})
+    said = messages_of(response)
+    assert said == [
+        "3 notifications are selected; this action takes at most 2 at a time. "
+        "Nothing was changed: narrow the list with its filters, or select fewer."
+    ]
+    assert list(Notification.objects.filter(pk__in=selected).order_by("pk").values_list("status", flat=True)) == before

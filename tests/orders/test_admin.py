@@ -2,6 +2,7 @@ import pytest
 from django.contrib.auth.models import Permission
 from django.contrib.messages import get_messages
 
+from orders.models import Order
 from tests.factories import UserFactory, place_order
 
 pytestmark = pytest.mark.django_db
@@ -159,3 +160,20 @@ def test_a_post_to_the_order_page_says_nothing_can_be_saved_there(client, operat
     ]
     order.refresh_from_db()
     assert order.customer_name == "Ada Lovelace"
+
+
+def test_a_transition_of_more_orders_than_a_request_can_take_changes_none_and_says_so(
+    client, operator, shop, monkeypatch
+):
+    monkeypatch.setattr("orderflow.admin.ROW_BY_ROW_ACTION_LIMIT", 2)
+    orders = [place_order(owner=shop) for _ in range(3)]
+    response = client.post(
+        CHANGELIST, {"action": "mark_confirmed", "_selected_action": [order.pk for order in orders]}, follow=True
+    )
+    assert messages_of(response) == [
+        "3 orders are selected; this action takes at most 2 at a time. "
+        "Nothing was changed: narrow the list with its filters, or select fewer."
+    ]
+    assert set(Order.objects.values_list("status", flat=True)) == {"pending"}
+    client.post(CHANGELIST, {"action": "mark_confirmed", "_selected_action": [order.pk for order in orders[:2]]})
+    assert Order.objects.filter(status="confirmed").count() == 2
