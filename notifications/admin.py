@@ -41,7 +41,7 @@ from orderflow.admin import (
     report_outcome,
 )
 from orderflow.errors import ApplicationError, Conflict, first_line
-from orderflow.masking import mask_recipient
+from orderflow.masking import mask_recipient, mask_text
 from orderflow.middleware import is_bad_filter_error
 from orderflow.parsers import whole_number
 
@@ -459,7 +459,8 @@ class DeadLetterAdmin(PipelineRowAdmin):
 
     @admin.display(description="reason")
     def short_reason(self, letter):
-        return Truncator(letter.message).chars(80)
+        # A provider's error may quote the recipient: masked here as in the recipient column.
+        return Truncator(mask_text(letter.message)).chars(80)
 
     @admin.display(description="recipient")
     def masked_recipient(self, letter):
@@ -749,7 +750,7 @@ class SuppressionAdmin(LinksOnlyWhereAllowed, RefusedActionsNamed, admin.ModelAd
 
     @admin.display(description="reason")
     def short_reason(self, suppression):
-        return Truncator(suppression.reason).chars(80)
+        return Truncator(mask_text(suppression.reason)).chars(80)
 
     def save_model(self, request, obj, form, change):
         try:

@@ -55,6 +55,21 @@ def test_list_shows_masked_recipients_and_reasons_without_n_plus_one(client, let
     assert "Twilio 21211: invalid number" in page
 
 
+def test_pages_listing_many_letters_mask_a_recipient_the_provider_quoted(client, letters, shop):
+    operator_with(client, "view_deadletter", "requeue_deadletter")
+    quoted = "The 'To' number +12025550000 is not valid; ops@shop.example was told"
+    DeadLetter.objects.filter(pk__in=[letter.pk for letter in letters]).update(message=quoted)
+    batch = RequeueBatch.objects.create(dead_letter_ids=[letters[0].pk], description="one", created_by=shop)
+    for url in (LIST, f"{LIST}by-cause/", f"{LIST}requeue-batch/{batch.pk}/"):
+        page = client.get(url).content.decode()
+        assert "+12***00 is not valid; o***@shop.example" in page, url
+        assert "+12025550000" not in page and "ops@" not in page, url
+    # One letter's own page shows the message whole: the operator opened it to read it.
+    assert (
+        "+12025550000 is not valid; ops@shop.example" in client.get(f"{LIST}{letters[0].pk}/change/").content.decode()
+    )
+
+
 @pytest.mark.parametrize(
     "query",
     [
