@@ -663,6 +663,10 @@ class DeadLetterAdmin(PipelineRowAdmin):
         batch = get_object_or_404(RequeueBatch, pk=batch_id)
         if request.method == "POST":
             try:
+                if "cancel" in request.POST:
+                    dead_letters.requeue_batch_cancel(batch_id=batch.pk, by=request.user)
+                    self.message_user(request, "Cancelled: nothing was requeued.", messages.SUCCESS)
+                    return redirect("admin:notifications_deadletter_changelist")
                 dead_letters.requeue_batch_confirm(batch_id=batch.pk, by=request.user)
                 self.message_user(
                     request, f"Requeueing {batch.size} dead letter(s) in the background.", messages.SUCCESS
@@ -780,10 +784,11 @@ class RequeueBatchAdmin(PipelineRowAdmin):
         "created_by",
         "created_at",
         "confirmed_by",
+        "cancelled_by",
         "finished_at",
     ]
     list_filter = ["status", "created_at"]
-    list_select_related = ["created_by", "confirmed_by"]
+    list_select_related = ["created_by", "confirmed_by", "cancelled_by"]
     fields = [
         "description",
         "status",
@@ -793,6 +798,7 @@ class RequeueBatchAdmin(PipelineRowAdmin):
         "created_at",
         "confirmed_by",
         "confirmed_at",
+        "cancelled_by",
         "progress_at",
         "finished_at",
     ]

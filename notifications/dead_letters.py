@@ -151,6 +151,8 @@ def requeue_batch_confirm(*, batch_id: int, by) -> RequeueBatch:
         batch = RequeueBatch.objects.select_for_update().filter(pk=batch_id).first()
         if batch is None:
             raise NotFound(f"Requeue batch {batch_id} does not exist.")
+        if batch.status == RequeueBatch.Status.CANCELLED:
+            raise Conflict("This requeue was cancelled, so nothing was requeued; freeze the dead letters again.")
         if batch.status != RequeueBatch.Status.AWAITING_CONFIRMATION:
             raise Conflict(f"This requeue was already confirmed ({batch.get_status_display()}).")
         batch.status, batch.confirmed_by = RequeueBatch.Status.RUNNING, by
@@ -163,6 +165,21 @@ def requeue_batch_confirm(*, batch_id: int, by) -> RequeueBatch:
             status=RequeueBatch.Status.AWAITING_CONFIRMATION, confirmed_by=None, confirmed_at=None, progress_at=None
         )
         raise Conflict("The broker is unavailable, so nothing was requeued; try again when it is back.") from None
+    return batch
+
+
+def requeue_batch_cancel(*, batch_id: int, by) -> RequeueBatch:
+    """Call off a frozen set before anyone confirms it: it can no longer be confirmed."""
+    with transaction.atomic():
+        batch = RequeueBatch.objects.select_for_update().filter(pk=batch_id).first()
+        if batch is None:
+            raise NotFound(f"Requeue batch {batch_id} does not exist.")
+        if batch.status == RequeueBatch.Status.CANCELLED:
+            raise Conflict("This requeue was already cancelled.")
+        if batch.status != RequeueBatch.Status.AWAITING_CONFIRMATION:
+            raise Conflict(f"This requeue was already confirmed ({batch.get_status_display()}), so it goes on.")
+        batch.status, batch.cancelled_by, batch.finished_at = RequeueBatch.Status.CANCELLED, by, timezone.now()
+        batch.save(update_fields=["status", "cancelled_by", "finished_at"])
     return batch
 
 

@@ -310,6 +310,7 @@ class RequeueBatch(models.Model):
         AWAITING_CONFIRMATION = "awaiting", "awaiting confirmation"
         RUNNING = "running"
         DONE = "done"
+        CANCELLED = "cancelled"
 
     description = models.CharField(max_length=500)
     dead_letter_ids = models.JSONField(default=list)
@@ -323,6 +324,10 @@ class RequeueBatch(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
     )
     confirmed_at = models.DateTimeField(null=True, blank=True)
+    # Or the operator who called it off instead (finished_at is then when): nothing was requeued.
+    cancelled_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
     # The run's last sign of life (the confirmation, then each chunk done): a running batch quiet
     # for longer than NOTIFICATIONS_STUCK_AFTER lost its run, and the sweep starts it again.
     progress_at = models.DateTimeField("last progress", null=True, blank=True)

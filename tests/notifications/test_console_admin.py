@@ -263,6 +263,36 @@ def test_requeue_all_matching_freezes_the_set_then_hands_it_to_a_task(
     assert "Requeued 5, left alone 0" in client.get(response.url).content.decode()
 
 
+def test_a_cancelled_batch_requeues_nothing_and_cannot_be_confirmed_later(client, letters, published, shop):
+    user = operator_with(client, "view_deadletter", "requeue_deadletter")
+    response = client.post(f"{LIST}requeue-matching/?status__exact=dead")
+    batch_url = response.url
+    assert 'name="cancel"' in client.get(batch_url).content.decode()
+
+    cancelled = client.post(batch_url, {"cancel": "Cancel"}, follow=True)
+    assert "Cancelled: nothing was requeued." in messages_of(cancelled)
+    batch = RequeueBatch.objects.get()
+    assert (batch.status, batch.cancelled_by, batch.confirmed_by) == ("cancelled", user, None)
+    page = client.get(batch_url).content.decode()
+    assert "<strong>cancelled</strong>" in page and "Nothing was requeued." in page
+    assert 'value="Requeue' not in page and 'name="cancel"' not in page
+
+    # The page kept open in another tab, confirmed after the cancel.
+    confirmed = client.post(batch_url, follow=True)
+    assert "This requeue was cancelled, so nothing was requeued; freeze the dead letters again." in messages_of(
+        confirmed
+    )
+    assert RequeueBatch.objects.get().status == "cancelled"
+    assert not any(task == "notifications.tasks.requeue_dead_letter_batch" for task, _, _ in published)
+    assert set(DeadLetter.objects.values_list("status", flat=True)) == {"dead"}
+    again = client.post(batch_url, {"cancel": "Cancel"}, follow=True)
+    assert "This requeue was already cancelled." in messages_of(again)
+    running = RequeueBatch.objects.create(dead_letter_ids=[letters[0].pk], created_by=shop, status="running")
+    late = client.post(f"{LIST}requeue-batch/{running.pk}/", {"cancel": "Cancel"}, follow=True)
+    assert "This requeue was already confirmed (Running), so it goes on." in messages_of(late)
+    assert RequeueBatch.objects.get(pk=running.pk).status == "running"
+
+
 def test_a_batch_of_one_reads_in_the_singular(client, letters, shop):
     operator_with(client, "view_deadletter", "requeue_deadletter")
     batch = RequeueBatch.objects.create(dead_letter_ids=[letters[0].pk], description="one", created_by=shop)
