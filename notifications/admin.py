@@ -191,7 +191,10 @@ class NotificationAdmin(PipelineRowAdmin):
         number = number_searched(term)
         if number is not None:
             return queryset.filter(Q(pk=number) | Q(order_id=number)), False
-        return queryset.filter(sent_to(term) | Q(provider_message_id=term)), False
+        # An email's Message-ID is stored in its angle brackets; a mail log quotes it with or without.
+        bare = term.strip("<>")
+        message_ids = {term, bare, f"<{bare}>"}
+        return queryset.filter(sent_to(term) | Q(provider_message_id__in=message_ids)), False
 
     def get_urls(self):
         custom = [

@@ -39,6 +39,20 @@ def test_notifications_are_found_by_their_order_number_as_the_list_shows_it(clie
     assert len([row for row in found.result_list if row.order_id == wanted.pk]) == 2  # its SMS and email
 
 
+@pytest.mark.parametrize(
+    ("stored", "written"),
+    [
+        ("<a1b2c3@orderflow.example>", "<a1b2c3@orderflow.example>"),
+        ("<a1b2c3@orderflow.example>", "a1b2c3@orderflow.example"),
+        ("SM0123456789abcdef0123456789abcdef", "SM0123456789abcdef0123456789abcdef"),
+    ],
+)
+def test_notifications_are_found_by_the_provider_id_as_a_mail_log_quotes_it(client, operator, orders, stored, written):
+    Notification.objects.filter(pk=orders[2].notifications.first().pk).update(provider_message_id=stored)
+    found = client.get("/admin/notifications/notification/", {"q": written}).context["cl"].result_list
+    assert [row.provider_message_id for row in found] == [stored]
+
+
 @pytest.mark.parametrize("written", ["+14155550100", "+1 (415) 555-0100", "+1 415 555 0100 "])
 def test_notifications_and_dead_letters_are_found_by_a_phone_written_any_way(
     client, operator, shop, published, scripted, written
