@@ -75,3 +75,13 @@ class MaskingFilter(logging.Filter):
             if isinstance(value, str) and name not in RECORD_ATTRIBUTES and name not in UNMASKED_FIELDS:
                 setattr(record, name, mask_text(value))
         return True
+
+
+class ClientErrorWithoutTraceback(logging.Filter):
+    """On django.request: a 4xx (a 403 for a missing permission, a 404) is the client's doing,
+    logged as one line; Django passes the exception along and it printed as a traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, "status_code", 500) < 500:
+            record.exc_info = record.exc_text = None
+        return True

@@ -1,10 +1,15 @@
 import logging
 import logging.config
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
 from orderflow.masking import MaskingFilter, mask_recipient, mask_text
 
+ROOT = Path(__file__).resolve().parents[1]
 PHONE, EMAIL = "+14155550123", "ada.lovelace@example.com"
 
 
@@ -90,3 +95,33 @@ def test_the_development_servers_request_lines_pass_the_mask(settings):
     server = logging.getLogger("django.server")
     assert server.handlers and not server.propagate
     assert all(any(isinstance(found, MaskingFilter) for found in handler.filters) for handler in server.handlers)
+
+
+def test_a_request_warning_prints_once_masked_and_a_403_without_a_traceback():
+    """Under DJANGO_DEBUG=true too, where Django adds a console handler of its own."""
+    code = (
+        "import logging\n"
+        "from django.core.exceptions import PermissionDenied\n"
+        "from django.test import RequestFactory\n"
+        "from django.core.handlers.exception import response_for_exception\n"
+        "request = RequestFactory().get('/admin/orders/order/')\n"
+        "try:\n"
+        "    raise PermissionDenied\n"
+        "except PermissionDenied as error:\n"
+        "    response_for_exception(request, error)\n"
+        "logging.getLogger('django.request').warning('Bad Request: %s', '/api/orders/?q=+14155550111')\n"
+    )
+    env = {key: value for key, value in os.environ.items() if not key.startswith("PYTEST")}
+    result = subprocess.run(
+        [sys.executable, "manage.py", "shell", "-c", code],
+        cwd=ROOT,
+        env={**env, "DJANGO_DEBUG": "true", "LOG_FORMAT": "plain"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    lines = result.stderr.strip().splitlines()
+    assert [line.partition(" WARNING ")[2] for line in lines] == [
+        "django.request Forbidden (Permission denied): /admin/orders/order/",
+        "django.request Bad Request: /api/orders/?q=+14***11",
+    ], result.stderr

@@ -365,7 +365,10 @@ if LOG_FORMAT not in ("plain", "json"):
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"mask": {"()": "orderflow.masking.MaskingFilter"}},
+    "filters": {
+        "mask": {"()": "orderflow.masking.MaskingFilter"},
+        "client_error_plain": {"()": "orderflow.masking.ClientErrorWithoutTraceback"},
+    },
     "formatters": {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
         "json": {
@@ -377,6 +380,10 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT, "filters": ["mask"]}},
     "root": {"handlers": ["console"], "level": parse_log_level("LOG_LEVEL", env.str("LOG_LEVEL", default="INFO"))},
     "loggers": {
+        # Only through the masked handler above: Django's own console handler (under DEBUG)
+        # printed every warning a second time, unmasked.
+        "django": {"handlers": [], "level": "INFO", "propagate": True},
+        "django.request": {"filters": ["client_error_plain"]},
         # The twilio library logs each request's parameters (numbers, texts) at INFO.
         "twilio": {"level": "WARNING"},
         # The development server's request lines (make run's web process): masked like the rest,
