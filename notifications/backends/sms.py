@@ -143,6 +143,12 @@ class TwilioBackend:
                 TwilioRestException(error.status, error.uri, msg=error.detail or error.title, code=error.code),
                 retry_after=retry_after_seconds(http_client.last_response),
             ) from error
+        except urllib3.exceptions.ReadTimeoutError as error:
+            # The request went out: Twilio may have taken it. Retried as any network error (README: Never twice).
+            raise TransientDeliveryError(
+                f"Twilio did not answer within {TWILIO_TIMEOUT_SECONDS:g} s at {settings.TWILIO_API_BASE_URL}",
+                code="timeout",
+            ) from error
         except urllib3.exceptions.HTTPError as error:
             raise TransientDeliveryError(
                 f"Twilio unreachable at {settings.TWILIO_API_BASE_URL}: {error.__class__.__name__}", code="network"

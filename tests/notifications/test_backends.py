@@ -13,6 +13,7 @@ from django.core.exceptions import ImproperlyConfigured
 from twilio.base.exceptions import TwilioRestException
 
 from notifications import services
+from notifications.backends import sms
 from notifications.backends import smtp as bounded_smtp
 from notifications.backends.email import EmailBackend, classify_smtp_reply
 from notifications.backends.sms import TwilioBackend, classify_twilio_error
@@ -271,6 +272,18 @@ def twilio_over_tls(settings, tmp_path, monkeypatch):
     settings.TWILIO_FROM_NUMBER = "+15005550006"
     yield server, certificate
     server.stop()
+
+
+def test_twilio_taking_the_request_and_not_answering_is_a_timeout(settings, monkeypatch):
+    listener = socket.create_server(("127.0.0.1", 0))  # accepts (the kernel's backlog), never answers
+    monkeypatch.setattr(sms, "TWILIO_TIMEOUT_SECONDS", 0.3)
+    settings.TWILIO_API_BASE_URL = f"http://127.0.0.1:{listener.getsockname()[1]}"
+    with listener, pytest.raises(TransientDeliveryError) as raised:
+        TwilioBackend().send(recipient="+14155552671", body="hello")
+    assert (raised.value.code, raised.value.message) == (
+        "timeout",
+        f"Twilio did not answer within 0.3 s at {settings.TWILIO_API_BASE_URL}",
+    )
 
 
 def test_twilio_backend_verifies_tls_with_the_environments_ca_bundle(twilio_over_tls, monkeypatch):
