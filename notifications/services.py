@@ -1138,17 +1138,12 @@ def notification_record_receipt_later(
     if tries >= len(RECEIPT_RETRY_SECONDS):
         logger.warning("receipt for unknown message %s dropped after %d tries", described, tries + 1)
         return False
-    try:
-        broker.publish(
-            RECORD_RECEIPT_TASK,
-            args=[provider_message_id, provider_status, error_code],
-            kwargs={"tries": tries + 1},
-            countdown=RECEIPT_RETRY_SECONDS[tries],
-        )
-    except broker.BrokerUnavailable as error:
+    error = _publish_receipt(
+        (provider_message_id, provider_status, error_code), tries=tries + 1, countdown=RECEIPT_RETRY_SECONDS[tries]
+    )
+    if error:
         logger.warning("receipt for unknown message %s not tried again: %s", described, error)
-        return False
-    return True
+    return error is None
 
 
 def notification_record_receipt_when_database_back(
@@ -1157,17 +1152,25 @@ def notification_record_receipt_when_database_back(
     """Hand a receipt the database could not take to a worker, which applies it once the
     database is back; False, logged, when the broker does not take it either."""
     described = f"{provider_message_id} ({provider_status})"
-    try:
-        broker.publish(
-            RECORD_RECEIPT_TASK,
-            args=[provider_message_id, provider_status, error_code],
-            countdown=RECEIPT_DATABASE_WAIT_SECONDS,
-        )
-    except broker.BrokerUnavailable as error:
+    error = _publish_receipt(
+        (provider_message_id, provider_status, error_code), countdown=RECEIPT_DATABASE_WAIT_SECONDS
+    )
+    if error:
         logger.error("receipt for %s lost: the database and the broker are unavailable (%s)", described, error)
         return False
     logger.warning("database unavailable: receipt for %s handed to a worker to apply when it is back", described)
     return True
+
+
+def _publish_receipt(receipt: tuple[str, str, str], *, countdown: float, tries: int = 0):
+    """Hand a receipt to record_receipt after `countdown` seconds; the broker's error if it did not take it."""
+    try:
+        broker.publish(
+            RECORD_RECEIPT_TASK, args=list(receipt), kwargs={"tries": tries} if tries else None, countdown=countdown
+        )
+    except broker.BrokerUnavailable as error:
+        return error
+    return None
 
 
 # --- operators ------------------------------------------------------------------------------
