@@ -24,7 +24,7 @@ os.environ.update(
         "DJANGO_SETTINGS_MODULE": "orderflow.settings.local",
         # As deployed: DEBUG on would keep every query in memory.
         "DJANGO_DEBUG": "false",
-        "DJANGO_SECRET_KEY": "scale-bench-only-not-a-secret",
+        "DJANGO_SECRET_KEY": "scale-bench-only-not-a-secret-0123456789-abcdefghijklmnopqrstuvwxyz",
         "DJANGO_ALLOWED_HOSTS": "localhost,127.0.0.1,testserver",
         "DATABASE_URL": f"{POSTGRES}/{DATABASE_NAME}",
         "CELERY_BROKER_URL": "redis://127.0.0.1:6379/9",

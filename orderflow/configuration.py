@@ -284,6 +284,25 @@ def check_not_placeholder(variable: str, value: str) -> str:
     return value
 
 
+# Django's own bar for a key (check --deploy, security.W009): anything shorter or plainer can be guessed.
+SECRET_KEY_MIN_LENGTH = 50
+SECRET_KEY_MIN_DIFFERENT_CHARACTERS = 5
+
+
+def check_secret_key(variable: str, value: str) -> str:
+    """A key long and varied enough to sign sessions and tokens with, for DEBUG off."""
+    if value.startswith("django-insecure-"):
+        raise ConfigurationError(variable, "is one startproject made for development; set a secret of your own")
+    if len(value) < SECRET_KEY_MIN_LENGTH or len(set(value)) < SECRET_KEY_MIN_DIFFERENT_CHARACTERS:
+        raise ConfigurationError(
+            variable,
+            f"is too easy to guess ({len(value)} characters, {len(set(value))} different); set at least "
+            f"{SECRET_KEY_MIN_LENGTH} random characters, e.g. from "
+            "python -c 'import secrets; print(secrets.token_urlsafe(50))'",
+        )
+    return value
+
+
 def check_email_address(variable: str, value: str) -> str:
     """An address to send from, bare or with a name (`Shop <orders@shop.example>`)."""
     _, address = parseaddr(value)

@@ -21,6 +21,8 @@ from tests.processes import run_deployed, unreachable_database_url, web_command
 from tests.test_deployment import EXAMPLE_ENV
 
 ROOT = Path(__file__).resolve().parent.parent
+# Long and varied enough for DEBUG off (orderflow.configuration.check_secret_key).
+SECRET_KEY = "test-only-not-a-secret-0123456789-abcdefghijklmnopqrstuvwxyz"
 # A SID of the form Twilio issues (not a real account).
 TWILIO_ACCOUNT_SID = "AC" + "0123456789abcdef" * 2
 
@@ -77,8 +79,32 @@ def test_production_settings_run_with_debug_off_unless_told(tmp_path):
     assert refused.stderr.strip().splitlines() == [
         "orderflow: configuration error: DJANGO_SECRET_KEY: must be set (not empty) when DJANGO_DEBUG is false"
     ]
-    assert run(DJANGO_SECRET_KEY="k" * 60).stdout.splitlines()[-1] == "DEBUG False"
+    assert run(DJANGO_SECRET_KEY=SECRET_KEY).stdout.splitlines()[-1] == "DEBUG False"
     assert run(DJANGO_DEBUG="true").stdout.splitlines()[-1] == "DEBUG True"
+
+
+@pytest.mark.parametrize(
+    ("key", "said"),
+    [
+        ("short", "is too easy to guess (5 characters, 5 different)"),
+        ("k" * 60, "is too easy to guess (60 characters, 1 different)"),
+        ("django-insecure-" + SECRET_KEY, "is one startproject made for development"),
+    ],
+)
+def test_a_key_anyone_could_guess_stops_production_settings_with_one_line(key, said):
+    env = {name: value for name, value in os.environ.items() if not name.startswith(("DJANGO_", "PYTEST"))}
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check"],
+        cwd=ROOT,
+        env={**env, "DJANGO_SETTINGS_MODULE": "orderflow.settings.production", "DJANGO_SECRET_KEY": key},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(f"orderflow: configuration error: DJANGO_SECRET_KEY: {said}"), line
+    assert key not in line
 
 
 def test_probes_and_metrics_are_answered_over_plain_http_the_rest_redirected_to_https():
@@ -94,7 +120,7 @@ def test_probes_and_metrics_are_answered_over_plain_http_the_rest_redirected_to_
         "-c",
         script,
         DJANGO_SETTINGS_MODULE="orderflow.settings.production",
-        DJANGO_SECRET_KEY="k" * 60,
+        DJANGO_SECRET_KEY=SECRET_KEY,
         DJANGO_ALLOWED_HOSTS="127.0.0.1",
         DJANGO_SECURE_SSL_REDIRECT="true",
         METRICS_TOKEN="t" * 32,
@@ -216,7 +242,7 @@ def test_default_configuration_starts():
         ({"DJANGO_DEBUG": "false", "DJANGO_SECRET_KEY": ""}, "DJANGO_SECRET_KEY"),
         # .env.example's placeholders are public: a deployment must not run on one.
         *(
-            ({"DJANGO_DEBUG": "false", "DJANGO_SECRET_KEY": "x" * 50, variable: EXAMPLE_ENV[variable]}, variable)
+            ({"DJANGO_DEBUG": "false", "DJANGO_SECRET_KEY": SECRET_KEY, variable: EXAMPLE_ENV[variable]}, variable)
             for variable in SECRETS_TO_SET
         ),
         ({"PROMETHEUS_MULTIPROC_DIR": "/nonexistent/metrics"}, "PROMETHEUS_MULTIPROC_DIR"),
@@ -226,7 +252,7 @@ def test_default_configuration_starts():
             {
                 "DJANGO_SETTINGS_MODULE": "orderflow.settings.production",
                 "DJANGO_DEBUG": "false",
-                "DJANGO_SECRET_KEY": "x" * 50,
+                "DJANGO_SECRET_KEY": SECRET_KEY,
                 "DJANGO_SECURE_HSTS_SECONDS": "a month",
             },
             "DJANGO_SECURE_HSTS_SECONDS",
@@ -235,7 +261,7 @@ def test_default_configuration_starts():
             {
                 "DJANGO_SETTINGS_MODULE": "orderflow.settings.production",
                 "DJANGO_DEBUG": "false",
-                "DJANGO_SECRET_KEY": "x" * 50,
+                "DJANGO_SECRET_KEY": SECRET_KEY,
                 "DJANGO_SECURE_SSL_REDIRECT": "ture",
             },
             "DJANGO_SECURE_SSL_REDIRECT",
@@ -279,7 +305,7 @@ def test_a_dotenv_in_another_encoding_stops_startup_naming_the_file(tmp_path):
 
 
 def test_secret_key_given_allows_debug_off():
-    result = start(DJANGO_DEBUG="false", DJANGO_SECRET_KEY="x" * 50)
+    result = start(DJANGO_DEBUG="false", DJANGO_SECRET_KEY=SECRET_KEY)
     assert result.returncode == 0, result.stderr
 
 

@@ -22,6 +22,7 @@ from orderflow.configuration import (
     check_not_placeholder,
     check_redis_url,
     check_result_backend,
+    check_secret_key,
     check_sender,
     check_twilio_sid,
     check_url,
@@ -51,6 +52,7 @@ if not DEBUG:
     # forged, the database, broker, metrics or Flower opened with it.
     for variable in SECRETS_TO_SET:
         check_not_placeholder(variable, env.str(variable, default=""))
+    check_secret_key("DJANGO_SECRET_KEY", SECRET_KEY)
 ALLOWED_HOSTS = check_hosts(
     "DJANGO_ALLOWED_HOSTS", env.list("DJANGO_ALLOWED_HOSTS", default=["localhost", "127.0.0.1"])
 )
