@@ -107,13 +107,15 @@ class PipelineRowAdmin(LinksOnlyWhereAllowed, RefusedActionsNamed, admin.ModelAd
 ORDER_CONTACT_NAMES = {"customer_phone": "phone", "customer_email": "email"}
 
 
-def _corrected_message(corrected: services.RecipientCorrected) -> str:
-    """What a correction changed: the notification, and with it the order's contact and its other notifications."""
+def _corrected_message(corrected: services.RecipientCorrected, *, sent_again: bool) -> str:
+    """What a correction changed (the notification, and with it the order's contact and its
+    other notifications), and whether the notification went again."""
     parts = [f"the order's {ORDER_CONTACT_NAMES[corrected.order_contact]}"] if corrected.order_contact else []
     if corrected.also:
         ids = ", ".join(str(row.pk) for row in corrected.also)
         parts.append(f"the order's notification{'s' if len(corrected.also) > 1 else ''} {ids}")
-    return f"Recipient corrected, with {' and '.join(parts)}." if parts else "Recipient corrected."
+    changed = f"Recipient corrected, with {' and '.join(parts)}" if parts else "Recipient corrected"
+    return f"{changed}; {'queued to send again' if sent_again else 'not sent again'}."
 
 
 def number_searched(term: str) -> int | None:
@@ -339,9 +341,8 @@ class NotificationAdmin(PipelineRowAdmin):
                     for_the_order=form.cleaned_data["for_the_order"],
                 )
                 self.log_change(request, notification, f"Recipient corrected: {form.cleaned_data['reason']}")
-                if form.cleaned_data["requeue"]:
-                    self._send_corrected(request, notification)
-                self.message_user(request, _corrected_message(corrected), messages.SUCCESS)
+                sent_again = form.cleaned_data["requeue"] and self._send_corrected(request, notification)
+                self.message_user(request, _corrected_message(corrected, sent_again=sent_again), messages.SUCCESS)
                 if idle := corrected.sent_only_once_resent:
                     listed = ", ".join(f"notification {row.pk} ({row.status})" for row in idle)
                     self.message_user(
@@ -365,18 +366,24 @@ class NotificationAdmin(PipelineRowAdmin):
         }
         return TemplateResponse(request, "admin/notifications/correct_recipient.html", context)
 
-    def _send_corrected(self, request, notification):
+    def _send_corrected(self, request, notification) -> bool:
+        """Send the corrected notification again; False, said why, when it was not."""
         if refusal := self.dead_letter_refusal(request, notification.pk):
             self.message_user(request, f"{refusal} The recipient is corrected; it was not sent.", messages.WARNING)
-            return
+            return False
         open_letters = list(notification.dead_letters.filter(status="dead").values_list("pk", flat=True))
         try:
             if open_letters:
-                dead_letters.dead_letters_requeue(ids=open_letters, by=request.user)
+                outcome = dead_letters.dead_letters_requeue(ids=open_letters, by=request.user)
+                if not outcome.requeued:
+                    self.message_user(request, "; ".join(map(str, outcome.skipped.values())), messages.WARNING)
+                    return False
             else:
                 services.notification_resend(notification_id=notification.pk, by=request.user)
         except ApplicationError as error:
             self.message_user(request, error.message, messages.WARNING)
+            return False
+        return True
 
 
 class FingerprintFilter(admin.SimpleListFilter):

@@ -297,7 +297,11 @@ class Suppression(models.Model):
             if self.error_code
             else f"an operator suppressed this recipient on {since} ({self.reason})"
         )
-        return f"{why}; lift its suppression (Suppressions, #{self.pk}) to send to it again"
+        # Who may lift it is said: an operator who may only resend cannot open that page.
+        return (
+            f"{why}; to send to it again, lift its suppression (Suppressions, #{self.pk}; "
+            "needs the permission “Can delete suppression”)"
+        )
 
 
 class RequeueBatch(models.Model):

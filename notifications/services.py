@@ -1307,7 +1307,8 @@ def notification_correct_recipient(
                 f"Notification {notification.pk} is {notification.status}; its recipient can no longer be changed."
             )
         if recipient == notification.recipient:
-            raise ApplicationError("That is already the recipient.", fields={"recipient": ["Unchanged."]})
+            said = f"{recipient} is already its recipient; to send to it again, resend the notification instead."
+            raise ApplicationError(said, fields={"recipient": [said]})
         order_contact = (
             _correct_the_order_contact(order, notification, recipient, reason=reason, by=by) if order else ""
         )

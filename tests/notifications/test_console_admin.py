@@ -9,7 +9,7 @@ from django.db import connection
 from django.utils import timezone
 
 from notifications import services
-from notifications.models import DeadLetter, Notification, RequeueBatch
+from notifications.models import DeadLetter, Notification, RequeueBatch, Suppression
 from notifications.tasks import requeue_dead_letter_batch
 from orders import services as order_services
 from orders.models import ChangeSource
@@ -326,10 +326,25 @@ def test_fix_then_retry_from_the_admin(client, letters, published, django_captur
     with django_capture_on_commit_callbacks(execute=True):
         good = client.post(url, {"recipient": "+1 202 555 0199", "reason": "customer called", "requeue": "on"})
     assert good.status_code == 302
+    assert messages_of(good) == ["Recipient corrected; queued to send again."]
+    same = client.post(url, {"recipient": "+1 (202) 555-0199", "reason": "typo", "requeue": "on"})
+    assert "+12025550199 is already its recipient; to send to it again, resend the notification instead." in (
+        same.content.decode()
+    )
     notification = Notification.objects.get(pk=letter.notification_id)
     assert (notification.recipient, notification.status) == ("+12025550199", "queued")
     assert notification.corrections.get().old_recipient == "+12025550000"
     assert DeadLetter.objects.get(pk=letter.pk).status == "requeued"
+
+
+def test_a_correction_to_a_suppressed_recipient_says_it_was_not_sent_and_why(client, letters, shop):
+    operator_with(client, "view_notification", "resend_notification", "requeue_deadletter")
+    Suppression.objects.create(channel="sms", recipient="+12025550199", reason="asked us to stop", created_by=shop)
+    url = f"/admin/notifications/notification/{letters[0].notification_id}/correct-recipient/"
+    said = messages_of(client.post(url, {"recipient": "+12025550199", "reason": "customer called", "requeue": "on"}))
+    assert len(said) == 2 and said[1] == "Recipient corrected; not sent again."
+    assert said[0].startswith("its recipient is suppressed: an operator suppressed this recipient on ")
+    assert DeadLetter.objects.get(pk=letters[0].pk).status == "dead"
 
 
 def test_two_operators_correcting_at_once_are_not_both_told_theirs_was_used(client, letters):
@@ -464,7 +479,7 @@ def test_sending_a_dead_notification_again_needs_the_dead_letter_permission_too(
     response = client.post(
         url, {"recipient": "+12025550199", "seen_recipient": seen, "reason": "typo", "requeue": "on"}, follow=True
     )
-    assert messages_of(response) == ["Recipient corrected."]
+    assert messages_of(response) == ["Recipient corrected; not sent again."]
     letter.refresh_from_db()
     assert (letter.status, letter.notification.status, letter.notification.recipient) == (
         "dead",
@@ -488,14 +503,15 @@ def test_a_correction_for_the_order_says_what_it_changed_and_what_stays_unsent(c
     form = {"recipient": "+1 202 555 0147", "reason": "customer called", "for_the_order": "on"}
     said = messages_of(client.post(url, form, follow=True))
     assert said == [
-        f"Recipient corrected, with the order's phone and the order's notifications {confirmed.pk}, {processing.pk}.",
+        f"Recipient corrected, with the order's phone and the order's notifications {confirmed.pk}, {processing.pk}; "
+        "not sent again.",
         f"Sent to the new recipient only once resent: notification {processing.pk} (cancelled).",
     ]
     assert set(Notification.objects.filter(order=order).values_list("recipient", flat=True)) == {"+12025550147"}
 
     # Without the order, only the notification is corrected, and that is all that is said.
     said = messages_of(client.post(url, {**form, "recipient": "+1 202 555 0148", "for_the_order": ""}, follow=True))
-    assert said == ["Recipient corrected."]
+    assert said == ["Recipient corrected; not sent again."]
 
 
 def test_the_order_contact_is_corrected_only_by_those_who_may_change_orders(client, letters):
@@ -507,7 +523,7 @@ def test_the_order_contact_is_corrected_only_by_those_who_may_change_orders(clie
     assert "Can change order" in offered.help_text
 
     form = {"recipient": "+1 202 555 0147", "reason": "customer called", "for_the_order": "on"}  # forged
-    assert messages_of(client.post(url, form, follow=True)) == ["Recipient corrected."]
+    assert messages_of(client.post(url, form, follow=True)) == ["Recipient corrected; not sent again."]
     notification.refresh_from_db()
     assert notification.recipient == "+12025550147"
     assert notification.order.customer_phone != "+12025550147"

@@ -88,7 +88,9 @@ def test_resending_one_it_stopped_says_to_lift_the_suppression_first(suppressed,
     assert send(later) == "skipped"
     suppression = Suppression.objects.get()
     with pytest.raises(
-        Conflict, match=rf"would not be sent: the provider refused .* \(Suppressions, #{suppression.pk}\)"
+        Conflict,
+        match=rf"would not be sent: the provider refused .*; to send to it again, lift its suppression "
+        rf"\(Suppressions, #{suppression.pk}; needs the permission “Can delete suppression”\)\.$",
     ):
         services.notification_resend(notification_id=later.pk, by=staff)
     assert Notification.objects.get(pk=later.pk).status == "cancelled"
