@@ -76,8 +76,24 @@ class PlainDecimalField(serializers.DecimalField):
     {"type": "string", "format": "decimal", "pattern": r"^(?:\d{1,8}(?:\.\d{0,2})?|\.\d{1,2})$", "example": "4.50"}
 )
 class PriceField(PlainDecimalField):
+    default_error_messages = {
+        "invalid": 'Not a price: write it in plain digits with a point, e.g. "4.50".',
+        "max_decimal_places": 'Has more than {max_decimal_places} decimal places; round it to cents, e.g. "4.50".',
+        "max_whole_digits": "Too large: at most {max_whole_digits} digits before the decimal point.",
+        # With at most 2 decimal places checked first, more than 10 digits are too many whole ones.
+        "max_digits": "Too large: at most 8 digits before the decimal point.",
+    }
+
     def __init__(self, **kwargs):
         super().__init__(max_digits=10, decimal_places=2, min_value=0, **kwargs)
+
+    def validate_precision(self, value):
+        # Decimal places first: a float sum such as 0.1 + 0.2 (0.30000000000000004) has too many
+        # of them, where DRF would first say it has more than 10 digits in all.
+        exponent = value.as_tuple().exponent
+        if isinstance(exponent, int) and -exponent > self.decimal_places:
+            self.fail("max_decimal_places", max_decimal_places=self.decimal_places)
+        return super().validate_precision(value)
 
 
 class OrderItemSerializer(serializers.ModelSerializer):
