@@ -689,6 +689,9 @@ class DeadLetterAdmin(PipelineRowAdmin):
             "title": "Requeue dead letters",
             "batch": batch,
             "sample": DeadLetter.objects.filter(pk__in=batch.dead_letter_ids[:20]).select_related("notification"),
+            "suppressed": dead_letters.requeue_batch_suppressed(batch)
+            if batch.status == RequeueBatch.Status.AWAITING_CONFIRMATION
+            else 0,
             "opts": self.model._meta,
         }
         return TemplateResponse(request, "admin/notifications/deadletter/batch.html", context)

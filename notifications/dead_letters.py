@@ -12,7 +12,8 @@ from itertools import islice
 
 from django.contrib.admin.models import CHANGE, LogEntry
 from django.db import transaction
-from django.db.models import Count, Max, Min, QuerySet
+from django.db.models import Count, Exists, Max, Min, OuterRef, QuerySet
+from django.db.models.functions import Lower
 from django.utils import timezone
 
 from notifications import broker
@@ -23,6 +24,7 @@ from notifications.models import (
     Notification,
     NotificationStatus,
     RequeueBatch,
+    Suppression,
 )
 from notifications.services import (
     PublishJob,
@@ -30,7 +32,6 @@ from notifications.services import (
     publish_after_commit,
     publish_jobs,
     suppression_key,
-    suppressions_lift_on_resend,
     suppressions_of,
 )
 from orderflow.errors import ApplicationError, Conflict, NotFound
@@ -78,11 +79,10 @@ def dead_letters_requeue(*, ids: list[int], by) -> RequeueOutcome:
                 else:
                     eligible.append(letter)
             notifications = [letter.notification for letter in eligible if letter.notification]
-            lifted_for = {
-                suppression.notification_id for suppression in suppressions_lift_on_resend(notifications, by=by)
-            }
-            # A recipient still suppressed (the customer asked, or another refusal) would only be
-            # cancelled unsent: the operator is told instead.
+            # A suppressed recipient (the customer said STOP, the provider refused it, an
+            # operator was asked) would only be cancelled unsent: the operator is told instead.
+            # A requeue never lifts one: "retry what the outage killed" must not re-subscribe
+            # the people who asked to hear no more. It is lifted in Suppressions, on purpose.
             blocked = {
                 (suppression.channel, suppression.recipient): suppression
                 for suppression in suppressions_of(notifications)
@@ -108,13 +108,7 @@ def dead_letters_requeue(*, ids: list[int], by) -> RequeueOutcome:
             publish_after_commit(publish_jobs, jobs)
             for letter in eligible:
                 if letter.notification:
-                    log_event(
-                        "notification.requeued",
-                        letter.notification,
-                        dead_letter_id=letter.pk,
-                        by=by,
-                        suppression_lifted=(letter.notification_id in lifted_for) or None,
-                    )
+                    log_event("notification.requeued", letter.notification, dead_letter_id=letter.pk, by=by)
         outcome.requeued += len(eligible)
         outcome.notification_ids += [letter.notification_id for letter in eligible if letter.notification_id]
     return outcome
@@ -131,6 +125,23 @@ def dead_letters_discard(*, ids: list[int], by) -> int:
             _resolve(letters, DeadLetterStatus.DISCARDED, by=by, message="Discarded")
         discarded += len(letters)
     return discarded
+
+
+def to_suppressed_recipients(letters: QuerySet) -> QuerySet:
+    """The dead letters among `letters` whose recipient is suppressed: a requeue leaves them alone."""
+    suppressed = Suppression.objects.filter(
+        channel=OuterRef("notification__channel"), recipient=Lower(OuterRef("notification__recipient"))
+    )
+    return letters.filter(Exists(suppressed))
+
+
+def requeue_batch_suppressed(batch: RequeueBatch) -> int:
+    """How many of a batch's dead letters, still dead, go to a suppressed recipient (counted in
+    chunks: a batch holds up to MAX_BATCH ids, more than SQLite takes as parameters)."""
+    return sum(
+        to_suppressed_recipients(DeadLetter.objects.filter(pk__in=chunk, status=DeadLetterStatus.DEAD)).count()
+        for chunk in batched(batch.dead_letter_ids, 10_000)
+    )
 
 
 def requeue_batch_freeze(*, dead_letters: QuerySet, description: str, by) -> RequeueBatch:

@@ -15,7 +15,7 @@ from functools import cache, partial
 
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
-from django.contrib.admin.models import CHANGE, DELETION, LogEntry
+from django.contrib.admin.models import CHANGE, LogEntry
 from django.core.exceptions import ImproperlyConfigured, ValidationError
 from django.core.validators import validate_email
 from django.db import DatabaseError, InterfaceError, OperationalError, close_old_connections, connection, transaction
@@ -962,33 +962,6 @@ def suppressions_of(notifications: list[Notification]) -> list[Suppression]:
     return list(Suppression.objects.filter(wanted))
 
 
-def suppressions_lift_on_resend(notifications: list[Notification], *, by) -> list[Suppression]:
-    """An operator sends refused notifications again (requeue, resend): the suppressions their
-    own refusal made go with it, recorded in the admin's history. One an operator added (the
-    customer asked) stays: it is lifted only in its own right. So does one of an address the
-    notification was corrected away from: it is sent elsewhere now, and the refused address
-    may still be another order's."""
-    refused_here = Q(pk__in=[])
-    for notification in notifications:
-        refused_here |= Q(
-            notification=notification.pk,
-            channel=notification.channel,
-            recipient=suppression_key(notification.recipient),
-        )
-    lifted = list(Suppression.objects.filter(refused_here, created_by__isnull=True))
-    if lifted:
-        if by is not None:
-            LogEntry.objects.log_actions(
-                user_id=by.pk,
-                queryset=lifted,
-                action_flag=DELETION,
-                change_message="Lifted: the notification it refused was sent again",
-                single_object=False,
-            )
-        Suppression.objects.filter(pk__in=[suppression.pk for suppression in lifted]).delete()
-    return lifted
-
-
 def _pause_channel(notification: Notification, error: DeliveryError, *, task_id: str) -> None:
     """The provider said "too fast" or "not before": hold every worker's sends on the channel
     for as long as it asked (THROTTLE_PAUSE_SECONDS when it did not say), so that the rest of
@@ -1223,7 +1196,6 @@ def notification_resend(*, notification_id: int, by) -> Notification:
             )
         if notification.status not in RESENDABLE_STATUSES:
             raise Conflict(f"Notification {notification.pk} is {notification.status}: it is already on its way.")
-        lifted = suppressions_lift_on_resend([notification], by=by)
         if still_suppressed := suppressions_of([notification]):
             raise Conflict(f"Notification {notification.pk} would not be sent: {still_suppressed[0].explained()}.")
         notification_reset_for_sending([notification.pk])
@@ -1232,7 +1204,7 @@ def notification_resend(*, notification_id: int, by) -> Notification:
         )
         publish_after_commit(notifications_publish, notifications=[(notification.pk, notification.channel)])
     notification.refresh_from_db()
-    log_event("notification.resend", notification, by=by, suppression_lifted=bool(lifted) or None)
+    log_event("notification.resend", notification, by=by)
     return notification
 
 

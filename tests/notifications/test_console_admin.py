@@ -293,6 +293,15 @@ def test_a_cancelled_batch_requeues_nothing_and_cannot_be_confirmed_later(client
     assert RequeueBatch.objects.get(pk=running.pk).status == "running"
 
 
+def test_a_batch_says_how_many_it_leaves_alone_for_a_suppressed_recipient(client, letters, shop):
+    operator_with(client, "view_deadletter", "requeue_deadletter")
+    Suppression.objects.create(channel="sms", recipient="+12025550003", reason="said STOP", error_code="twilio-21610")
+    batch_url = client.post(f"{LIST}requeue-matching/?status__exact=dead").url
+    page = " ".join(client.get(batch_url).content.decode().split())
+    assert "1 of them goes to a suppressed recipient" in page
+    assert "will be left alone: a requeue never lifts a suppression" in page
+
+
 def test_a_batch_of_one_reads_in_the_singular(client, letters, shop):
     operator_with(client, "view_deadletter", "requeue_deadletter")
     batch = RequeueBatch.objects.create(dead_letter_ids=[letters[0].pk], description="one", created_by=shop)

@@ -1,9 +1,11 @@
 """Regressions: each test names the failure it keeps from coming back."""
 
+import re
 from datetime import timedelta
 from io import StringIO
 
 import pytest
+from django.contrib.admin.models import LogEntry
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 
@@ -79,15 +81,40 @@ def test_requeue_command_refuses_a_queue_or_task_that_does_not_exist(dead, argum
     assert DeadLetter.objects.get().status == "dead"
 
 
-def test_requeue_command_requeues_by_queue_and_task(dead):
+def test_requeue_command_requeues_by_queue_and_task_in_the_name_of_who_ran_it(dead, staff):
     out = StringIO()
-    call_command("requeue_dead_letters", "--queue", "email", stdout=out)
+    call_command("requeue_dead_letters", "--queue", "email", "--by", staff.username, stdout=out)
     assert out.getvalue().startswith("0 dead letter(s) requeued")
     call_command(
-        "requeue_dead_letters", "--queue", "sms", "--task", "notifications.tasks.send_sms_notification", stdout=out
+        "requeue_dead_letters",
+        *("--queue", "sms", "--task", "notifications.tasks.send_sms_notification", "--by", staff.username),
+        stdout=out,
     )
     assert "1 dead letter(s) requeued, 0 left alone." in out.getvalue()
-    assert DeadLetter.objects.get().status == "requeued"
+    letter = DeadLetter.objects.get()
+    assert (letter.status, letter.resolved_by) == ("requeued", staff)
+    entry = LogEntry.objects.get(object_id=str(letter.pk), content_type__model="deadletter")
+    assert (entry.user, entry.change_message) == (staff, "Requeued")
+
+
+@pytest.mark.parametrize(
+    ("arguments", "says"),
+    [([], "--by: say who requeues them (a username)"), (["--by", "nobody"], "--by: no user 'nobody'.")],
+)
+def test_requeue_command_says_who_requeues_before_it_changes_anything(dead, arguments, says):
+    with pytest.raises(CommandError, match=re.escape(says)):
+        call_command("requeue_dead_letters", "--queue", "sms", *arguments)
+    assert DeadLetter.objects.get().status == "dead"
+
+
+def test_a_dry_run_counts_the_ones_a_suppression_would_leave_alone(dead, staff):
+    services.suppression_add(channel="sms", recipient=dead.notification.recipient, reason="asked us to stop", by=staff)
+    out = StringIO()
+    call_command("requeue_dead_letters", "--dry-run", stdout=out)
+    assert out.getvalue().splitlines()[1] == (
+        "1 of them go to a suppressed recipient and would be left alone: a requeue never lifts a suppression "
+        "(lift it in the admin's Suppressions first)."
+    )
 
 
 def test_an_email_longer_than_the_column_is_a_400(api):

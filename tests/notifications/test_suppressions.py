@@ -71,14 +71,34 @@ def test_a_failure_that_is_not_about_the_recipient_suppresses_nothing(shop, publ
     assert send(sms_of(place_order(owner=shop))) == "sent"
 
 
-def test_requeueing_its_dead_letter_lifts_the_suppression_and_sends(
-    suppressed, staff, scripted, django_capture_on_commit_callbacks
+@pytest.mark.parametrize("requeue", ["one", "all matching"])
+def test_requeueing_its_dead_letter_keeps_the_suppression_and_says_why(
+    suppressed, staff, scripted, requeue, django_capture_on_commit_callbacks
 ):
+    """The customer said STOP: requeueing what an outage killed must not send to them again."""
     letter = DeadLetter.objects.get()
     with django_capture_on_commit_callbacks(execute=True):
-        outcome = dead_letters.dead_letters_requeue(ids=[letter.pk], by=staff)
-    assert outcome.requeued == 1
-    assert not Suppression.objects.exists()
+        if requeue == "one":
+            outcome = dead_letters.dead_letters_requeue(ids=[letter.pk], by=staff)
+            assert (outcome.requeued, list(outcome.skipped)) == (0, [letter.pk])
+            assert outcome.skipped[letter.pk].startswith(
+                "its recipient is suppressed: the provider refused this recipient on "
+            )
+        else:
+            batch = dead_letters.requeue_batch_freeze(
+                dead_letters=DeadLetter.objects.all(), description="all", by=staff
+            )
+            dead_letters.requeue_batch_confirm(batch_id=batch.pk, by=staff)
+            batch = dead_letters.requeue_batch_run(batch_id=batch.pk)
+            assert (batch.requeued, batch.skipped) == (0, 1)
+    assert Suppression.objects.get().error_code == "twilio-21610"
+    assert (DeadLetter.objects.get().status, Notification.objects.get(pk=suppressed.pk).status) == ("dead", "dead")
+    assert scripted.sent == []
+
+    # Lifted on purpose (the customer texted START), the requeue sends it.
+    services.suppressions_remove(suppressions=Suppression.objects.all(), by=staff)
+    with django_capture_on_commit_callbacks(execute=True):
+        assert dead_letters.dead_letters_requeue(ids=[letter.pk], by=staff).requeued == 1
     assert send(suppressed) == "sent"
     assert scripted.sent == [(PHONE, suppressed.body)]
 
@@ -101,10 +121,11 @@ def test_resending_one_it_stopped_says_to_lift_the_suppression_first(suppressed,
     assert scripted.sent == [(PHONE, later.body)]
 
 
-def test_resending_the_refused_one_itself_lifts_what_its_refusal_made(suppressed, staff):
-    services.notification_resend(notification_id=suppressed.pk, by=staff)
-    assert not Suppression.objects.exists()
-    assert send(suppressed) == "sent"
+def test_resending_the_refused_one_itself_is_refused_while_it_is_suppressed(suppressed, staff):
+    with pytest.raises(Conflict, match="would not be sent: the provider refused this recipient"):
+        services.notification_resend(notification_id=suppressed.pk, by=staff)
+    assert Suppression.objects.exists()
+    assert Notification.objects.get(pk=suppressed.pk).status == "dead"
 
 
 @pytest.mark.parametrize("how", ["resend", "requeue"])
@@ -127,15 +148,6 @@ def test_sending_it_again_to_a_corrected_recipient_keeps_the_refused_one_suppres
     later.refresh_from_db()
     assert (later.status, later.last_error_code) == ("cancelled", "suppressed")
     assert scripted.sent == [("+14155552671", suppressed.body)]
-
-
-def test_requeueing_records_the_lifting_in_the_admin_history(suppressed, staff, django_capture_on_commit_callbacks):
-    suppression = Suppression.objects.get()
-    with django_capture_on_commit_callbacks(execute=True):
-        dead_letters.dead_letters_requeue(ids=[DeadLetter.objects.get().pk], by=staff)
-    entry = LogEntry.objects.get(object_id=str(suppression.pk), content_type__model="suppression")
-    assert (entry.user, entry.is_deletion()) == (staff, True)
-    assert entry.change_message == "Lifted: the notification it refused was sent again"
 
 
 def test_one_the_customer_asked_for_survives_requeueing_an_unrelated_failure(

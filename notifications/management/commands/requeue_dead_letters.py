@@ -1,6 +1,7 @@
 """Requeue dead letters from a script:
 
 python manage.py requeue_dead_letters --queue sms --since 2h --dry-run
+python manage.py requeue_dead_letters --queue sms --since 2h --by alice
 """
 
 import argparse
@@ -9,13 +10,14 @@ import re
 from datetime import timedelta
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 from django.db.models import Count
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 from django.utils.text import Truncator
 
-from notifications.dead_letters import dead_letters_requeue
+from notifications.dead_letters import dead_letters_requeue, to_suppressed_recipients
 from notifications.models import DeadLetter, DeadLetterStatus
 from orderflow.celery import app
 
@@ -51,8 +53,11 @@ class Command(BaseCommand):
         parser.add_argument("--task", help="Only this task, e.g. notifications.tasks.send_sms_notification.")
         parser.add_argument("--since", type=parse_since, help="Only those that last failed since: 6h, 2d or a date.")
         parser.add_argument("--dry-run", action="store_true", help="Say what would be requeued; change nothing.")
+        parser.add_argument(
+            "--by", metavar="USERNAME", help="Who requeues them (a user's name): their history names them. Needed."
+        )
 
-    def handle(self, *args, queue=None, task=None, since=None, dry_run=False, **options):
+    def handle(self, *args, queue=None, task=None, since=None, dry_run=False, by=None, **options):
         # A mistyped name would match nothing and look like "nothing to requeue".
         queues = sorted(queue.name for queue in settings.CELERY_TASK_QUEUES)
         if queue and queue not in queues:
@@ -60,6 +65,13 @@ class Command(BaseCommand):
         app.loader.import_default_modules()  # the tasks of every app, as a worker knows them
         if task and task not in app.tasks:
             raise CommandError(f"--task: no task {task!r}; e.g. notifications.tasks.send_sms_notification.")
+        operator = None
+        if not dry_run:
+            if not by:
+                raise CommandError("--by: say who requeues them (a username), for the dead letters' history.")
+            operator = get_user_model().objects.filter(**{get_user_model().USERNAME_FIELD: by}).first()
+            if operator is None:
+                raise CommandError(f"--by: no user {by!r}.")
         letters = DeadLetter.objects.filter(status=DeadLetterStatus.DEAD)
         if queue:
             letters = letters.filter(queue=queue)
@@ -70,9 +82,14 @@ class Command(BaseCommand):
         ids = list(letters.order_by("pk").values_list("pk", flat=True))
         if dry_run:
             self.stdout.write(f"{len(ids)} dead letter(s) would be requeued (dry run, nothing changed).")
+            if suppressed := to_suppressed_recipients(letters).count():
+                self.stdout.write(
+                    f"{suppressed} of them go to a suppressed recipient and would be left alone: a requeue never "
+                    "lifts a suppression (lift it in the admin's Suppressions first)."
+                )
             self._list(letters, total=len(ids))
             return
-        outcome = dead_letters_requeue(ids=ids, by=None)
+        outcome = dead_letters_requeue(ids=ids, by=operator)
         self.stdout.write(f"{outcome.requeued} dead letter(s) requeued, {len(outcome.skipped)} left alone.")
         for pk, reason in list(outcome.skipped.items())[:20]:
             self.stdout.write(f"  {pk}: {reason}")
