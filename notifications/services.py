@@ -1203,9 +1203,18 @@ def notification_resend(*, notification_id: int, by) -> Notification:
             status=DeadLetterStatus.REQUEUED, resolved_at=timezone.now(), resolved_by=by
         )
         publish_after_commit(notifications_publish, notifications=[(notification.pk, notification.channel)])
+        _log_operator_action(notification, by, "Resent")
     notification.refresh_from_db()
     log_event("notification.resend", notification, by=by)
     return notification
+
+
+def _log_operator_action(notification: Notification, by, message: str) -> None:
+    """In the notification's admin history, under the operator's name."""
+    if by is not None:
+        LogEntry.objects.log_actions(
+            user_id=by.pk, queryset=[notification], action_flag=CHANGE, change_message=message, single_object=True
+        )
 
 
 def notification_cancel(*, notification_id: int, by) -> Notification:
@@ -1214,17 +1223,22 @@ def notification_cancel(*, notification_id: int, by) -> Notification:
         notification = _locked(notification_id)
         if notification.status == NotificationStatus.SENDING:
             raise Conflict(f"Notification {notification.pk} is being sent right now and cannot be stopped.")
+        if notification.status == NotificationStatus.CANCELLED:
+            raise Conflict(f"Notification {notification.pk} is already cancelled.")
         if notification.status not in CANCELLABLE_STATUSES:
             raise Conflict(
-                f"Notification {notification.pk} is {notification.status}; only unsent ones can be cancelled."
+                f"Notification {notification.pk} is {notification.status}; only one still to be sent "
+                f"(pending, queued or failed) can be cancelled"
+                + ("; a dead one stays as it is, or discard its dead letter." if notification.status == "dead" else ".")
             )
         Notification.objects.filter(pk=notification.pk).update(
             status=NotificationStatus.CANCELLED,
             stale_after=None,
             next_attempt_at=None,
             last_error_code=CANCELLED_CODE,
-            last_error_message=CANCELLED_MESSAGE,
+            last_error_message=f"{CANCELLED_MESSAGE} ({by})" if by is not None else CANCELLED_MESSAGE,
         )
+        _log_operator_action(notification, by, "Cancelled")
     notification_publish_next(notification=notification)
     notification.refresh_from_db()
     log_event("notification.cancelled", notification, by=by)

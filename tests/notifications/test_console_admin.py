@@ -3,6 +3,7 @@
 from datetime import timedelta
 
 import pytest
+from django.contrib.admin.models import LogEntry
 from django.contrib.auth.models import Permission
 from django.contrib.messages import get_messages
 from django.db import connection
@@ -545,7 +546,7 @@ def test_correcting_needs_the_permission(client, letters):
 
 
 def test_notification_actions_resend_and_cancel(client, shop, published, django_capture_on_commit_callbacks):
-    operator_with(client, "view_notification", "resend_notification", "cancel_notification")
+    user = operator_with(client, "view_notification", "resend_notification", "cancel_notification")
     with django_capture_on_commit_callbacks(execute=False):
         order = place_order(owner=shop, customer_email="")
     sms = Notification.objects.get(order=order)
@@ -561,6 +562,21 @@ def test_notification_actions_resend_and_cancel(client, shop, published, django_
         "/admin/notifications/notification/", {"action": "resend_selected", "_selected_action": [sms.pk]}, follow=True
     )
     assert any("already on its way" in message for message in messages_of(refused))
+    history = LogEntry.objects.filter(object_id=str(sms.pk), content_type__model="notification").order_by("pk")
+    assert [(entry.user, entry.change_message) for entry in history] == [(user, "Cancelled"), (user, "Resent")]
+    assert "Cancelled" in client.get(f"/admin/notifications/notification/{sms.pk}/history/").content.decode()
+
+
+def test_cancelling_a_dead_notification_says_what_to_do_instead(client, letters):
+    operator_with(client, "view_notification", "cancel_notification")
+    dead = letters[0].notification_id
+    response = client.post(
+        "/admin/notifications/notification/", {"action": "cancel_selected", "_selected_action": [dead]}, follow=True
+    )
+    assert messages_of(response) == [
+        f"Notification {dead} is dead; only one still to be sent (pending, queued or failed) can be cancelled; "
+        "a dead one stays as it is, or discard its dead letter."
+    ]
 
 
 def test_notification_actions_need_their_permissions(client, shop, published):

@@ -313,7 +313,7 @@ def test_resend_and_cancel_follow_the_notification_status(shop, staff, published
     with pytest.raises(Conflict, match="already on its way"):
         services.notification_resend(notification_id=sms.pk, by=staff)
     assert services.notification_cancel(notification_id=sms.pk, by=staff).status == "cancelled"
-    with pytest.raises(Conflict, match="only unsent ones"):
+    with pytest.raises(Conflict, match="is already cancelled"):
         services.notification_cancel(notification_id=sms.pk, by=staff)
     assert services.notification_resend(notification_id=sms.pk, by=staff).status == "pending"
     Notification.objects.filter(pk=sms.pk).update(status="sending")
@@ -330,7 +330,7 @@ def test_a_notification_an_operator_cancelled_says_so_not_the_providers_earlier_
     assert (cancelled.status, cancelled.last_error_code, cancelled.last_error_message) == (
         "cancelled",
         "cancelled",
-        "not sent: cancelled by an operator",
+        f"not sent: cancelled by an operator ({staff.username})",
     )
     assert [attempt.error_code for attempt in cancelled.attempt_log.all()] == ["http-500"]  # the history stays
     resent = services.notification_resend(notification_id=sms.pk, by=staff)
