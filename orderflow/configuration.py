@@ -124,6 +124,8 @@ SMTP_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
 def email_settings(variable: str, value: str, env) -> dict:
     """The EMAIL_* settings an email URL gives, with its `tls` or `ssl` option honoured."""
     # The URL may hold a password: the messages below do not repeat it.
+    if hint := credentials_hint(value):
+        raise ConfigurationError(variable, f"{without_password(value)!r} is not read as meant{hint}")
     try:
         config = env.email_url_config(value)
     except (ValueError, ImproperlyConfigured):
@@ -171,8 +173,28 @@ def check_hosts(variable: str, hosts: list[str]) -> list[str]:
     return hosts
 
 
+# A URL's user and password up to its last "@", for a URL whose password holds an unencoded
+# "#", "/" or "?": a URL parser ends the address there and reads the rest of the password as
+# a path or fragment (and the text before it as a host and a malformed port).
+CREDENTIALS = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^:@/]*):(?P<password>.*)@")
+CUT_SHORT = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://(?P<authority>[^/?#]*)[/?#](?P<rest>.*)$")
+
+
+def credentials_hint(url: str) -> str:
+    """What to do about a URL whose user or password holds an unencoded "#", "/" or "?"."""
+    cut = CUT_SHORT.match(url)
+    if not cut or "@" in cut["authority"] or "@" not in cut["rest"]:
+        return ""  # an "@" only after the address may be a query's or a path's
+    _, colon, after = cut["authority"].rpartition(":")
+    if not colon or after.isdigit():
+        return ""  # host:port, then a path holding an "@"
+    return "; a '#', '/' or '?' in its user name or password must be percent-encoded (%23, %2F, %3F)"
+
+
 def without_password(url: str) -> str:
     """`url` as an error message may show it: a password in it replaced by ***."""
+    if credentials_hint(url):
+        return CREDENTIALS.sub(lambda found: f"{found['scheme']}{found['user']}:***@", url, count=1)
     parts = urlsplit(url)
     try:
         password = parts.password
@@ -191,6 +213,8 @@ def check_url(variable: str, value: str, *, schemes: tuple[str, ...]) -> str:
     shown = without_password(value)
     if scheme not in schemes or not (parts.netloc or parts.path):
         raise ConfigurationError(variable, f"{shown!r} is not a URL with one of the schemes {', '.join(schemes)}")
+    if hint := credentials_hint(value):
+        raise ConfigurationError(variable, f"{shown!r} is not read as meant{hint}")
     try:
         parts.port  # noqa: B018 - raises ValueError on a malformed port
     except ValueError:

@@ -174,6 +174,37 @@ def test_an_email_url_of_no_known_kind_names_the_kinds_without_its_password(url)
     assert "hunter2" not in message
 
 
+@pytest.mark.parametrize(
+    ("variable", "url", "shown"),
+    [
+        ("DATABASE_URL", "postgres://u:Sup3r#Secret@db:5432/x", "postgres://u:***@db:5432/x"),
+        ("DATABASE_URL", "postgres://u:Sup3r/Secret@db:5432/x", "postgres://u:***@db:5432/x"),
+        ("CELERY_BROKER_URL", "amqp://u:Sup3r#Secret@rabbit:5672//", "amqp://u:***@rabbit:5672//"),
+        ("REDIS_URL", "redis://:Sup3r?Secret@redis:6379/1", "redis://:***@redis:6379/1"),
+        (
+            "EMAIL_URL",
+            "smtp://user:Sup3r#Secret@smtp.example.com:587/?tls=True",
+            "smtp://user:***@smtp.example.com:587/?tls=True",
+        ),
+    ],
+)
+def test_a_password_holding_a_url_delimiter_is_named_not_shown(variable, url, shown):
+    result = start(**{variable: url})
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines() == [
+        f"orderflow: configuration error: {variable}: {shown!r} is not read as meant; a '#', '/' or '?' in its "
+        "user name or password must be percent-encoded (%23, %2F, %3F)"
+    ]
+    assert "Secret" not in result.stderr
+
+
+def test_an_at_sign_after_the_address_is_no_password():
+    """An address in an option (smtp://host:25/?x=a@b) or a path is read as written."""
+    assert start(DATABASE_URL="postgres://u:p%23w@127.0.0.1:5432/x").returncode == 0
+    said = start(EMAIL_URL="smtp://smtp.example.com:587/?tls=True&from=a@b").stderr
+    assert "does not know the option 'from'" in said and "percent-encoded" not in said
+
+
 def test_default_configuration_starts():
     result = start()
     assert result.returncode == 0, result.stderr
