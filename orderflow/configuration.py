@@ -164,7 +164,12 @@ def email_settings(variable: str, value: str, env) -> dict:
 
 
 def check_hosts(variable: str, hosts: list[str]) -> list[str]:
-    """Host names as Django matches them: a name holding a space matches no request."""
+    """Host names as Django matches them: a name holding a space matches no request, and with
+    none at all every request is refused (DEBUG off)."""
+    if not hosts:
+        raise ConfigurationError(
+            variable, "is empty, so every request would be refused; name the hosts, e.g. shop.example.com,localhost"
+        )
     for host in hosts:
         if not host.strip() or any(character.isspace() for character in host):
             raise ConfigurationError(

@@ -111,7 +111,7 @@ def test_probes_and_metrics_are_answered_over_plain_http_the_rest_redirected_to_
     """As compose's health check asks, with the redirect on (as .env.example has it)."""
     script = (
         "from django.test import Client; client = Client(HTTP_HOST='127.0.0.1'); "
-        "paths = ('/healthz', '/readyz', '/metrics', '/api/orders/', '/admin/'); "
+        "paths = ('/healthz', '/readyz', '/metrics', '/api/orders/', '/admin/', '/healthz/', '/readyz/', '/metrics/'); "
         "print([client.get(path).status_code for path in paths])"
     )
     result = run_deployed(
@@ -125,9 +125,11 @@ def test_probes_and_metrics_are_answered_over_plain_http_the_rest_redirected_to_
         DJANGO_SECURE_SSL_REDIRECT="true",
         METRICS_TOKEN="t" * 32,
     )
-    healthz, readyz, metrics, api, admin = eval(result.stdout.splitlines()[-1])  # noqa: S307 - our own print
+    codes = eval(result.stdout.splitlines()[-1])  # noqa: S307 - our own print
+    healthz, readyz, metrics, api, admin = codes[:5]
     assert (healthz, metrics, api, admin) == (200, 403, 301, 301), result.stderr
     assert readyz in (200, 503)  # its checks' answer, whatever the services here: not a redirect
+    assert codes[5:] == [healthz, readyz, metrics]  # probes and scrapers are configured with the slash too
 
 
 @pytest.mark.parametrize(
@@ -269,6 +271,8 @@ def test_default_configuration_starts():
         ({"EMAIL_URL": "smtp://smtp.example.com:0"}, "EMAIL_URL"),
         ({"EMAIL_URL": "smtp://smtp.example.com/?tls=True&tls=False"}, "EMAIL_URL"),
         ({"DJANGO_ALLOWED_HOSTS": "local host"}, "DJANGO_ALLOWED_HOSTS"),
+        ({"DJANGO_ALLOWED_HOSTS": ""}, "DJANGO_ALLOWED_HOSTS"),
+        ({"DJANGO_ALLOWED_HOSTS": " , "}, "DJANGO_ALLOWED_HOSTS"),
         ({"LOG_LEVEL": "verbose"}, "LOG_LEVEL"),
         ({"DJANGO_DEBUG": "false", "DJANGO_SECRET_KEY": ""}, "DJANGO_SECRET_KEY"),
         # .env.example's placeholders are public: a deployment must not run on one.
