@@ -1,3 +1,4 @@
+import gzip
 import io
 import json
 import re
@@ -599,6 +600,39 @@ def test_a_number_too_long_for_python_is_refused_in_words_a_client_can_act_on(ap
     assert response.json()["detail"] == (
         "JSON parse error - a number in the body has more than 4300 digits; no field takes one that long."
     )
+
+
+@pytest.mark.parametrize(
+    ("body", "key"),
+    [
+        ('"customer_name": "Ada", "items": [ITEM, ITEM], "items": [ITEM]', '"items"'),
+        (
+            '"customer_name": "Ada", "customer_phone": "+14155552671", "items": [ITEM], "customer_phone": ""',
+            '"customer_phone"',
+        ),
+        (
+            '"customer_name": "Ada", "items": [{"sku": "A", "sku": "B", "name": "n", "quantity": 1, "unit_price": 1}]',
+            '"sku"',
+        ),
+    ],
+)
+def test_a_key_given_twice_is_refused_not_the_first_one_dropped(api, body, key):
+    item_json = json.dumps(item())
+    body = "{" + body.replace("ITEM", item_json) + ', "customer_email": "ada@example.com"}'
+    response = api.post(ORDERS, body, content_type="application/json")
+    assert response.status_code == 400
+    assert (
+        response.json()["detail"] == f"JSON parse error - the key {key} comes twice in one object; send each key once."
+    )
+    assert Order.objects.count() == 0
+
+
+def test_a_compressed_body_is_refused_saying_so(api):
+    body = gzip.compress(json.dumps(order_body()).encode())
+    response = api.post(ORDERS, body, content_type="application/json", HTTP_CONTENT_ENCODING="gzip")
+    assert response.status_code == 415
+    assert response.json()["detail"] == "Content-Encoding gzip is not taken; send the body uncompressed."
+    assert Order.objects.count() == 0
 
 
 def test_create_without_trailing_slash_works(api):
