@@ -56,7 +56,7 @@ def _bars(hourly: list[dict], tallest: int) -> list[dict]:
                 "sent_height": sent_height,
                 "failed_y": CHART_HEIGHT - sent_height - failed_height,
                 "failed_height": failed_height,
-                "label": f"{slot['hour']:%H}:00 sent {slot['sent']}, failed {slot['failed']}",
+                "label": f"{slot['hour']:%H}:00 sent {slot['sent']}, failed attempts {slot['failed']}",
             }
         )
     return bars

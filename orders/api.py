@@ -1,5 +1,6 @@
 """The order API: thin views over orders.services and orders.selectors."""
 
+import json
 import re
 import unicodedata
 
@@ -173,9 +174,13 @@ SHOWN_UNKNOWN_STATUSES, SHOWN_STATUS_LENGTH = 5, 40
 
 
 def shown(value) -> str:
-    """A value from a request quoted for an error message (a string in quotes, a number or a
-    list as it is), cut short: the answer should not echo a hostile request back at length."""
-    text = repr(value)
+    """A value from a request quoted for an error message as JSON writes it (a string in double
+    quotes, a number, true, a list), cut short: the answer should not echo a hostile request back
+    at length."""
+    try:
+        text = json.dumps(value, ensure_ascii=False)
+    except (TypeError, ValueError):
+        text = repr(value)
     return text if len(text) <= SHOWN_STATUS_LENGTH else f"{text[:SHOWN_STATUS_LENGTH]}…"
 
 

@@ -38,8 +38,8 @@ def test_dashboard_shows_queues_workers_dead_letters_and_the_last_day(client, sh
         assert f"<td>{queue}</td>" in page
     assert "No worker answered." in page  # none runs in this test
     assert re.search(r'status__exact=dead">1</a>', page)
-    assert "sms: 0 sent, 1 failed" in page
-    assert "email: 1 sent, 0 failed" in page
+    assert "sms: 0 sent, 1 failed attempt</h3>" in page
+    assert "email: 1 sent, 0 failed attempts</h3>" in page
     assert page.count('aria-label="sms sends per hour"') == page.count('aria-label="email sends per hour"') == 1
 
 
