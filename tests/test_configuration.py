@@ -207,6 +207,21 @@ def test_an_at_sign_after_the_address_is_no_password():
     assert "does not know the option 'from'" in said and "percent-encoded" not in said
 
 
+def test_the_default_database_is_the_projects_file_whichever_folder_a_command_starts_in(tmp_path):
+    env = {name: value for name, value in os.environ.items() if not name.startswith(("DJANGO_", "PYTEST"))}
+    env.pop("DATABASE_URL", None)
+    script = "from django.conf import settings; print(settings.DATABASES['default']['NAME'])"
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "manage.py"), "shell", "-c", script],
+        cwd=tmp_path,
+        env={**env, "DJANGO_SETTINGS_MODULE": "orderflow.settings.local"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.stdout.strip().splitlines()[-1] == str(ROOT / "db.sqlite3"), result.stderr
+
+
 def test_default_configuration_starts():
     result = start()
     assert result.returncode == 0, result.stderr

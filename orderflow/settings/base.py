@@ -123,7 +123,10 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = 256 * 1024
 # The databases whose drivers requirements.txt installs: PostgreSQL, and SQLite for a quick local run.
 DATABASE_SCHEMES = ("postgres", "postgresql", "pgsql", "psql", "sqlite")
 DATABASE_URL = check_url(
-    "DATABASE_URL", env.str("DATABASE_URL", default="sqlite:///db.sqlite3"), schemes=DATABASE_SCHEMES
+    # The default is the project's own file, whichever folder a command is started from.
+    "DATABASE_URL",
+    env.str("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}"),
+    schemes=DATABASE_SCHEMES,
 )
 DATABASES = {"default": read("DATABASE_URL", env.db_url, env, default=DATABASE_URL)}
 DATABASES["default"]["ATOMIC_REQUESTS"] = False
