@@ -156,16 +156,26 @@ def requeue_batch_freeze(*, dead_letters: QuerySet, description: str, by) -> Req
     return RequeueBatch.objects.create(description=description[:500], dead_letter_ids=ids, created_by=by)
 
 
+def _locked_awaiting_batch(batch_id: int, *, if_cancelled: str, if_confirmed: str) -> RequeueBatch:
+    """The batch, locked for the transaction, if it still awaits confirmation; else why not."""
+    batch = RequeueBatch.objects.select_for_update().filter(pk=batch_id).first()
+    if batch is None:
+        raise NotFound(f"Requeue batch {batch_id} does not exist.")
+    if batch.status == RequeueBatch.Status.CANCELLED:
+        raise Conflict(if_cancelled)
+    if batch.status != RequeueBatch.Status.AWAITING_CONFIRMATION:
+        raise Conflict(if_confirmed.format(status=batch.get_status_display()))
+    return batch
+
+
 def requeue_batch_confirm(*, batch_id: int, by) -> RequeueBatch:
     """Start requeueing a frozen set in the background."""
     with transaction.atomic():
-        batch = RequeueBatch.objects.select_for_update().filter(pk=batch_id).first()
-        if batch is None:
-            raise NotFound(f"Requeue batch {batch_id} does not exist.")
-        if batch.status == RequeueBatch.Status.CANCELLED:
-            raise Conflict("This requeue was cancelled, so nothing was requeued; freeze the dead letters again.")
-        if batch.status != RequeueBatch.Status.AWAITING_CONFIRMATION:
-            raise Conflict(f"This requeue was already confirmed ({batch.get_status_display()}).")
+        batch = _locked_awaiting_batch(
+            batch_id,
+            if_cancelled="This requeue was cancelled, so nothing was requeued; freeze the dead letters again.",
+            if_confirmed="This requeue was already confirmed ({status}).",
+        )
         batch.status, batch.confirmed_by = RequeueBatch.Status.RUNNING, by
         batch.confirmed_at = batch.progress_at = timezone.now()
         batch.save(update_fields=["status", "confirmed_by", "confirmed_at", "progress_at"])
@@ -182,13 +192,11 @@ def requeue_batch_confirm(*, batch_id: int, by) -> RequeueBatch:
 def requeue_batch_cancel(*, batch_id: int, by) -> RequeueBatch:
     """Call off a frozen set before anyone confirms it: it can no longer be confirmed."""
     with transaction.atomic():
-        batch = RequeueBatch.objects.select_for_update().filter(pk=batch_id).first()
-        if batch is None:
-            raise NotFound(f"Requeue batch {batch_id} does not exist.")
-        if batch.status == RequeueBatch.Status.CANCELLED:
-            raise Conflict("This requeue was already cancelled.")
-        if batch.status != RequeueBatch.Status.AWAITING_CONFIRMATION:
-            raise Conflict(f"This requeue was already confirmed ({batch.get_status_display()}), so it goes on.")
+        batch = _locked_awaiting_batch(
+            batch_id,
+            if_cancelled="This requeue was already cancelled.",
+            if_confirmed="This requeue was already confirmed ({status}), so it goes on.",
+        )
         batch.status, batch.cancelled_by, batch.finished_at = RequeueBatch.Status.CANCELLED, by, timezone.now()
         batch.save(update_fields=["status", "cancelled_by", "finished_at"])
     return batch
