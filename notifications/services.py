@@ -1226,10 +1226,15 @@ def notification_cancel(*, notification_id: int, by) -> Notification:
         if notification.status == NotificationStatus.CANCELLED:
             raise Conflict(f"Notification {notification.pk} is already cancelled.")
         if notification.status not in CANCELLABLE_STATUSES:
+            *first, last = CANCELLABLE_STATUSES
+            instead = (
+                "; a dead one stays as it is, or discard its dead letter"
+                if notification.status == NotificationStatus.DEAD
+                else ""
+            )
             raise Conflict(
                 f"Notification {notification.pk} is {notification.status}; only one still to be sent "
-                f"(pending, queued or failed) can be cancelled"
-                + ("; a dead one stays as it is, or discard its dead letter." if notification.status == "dead" else ".")
+                f"({', '.join(first)} or {last}) can be cancelled{instead}."
             )
         Notification.objects.filter(pk=notification.pk).update(
             status=NotificationStatus.CANCELLED,
