@@ -144,3 +144,28 @@ def test_a_silent_database_is_named_by_where_it_is(client, api, silent_database,
     with caplog.at_level(logging.ERROR, logger="orderflow.middleware"):
         assert api.get("/api/orders/").status_code == 503
     assert f"database unavailable for GET /api/orders/: {where}" in caplog.text
+
+
+# A Kubernetes probe to the pod's IP, Prometheus scraping the compose service by its name.
+@pytest.mark.parametrize("host", ["10.1.2.3:8000", "web:8000"])
+@pytest.mark.parametrize("url", ["/healthz", "/readyz/", "/metrics"])
+def test_probes_answer_whatever_host_they_are_sent_to(client, url, host, settings, caplog, db):
+    settings.ALLOWED_HOSTS = ["orders.example.com"]
+    settings.METRICS_TOKEN = "scraper-token"
+    response = client.get(url, HTTP_HOST=host, HTTP_AUTHORIZATION="Bearer scraper-token")
+    assert response.status_code == 200
+    assert not [record for record in caplog.records if record.name.startswith("django.security")]
+
+
+def test_the_site_still_refuses_a_host_it_is_not_served_under(client, settings):
+    settings.ALLOWED_HOSTS = ["orders.example.com"]
+    assert client.get("/admin/login/", HTTP_HOST="10.1.2.3:8000").status_code == 400
+    assert client.get("/api/orders/", HTTP_HOST="10.1.2.3:8000").status_code == 400
+
+
+def test_metrics_from_a_host_not_allowed_take_the_token_not_a_login(client, settings, db):
+    settings.ALLOWED_HOSTS = ["orders.example.com"]
+    settings.METRICS_TOKEN = "scraper-token"
+    client.force_login(get_user_model().objects.create_user("ops", is_staff=True))
+    assert client.get("/metrics", HTTP_HOST="orders.example.com").status_code == 200
+    assert client.get("/metrics", HTTP_HOST="10.1.2.3:8000").status_code == 403

@@ -78,6 +78,7 @@ INSTALLED_APPS = [
 SESSION_ENGINE = "orderflow.sessions"
 
 MIDDLEWARE = [
+    "orderflow.middleware.probe_host_middleware",
     "django.middleware.security.SecurityMiddleware",
     "orderflow.middleware.request_limits_middleware",
     "django.contrib.sessions.middleware.SessionMiddleware",

@@ -13,8 +13,14 @@ os.environ.setdefault("DJANGO_DEBUG", "false")
 from orderflow.settings.base import *  # noqa: E402, F403
 from orderflow.settings.base import MIDDLEWARE, env  # noqa: E402
 
-# Static files (the admin's) served by the app itself: http://whitenoise.readthedocs.io
-MIDDLEWARE = [MIDDLEWARE[0], "whitenoise.middleware.WhiteNoiseMiddleware", *MIDDLEWARE[1:]]
+# Static files (the admin's) served by the app itself, next after SecurityMiddleware as its docs
+# ask: http://whitenoise.readthedocs.io
+_after_security = MIDDLEWARE.index("django.middleware.security.SecurityMiddleware") + 1
+MIDDLEWARE = [
+    *MIDDLEWARE[:_after_security],
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    *MIDDLEWARE[_after_security:],
+]
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
