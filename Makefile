@@ -7,6 +7,9 @@ STAMP := $(VENV)/.installed-requirements
 # Where make run's processes (web, prefork workers, beat) write their metrics for /metrics to add
 # up; emptied at each start. A PROMETHEUS_MULTIPROC_DIR in the environment or .env is used instead.
 RUN_METRICS_DIR := .run/metrics
+# A variable's value as the settings read it (the environment's, else .env's): for the ones the
+# Procfile needs before any settings are read.
+SETTING := $(BIN)/python -c 'import sys; from orderflow.configuration import environment_value; print(environment_value(sys.argv[1]))'
 
 # The suite needs PostgreSQL (workers in other processes share its database); override as you like.
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/orderflow
@@ -30,7 +33,8 @@ run: install
 	@$(BIN)/python manage.py check_broker
 	$(BIN)/python manage.py migrate --noinput
 	rm -rf $(RUN_METRICS_DIR) && mkdir -p $(RUN_METRICS_DIR)
-	PROMETHEUS_MULTIPROC_DIR=$${PROMETHEUS_MULTIPROC_DIR:-$(CURDIR)/$(RUN_METRICS_DIR)} $(BIN)/honcho start -e /dev/null
+	metrics=$$($(SETTING) PROMETHEUS_MULTIPROC_DIR) && port=$$($(SETTING) WEB_PORT) && \
+	PROMETHEUS_MULTIPROC_DIR=$${metrics:-$(CURDIR)/$(RUN_METRICS_DIR)} WEB_PORT=$${port:-8000} $(BIN)/honcho start -e /dev/null
 
 test: install lint
 	DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} $(BIN)/pytest

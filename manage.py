@@ -1,17 +1,16 @@
 #!/usr/bin/env python
-import os
 import sys
 import threading
 
 
 def main():
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "orderflow.settings.local")
     from django.conf import settings
     from django.core.management import execute_from_command_line
 
-    from orderflow.configuration import exit_on_bad_configuration
+    from orderflow.configuration import exit_on_bad_configuration, use_settings_module
 
     with exit_on_bad_configuration():
+        use_settings_module()
         settings.INSTALLED_APPS  # noqa: B018 - load and check the settings before anything runs
 
     from orderflow.connectivity import exit_if_database_unreachable

@@ -10,6 +10,7 @@ import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
 from email.utils import parseaddr
+from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
 import environ
@@ -29,6 +30,11 @@ class ConfigurationError(ImproperlyConfigured):
         super().__init__(f"{variable}: {problem}")
 
 
+# The project's .env: read first by every settings module and entry point.
+DOTENV = Path(__file__).resolve().parent.parent / ".env"
+DEFAULT_SETTINGS_MODULE = "orderflow.settings.local"
+
+
 def read_dotenv(path) -> None:
     """Variables from a `.env` file (the environment's own win), as UTF-8 with or without the
     byte-order mark some editors write: django-environ would read that mark into the first
@@ -39,6 +45,21 @@ def read_dotenv(path) -> None:
         environ.Env.read_env(path, encoding="utf-8-sig")
     except UnicodeDecodeError:
         raise ConfigurationError(".env", f"{path} is not UTF-8 text (UTF-16?); save it as UTF-8") from None
+
+
+def use_settings_module() -> None:
+    """DJANGO_SETTINGS_MODULE as the environment has it, else as .env has it (.env.example sets
+    it there), else the local settings. Read before Django reads it: once the entry point has
+    set its default, a value in .env would never be seen."""
+    read_dotenv(DOTENV)
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", DEFAULT_SETTINGS_MODULE)
+
+
+def environment_value(variable: str, dotenv: Path = DOTENV) -> str:
+    """A variable as the settings see it: the environment's value, else .env's, else empty. For
+    `make run`, whose Procfile reads WEB_PORT and PROMETHEUS_MULTIPROC_DIR before any settings do."""
+    read_dotenv(dotenv)
+    return os.environ.get(variable, "")
 
 
 @dataclass(frozen=True)

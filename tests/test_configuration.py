@@ -1,4 +1,5 @@
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -543,3 +544,50 @@ def test_a_sender_number_written_any_way_is_sent_from_in_e164():
 )
 def test_a_bad_number_is_said_in_words_naming_where_its_bound_comes_from(variables, said):
     assert start(**variables).stderr.strip() == f"orderflow: configuration error: {said}"
+
+
+# Each entry point as a deployment starts it, from the project's folder.
+ENTRY_POINTS = {
+    "manage.py": ["manage.py", "check"],
+    "wsgi": ["-c", "import orderflow.wsgi"],
+    "asgi": ["-c", "import orderflow.asgi"],
+    "celery": ["-m", "celery", "-A", "orderflow", "inspect", "ping"],
+}
+
+
+@pytest.mark.parametrize("entry_point", ENTRY_POINTS)
+def test_the_settings_module_named_in_dotenv_is_the_one_used(entry_point, tmp_path):
+    """.env.example sets DJANGO_SETTINGS_MODULE there: the entry points must read it, not set
+    their default first. A copy of the project with its own .env naming a module that does not
+    exist shows which module they tried."""
+    for part in ("manage.py", "orderflow", "orders", "notifications", "templates"):
+        source = ROOT / part
+        if source.is_dir():
+            shutil.copytree(source, tmp_path / part, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(source, tmp_path / part)
+    (tmp_path / ".env").write_text("DJANGO_SETTINGS_MODULE=orderflow.settings.bogus\n")
+    env = {key: value for key, value in os.environ.items() if key != "DJANGO_SETTINGS_MODULE"}
+    result = subprocess.run(
+        [sys.executable, *ENTRY_POINTS[entry_point]],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert NO_SUCH_SETTINGS in result.stderr.splitlines(), result.stderr
+
+
+def test_a_variable_for_make_run_comes_from_the_environment_else_dotenv(tmp_path, monkeypatch):
+    from orderflow.configuration import environment_value
+
+    dotenv = tmp_path / ".env"
+    dotenv.write_text("WEB_PORT=8123\nORDERFLOW_PROBE_ONLY_IN_DOTENV=from-dotenv\n")
+    monkeypatch.setenv("WEB_PORT", "8001")
+    monkeypatch.setenv("ORDERFLOW_PROBE_ONLY_IN_DOTENV", "")
+    monkeypatch.delenv("ORDERFLOW_PROBE_ONLY_IN_DOTENV")  # gone again after the test
+    assert environment_value("WEB_PORT", dotenv) == "8001"
+    assert environment_value("ORDERFLOW_PROBE_ONLY_IN_DOTENV", dotenv) == "from-dotenv"
+    assert environment_value("ORDERFLOW_PROBE_NOWHERE", dotenv) == ""

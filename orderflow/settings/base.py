@@ -11,6 +11,7 @@ import environ
 from kombu import Exchange, Queue
 
 from orderflow.configuration import (
+    DOTENV,
     REDIS_SCHEMES,
     SECRETS_TO_SET,
     ConfigurationError,
@@ -38,7 +39,7 @@ from orderflow.configuration import (
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
 env = environ.Env()
-read_dotenv(BASE_DIR / ".env")
+read_dotenv(DOTENV)
 
 DEV_SECRET_KEY = "dev-only-insecure-key-change-me"  # noqa: S105 - refused when DEBUG is off
 

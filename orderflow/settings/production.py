@@ -2,12 +2,11 @@
 here, so a missing variable never shows a debug page, nor runs with the development key."""
 
 import os
-from pathlib import Path
 
-from orderflow.configuration import parse_bool, read, read_dotenv
+from orderflow.configuration import DOTENV, parse_bool, read, read_dotenv
 
 # The .env file first, as base reads it (a DJANGO_DEBUG there still counts), then the default.
-read_dotenv(Path(__file__).resolve().parents[2] / ".env")
+read_dotenv(DOTENV)
 os.environ.setdefault("DJANGO_DEBUG", "false")
 
 from orderflow.settings.base import *  # noqa: E402, F403
