@@ -1,11 +1,23 @@
 """`/api/orders/{id}/notifications/`: what the customer was told about an order, and how it went."""
 
 from django.shortcuts import get_object_or_404
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field
 from rest_framework import generics, serializers
 
 from notifications.models import Notification
+from notifications.services import CANCELLED_CODE, CANCELLED_MESSAGE, SUPPRESSED_CODE
 from orders.selectors import order_list
+
+# What a shop is told of a notification its operators stopped. The full text names the
+# operator, their reason for a suppression and where in the admin to lift it: for staff only.
+SHOP_MESSAGES = {
+    CANCELLED_CODE: CANCELLED_MESSAGE,
+    SUPPRESSED_CODE: (
+        "not sent: this recipient is suppressed on this channel (the provider refused it for good "
+        "earlier, or the customer asked not to be contacted); the operators of this service can lift it"
+    ),
+}
 
 
 class NotificationSerializer(serializers.ModelSerializer):
@@ -13,6 +25,9 @@ class NotificationSerializer(serializers.ModelSerializer):
         read_only=True,
         help_text="Pending because an earlier notification of the order on this channel goes first; "
         "it is sent once that one is sent, dead or cancelled.",
+    )
+    last_error_message = serializers.SerializerMethodField(
+        help_text="Why the last attempt failed, or why the notification was not sent."
     )
 
     class Meta:
@@ -32,6 +47,13 @@ class NotificationSerializer(serializers.ModelSerializer):
             "delivered_at",
         ]
         read_only_fields = fields
+
+    @extend_schema_field(OpenApiTypes.STR)
+    def get_last_error_message(self, notification) -> str:
+        request = self.context.get("request")
+        if request is not None and request.user.is_staff:
+            return notification.last_error_message
+        return SHOP_MESSAGES.get(notification.last_error_code, notification.last_error_message)
 
 
 @extend_schema(

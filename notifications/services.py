@@ -81,7 +81,7 @@ LIMITER_DOWN_RETRY_SECONDS = 15
 SUPPRESSED_CODE = "suppressed"
 # last_error_code and _message of a notification an operator cancelled: it is why it was not
 # sent, not the provider's error of an earlier attempt (that stays in its attempt log). The
-# operator is named in the log only: the API shows the message to the shop.
+# message names the operator for the admin; the API shows a shop CANCELLED_MESSAGE alone.
 CANCELLED_CODE = "cancelled"
 CANCELLED_MESSAGE = "not sent: cancelled by an operator"
 # How long a channel pauses when its provider says "too many requests" without a Retry-After.

@@ -73,3 +73,28 @@ def test_a_page_number_in_other_digits_is_a_clear_400(api, shop):
     response = api.get(f"/api/orders/{order.pk}/notifications/", {"page": "\u00b9"})
     assert response.status_code == 400
     assert "page must be a whole number from 1" in response.json()["detail"]
+
+
+def test_the_shop_is_not_shown_who_stopped_a_notification_nor_why(api, staff_api, shop, staff, order, scripted):
+    """An operator's name, their reason for a suppression and the admin's permission names are
+    for staff; the shop learns that the notification was stopped and who can undo it."""
+    sms, email = order.notifications.order_by("id")
+    services.suppression_add(channel="sms", recipient=order.customer_phone, reason="angry call, ticket 4411", by=staff)
+    assert services.notification_send(notification_id=sms.pk).outcome == "skipped"
+    services.notification_cancel(notification_id=email.pk, by=staff)
+
+    shown = api.get(f"/api/orders/{order.pk}/notifications/").json()["results"]
+    assert [(row["status"], row["last_error_code"]) for row in shown] == [
+        ("cancelled", "suppressed"),
+        ("cancelled", "cancelled"),
+    ]
+    assert shown[0]["last_error_message"].startswith("not sent: this recipient is suppressed on this channel")
+    assert shown[1]["last_error_message"] == "not sent: cancelled by an operator"
+    for row in shown:
+        assert "ticket 4411" not in row["last_error_message"]
+        assert staff.username not in row["last_error_message"]
+        assert "permission" not in row["last_error_message"]
+
+    for_staff = staff_api.get(f"/api/orders/{order.pk}/notifications/").json()["results"]
+    assert "ticket 4411" in for_staff[0]["last_error_message"]
+    assert staff.username in for_staff[1]["last_error_message"]
