@@ -93,8 +93,8 @@ def _host_allowed(request) -> bool:
 
 # Seconds a client is asked to wait before trying again while the database is away.
 DATABASE_RETRY_AFTER_SECONDS = 30
-# Where an order may be placed, and an Idempotency-Key makes a retry safe.
-ORDERS_API_PREFIX = "/api/"
+# The URL an order is placed at (POST), where an Idempotency-Key makes a retry safe.
+ORDER_CREATE_URL_NAME = "order-list"
 
 
 class DatabaseUnavailableMiddleware(MiddlewareMixin):
@@ -111,9 +111,14 @@ class DatabaseUnavailableMiddleware(MiddlewareMixin):
                 status=503,
                 headers=headers,
             )
-        if request.path.startswith(ORDERS_API_PREFIX):
+        if _places_an_order(request):
             detail += "; with the same Idempotency-Key a retried order is not placed twice"
         return JsonResponse({"detail": f"{detail}.", "code": "unavailable"}, status=503, headers=headers)
+
+
+def _places_an_order(request) -> bool:
+    match = request.resolver_match
+    return request.method == "POST" and match is not None and match.url_name == ORDER_CREATE_URL_NAME
 
 
 # Methods whose body a view reads: another's chunked body is left unread either way.
