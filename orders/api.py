@@ -6,6 +6,7 @@ import unicodedata
 
 import django_filters
 from django import forms
+from django.db import models
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiParameter,
@@ -58,6 +59,19 @@ WHOLE_NUMBER_TEXT = re.compile(r"^\s*[+-]?[0-9]+\s*$")
 DECIMAL_TEXT = re.compile(r"^\s*[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)\s*$")
 
 
+class TextField(serializers.CharField):
+    """Text given as a JSON string only. DRF's CharField takes a number as its digits: a phone
+    sent as 447700900123 lost its "+" (and a leading 0 is gone before JSON is even parsed), and
+    a name or sku of 12 hides a client's mix-up of fields."""
+
+    default_error_messages = {"invalid": "Not text: send it as a JSON string, in double quotes."}
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
 class PlainIntegerField(serializers.IntegerField):
     def to_internal_value(self, data):
         if isinstance(data, str) and not WHOLE_NUMBER_TEXT.match(data):
@@ -98,6 +112,7 @@ class PriceField(PlainDecimalField):
 
 
 class OrderItemSerializer(serializers.ModelSerializer):
+    serializer_field_mapping = {**serializers.ModelSerializer.serializer_field_mapping, models.CharField: TextField}
     quantity = PlainIntegerField(min_value=1, max_value=1_000_000)
     unit_price = PriceField()
 
@@ -111,9 +126,9 @@ class OrderItemSerializer(serializers.ModelSerializer):
 
 
 class OrderCreateSerializer(serializers.Serializer):
-    customer_name = serializers.CharField(min_length=1, max_length=200, validators=[no_control_characters])
+    customer_name = TextField(min_length=1, max_length=200, validators=[no_control_characters])
     customer_email = serializers.EmailField(required=False, allow_blank=True, default="", max_length=254)
-    customer_phone = serializers.CharField(
+    customer_phone = TextField(
         required=False,
         allow_blank=True,
         default="",
@@ -122,7 +137,7 @@ class OrderCreateSerializer(serializers.Serializer):
     )
     items = OrderItemSerializer(many=True, allow_empty=False, min_length=1, max_length=MAX_ITEMS_PER_ORDER)
     # Checked by orders.services, as every way into an order is.
-    currency = serializers.CharField(
+    currency = TextField(
         required=False,
         max_length=20,
         help_text="ISO 4217 code of the prices (EUR, GBP, JPY...), in any case; by default the shop's "

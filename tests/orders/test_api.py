@@ -793,3 +793,20 @@ def test_options_describe_the_body_each_post_takes(api, shop):
     transition = api.options(f"{ORDERS}{order.pk}/transition/").json()["actions"]["POST"]
     assert set(transition) == {"status"}
     assert transition["status"]["read_only"] is False
+
+
+@pytest.mark.parametrize(
+    ("where", "body"),
+    [
+        ("customer_name", order_body(customer_name=12)),
+        ("customer_phone", order_body(customer_phone=447700900123)),  # its "+" is lost as a number
+        ("currency", order_body(currency=978)),
+        ("items[0].sku", order_body(items=[item(sku=1001)])),
+        ("items[0].name", order_body(items=[item(name=3.5)])),
+    ],
+)
+def test_text_sent_as_a_json_number_is_refused_not_taken_as_its_digits(api, where, body):
+    response = api.post(ORDERS, body, format="json")
+    assert response.status_code == 400, response.content
+    assert response.json()["errors"][where] == ["Not text: send it as a JSON string, in double quotes."]
+    assert not Order.objects.exists()
