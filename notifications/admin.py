@@ -37,6 +37,7 @@ from orderflow.admin import (
     LinksOnlyWhereAllowed,
     ReadOnlyInline,
     RefusedActionsNamed,
+    number_searched,
     refused_as_too_many,
     report_outcome,
 )
@@ -116,11 +117,6 @@ def _corrected_message(corrected: services.RecipientCorrected, *, sent_again: bo
         parts.append(f"the order's notification{'s' if len(corrected.also) > 1 else ''} {ids}")
     changed = f"Recipient corrected, with {' and '.join(parts)}" if parts else "Recipient corrected"
     return f"{changed}; {'queued to send again' if sent_again else 'not sent again'}."
-
-
-def number_searched(term: str) -> int | None:
-    """A searched id or order number, also written "#16" as the lists show orders."""
-    return whole_number(term.removeprefix("#").strip())
 
 
 def recipient_forms(term: str) -> set[str]:

@@ -4,9 +4,16 @@ from django.contrib import admin, messages
 from django.contrib.admin.utils import model_format_dict
 from django.shortcuts import redirect
 
+from orderflow.parsers import whole_number
+
 # Reasons shown one message each; the rest are counted, so a bulk action over thousands of
 # rows leaves a page the operator can read.
 REASONS_SHOWN = 10
+
+
+def number_searched(term: str) -> int | None:
+    """A searched id or order number, also written "#16" as the lists show orders."""
+    return whole_number(term.removeprefix("#").strip())
 
 
 class ReadOnlyInline(admin.TabularInline):

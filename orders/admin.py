@@ -1,3 +1,5 @@
+import contextlib
+
 from django.contrib import admin, messages
 from django.db.models import Count
 from django.shortcuts import redirect
@@ -6,6 +8,7 @@ from orderflow.admin import (
     LinksOnlyWhereAllowed,
     ReadOnlyInline,
     RefusedActionsNamed,
+    number_searched,
     refused_as_too_many,
     report_outcome,
 )
@@ -13,6 +16,7 @@ from orderflow.errors import ApplicationError
 from orders import services
 from orders.models import ChangeSource, Order, OrderItem, OrderStatus, OrderStatusChange
 from orders.money import format_money
+from orders.phones import phone_to_e164
 
 
 class OrderItemInline(ReadOnlyInline):
@@ -74,6 +78,7 @@ class OrderAdmin(LinksOnlyWhereAllowed, RefusedActionsNamed, admin.ModelAdmin):
     list_display = ["id", "customer_name", "status", "amount", "item_count", "contact", "owner", "created_at"]
     list_filter = ["status", "created_at"]
     search_fields = ["=id", "customer_name", "customer_email", "customer_phone"]
+    search_help_text = "An order number (17 or #17), a name, an email address or a phone written any way."
     date_hierarchy = "created_at"
     list_select_related = ["owner"]
     list_per_page = 50
@@ -90,6 +95,18 @@ class OrderAdmin(LinksOnlyWhereAllowed, RefusedActionsNamed, admin.ModelAdmin):
     fields = readonly_fields
     inlines = [OrderItemInline, OrderStatusChangeInline]
     actions = [_transition_action(status) for status in OrderStatus.values if status != OrderStatus.PENDING]
+
+    def get_search_results(self, request, queryset, search_term):
+        # Besides the admin's own search: "#17" as the notification lists show an order, and a
+        # phone as a person writes it ("0770 090 0123", "(020) 7946-0018"), stored in E.164.
+        found, may_have_duplicates = super().get_search_results(request, queryset, search_term)
+        term = search_term.strip()
+        number = number_searched(term)
+        if number is not None:
+            found |= queryset.filter(pk=number)
+        with contextlib.suppress(ApplicationError):
+            found |= queryset.filter(customer_phone=phone_to_e164(term))
+        return found, may_have_duplicates
 
     def get_queryset(self, request):
         return super().get_queryset(request).annotate(item_count=Count("items"))

@@ -23,7 +23,10 @@ def test_changelist_shows_orders_without_n_plus_one(client, operator, shop, djan
     assert response.content.decode().count("Ada Lovelace") == 20
 
 
-@pytest.mark.parametrize("term", ["Grace", "grace@example.com", "+14155552671"])
+# The phone as stored, and as people write it: spaces, brackets, dashes, 00 for the "+".
+@pytest.mark.parametrize(
+    "term", ["Grace", "grace@example.com", "+14155552671", "+1 (415) 555-2671", "001-415-555-2671", " +1 415 555 2671 "]
+)
 def test_search_by_name_email_phone(client, operator, shop, term):
     wanted = place_order(
         owner=shop, customer_name="Grace Hopper", customer_email="grace@example.com", customer_phone="+1 415 555 2671"
@@ -38,6 +41,13 @@ def test_search_by_id(client, operator, shop):
     # No digits in the other's contact details: an id found inside a phone number is found too.
     place_order(owner=shop, customer_phone="", customer_email="grace@example.com")
     response = client.get(CHANGELIST, {"q": str(wanted.pk)})
+    assert list(response.context["cl"].result_list) == [wanted]
+
+
+def test_search_by_number_as_the_lists_write_it(client, operator, shop):
+    wanted = place_order(owner=shop)
+    place_order(owner=shop, customer_phone="", customer_email="grace@example.com")
+    response = client.get(CHANGELIST, {"q": f"#{wanted.pk}"})
     assert list(response.context["cl"].result_list) == [wanted]
 
 
