@@ -5,7 +5,6 @@ import json
 
 from django import forms
 from django.contrib import admin, messages
-from django.contrib.admin import helpers
 from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.admin.views.main import ERROR_FLAG, ChangeList
 from django.core.exceptions import PermissionDenied
@@ -33,10 +32,10 @@ from notifications.models import (
     Suppression,
 )
 from orderflow.admin import (
-    REASONS_SHOWN,
     LinksOnlyWhereAllowed,
     ReadOnlyInline,
     RefusedActionsNamed,
+    SelectedRowsGoneNamed,
     number_searched,
     refused_as_too_many,
     report_outcome,
@@ -44,7 +43,6 @@ from orderflow.admin import (
 from orderflow.errors import ApplicationError, Conflict, first_line
 from orderflow.masking import mask_recipient, mask_text
 from orderflow.middleware import is_bad_filter_error
-from orderflow.parsers import whole_number
 
 # Above this many selected rows, requeue goes through a frozen batch and a background task.
 INLINE_REQUEUE_LIMIT = 500
@@ -63,7 +61,7 @@ class CorrectionInline(ReadOnlyInline):
     verbose_name_plural = "recipient corrections"
 
 
-class PipelineRowAdmin(LinksOnlyWhereAllowed, RefusedActionsNamed, admin.ModelAdmin):
+class PipelineRowAdmin(LinksOnlyWhereAllowed, RefusedActionsNamed, SelectedRowsGoneNamed, admin.ModelAdmin):
     """Rows the pipeline writes: operators read them and act through actions and forms."""
 
     show_full_result_count = False  # no second COUNT(*) over a million rows per page
@@ -87,22 +85,6 @@ class PipelineRowAdmin(LinksOnlyWhereAllowed, RefusedActionsNamed, admin.ModelAd
     def report(self, request, done: str, skipped: dict[int, str] | list[str]):
         reasons = [f"{pk}: {why}" for pk, why in skipped.items()] if isinstance(skipped, dict) else skipped
         report_outcome(self, request, done=done, reasons=reasons)
-
-    def response_action(self, request, queryset):
-        # Django runs an action on the selected rows still in the list and says nothing of the others.
-        values = request.POST.getlist(helpers.ACTION_CHECKBOX_NAME)
-        selected = {number for number in map(whole_number, values) if number is not None}
-        if selected and request.POST.get("select_across") != "1":
-            found = set(queryset.filter(pk__in=selected).values_list("pk", flat=True))
-            if gone := sorted(selected - found):
-                shown = ", ".join(map(str, gone[:REASONS_SHOWN])) + (" …" if len(gone) > REASONS_SHOWN else "")
-                self.message_user(
-                    request,
-                    f"{len(gone)} selected row(s) are no longer in this list (removed, or changed so that its "
-                    f"filters no longer match) and were left out: {shown}.",
-                    messages.WARNING,
-                )
-        return super().response_action(request, queryset)
 
 
 ORDER_CONTACT_NAMES = {"customer_phone": "phone", "customer_email": "email"}

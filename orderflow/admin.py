@@ -1,6 +1,7 @@
 """Admin pieces every app's console shares."""
 
 from django.contrib import admin, messages
+from django.contrib.admin import helpers
 from django.contrib.admin.utils import model_format_dict
 from django.shortcuts import redirect
 
@@ -105,3 +106,24 @@ class RefusedActionsNamed:
         candidates = [func for _, func in self.admin_site.actions] + list(self.actions or [])
         found = (self.get_action(candidate) for candidate in candidates)
         return {name: str(description) % model_format_dict(self.opts) for _, name, description in filter(None, found)}
+
+
+class SelectedRowsGoneNamed:
+    """Django runs an action on the selected rows still in the list and says nothing of the
+    others: rows removed, or changed so that the list's filters no longer match them, since
+    the page was loaded. They are named."""
+
+    def response_action(self, request, queryset):
+        values = request.POST.getlist(helpers.ACTION_CHECKBOX_NAME)
+        selected = {number for number in map(whole_number, values) if number is not None}
+        if selected and request.POST.get("select_across") != "1":
+            found = set(queryset.filter(pk__in=selected).values_list("pk", flat=True))
+            if gone := sorted(selected - found):
+                shown = ", ".join(map(str, gone[:REASONS_SHOWN])) + (" …" if len(gone) > REASONS_SHOWN else "")
+                self.message_user(
+                    request,
+                    f"{len(gone)} selected row(s) are no longer in this list (removed, or changed so that its "
+                    f"filters no longer match) and were left out: {shown}.",
+                    messages.WARNING,
+                )
+        return super().response_action(request, queryset)

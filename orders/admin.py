@@ -8,6 +8,7 @@ from orderflow.admin import (
     LinksOnlyWhereAllowed,
     ReadOnlyInline,
     RefusedActionsNamed,
+    SelectedRowsGoneNamed,
     number_searched,
     refused_as_too_many,
     report_outcome,
@@ -60,10 +61,8 @@ def _transition_action(to_status: str):
                 moved += 1
             except ApplicationError as error:
                 refused.append(error.message)
-        if not moved and not refused:  # a list older than a deletion: say so rather than nothing
-            modeladmin.message_user(
-                request, "None of the selected orders exists any more; nothing was changed.", messages.WARNING
-            )
+        if not moved and not refused:  # the rows left out are named (SelectedRowsGoneNamed)
+            modeladmin.message_user(request, "Nothing was changed.", messages.WARNING)
             return
         done = f"{moved} order(s) marked {to_status}." if moved else ""
         report_outcome(modeladmin, request, done=done, reasons=refused, left="refused")
@@ -73,7 +72,7 @@ def _transition_action(to_status: str):
 
 
 @admin.register(Order)
-class OrderAdmin(LinksOnlyWhereAllowed, RefusedActionsNamed, admin.ModelAdmin):
+class OrderAdmin(LinksOnlyWhereAllowed, RefusedActionsNamed, SelectedRowsGoneNamed, admin.ModelAdmin):
     links = {"owner": ("auth.user", "owner_name")}
     list_display = ["id", "customer_name", "status", "amount", "item_count", "contact", "owner", "created_at"]
     list_filter = ["status", "created_at"]

@@ -2,7 +2,8 @@ import pytest
 from django.contrib.auth.models import Permission
 from django.contrib.messages import get_messages
 
-from orders.models import Order
+from orders.models import ChangeSource, Order
+from orders.services import order_transition
 from tests.factories import UserFactory, place_order
 
 pytestmark = pytest.mark.django_db
@@ -104,7 +105,27 @@ def test_an_action_on_orders_deleted_meanwhile_says_nothing_was_changed(client, 
     """A list opened before the orders went: the action has nothing to act on, and says so."""
     response = client.post(CHANGELIST, {"action": "mark_confirmed", "_selected_action": [99999]}, follow=True)
     assert response.status_code == 200
-    assert messages_of(response) == ["None of the selected orders exists any more; nothing was changed."]
+    assert messages_of(response) == [
+        "1 selected row(s) are no longer in this list (removed, or changed so that its filters no longer match) "
+        "and were left out: 99999.",
+        "Nothing was changed.",
+    ]
+
+
+def test_an_action_names_the_selected_orders_the_list_no_longer_holds(client, operator, shop, published):
+    """Selected in a list filtered to pending ones; one was confirmed meanwhile by someone else."""
+    kept, moved_meanwhile = place_order(owner=shop), place_order(owner=shop)
+    order_transition(order_id=moved_meanwhile.pk, to_status="confirmed", by=shop, source=ChangeSource.API)
+    response = client.post(
+        f"{CHANGELIST}?status__exact=pending",
+        {"action": "mark_cancelled", "_selected_action": [kept.pk, moved_meanwhile.pk]},
+        follow=True,
+    )
+    said = messages_of(response)
+    assert f"left out: {moved_meanwhile.pk}." in said[0]
+    assert "1 order(s) marked cancelled." in said
+    moved_meanwhile.refresh_from_db()
+    assert moved_meanwhile.status == "confirmed"
 
 
 def test_a_bulk_action_names_ten_refusals_and_counts_the_rest(client, operator, shop, published):
