@@ -292,6 +292,9 @@ class NotificationAdmin(PipelineRowAdmin):
         if not self.has_resend_permission(request):
             raise PermissionDenied
         notification = get_object_or_404(Notification, pk=notification_id)
+        if notification.status not in services.CORRECTABLE_STATUSES:  # a form it would only refuse
+            self.message_user(request, services.not_correctable(notification), messages.ERROR)
+            return redirect("admin:notifications_notification_change", notification.pk)
         form = CorrectRecipientForm(
             request.POST or None,
             initial={"recipient": notification.recipient, "seen_recipient": notification.recipient},
@@ -329,7 +332,9 @@ class NotificationAdmin(PipelineRowAdmin):
                 return redirect("admin:notifications_notification_change", notification.pk)
             except Conflict as error:  # changed meanwhile, or no longer correctable: show it as it is now
                 self.message_user(request, error.message, messages.ERROR)
-                return redirect("admin:notifications_notification_correct_recipient", notification.pk)
+                notification.refresh_from_db()
+                page = "correct_recipient" if notification.status in services.CORRECTABLE_STATUSES else "change"
+                return redirect(f"admin:notifications_notification_{page}", notification.pk)
             except ApplicationError as error:
                 for field, problems in error.fields.items():
                     form.add_error(field if field in form.fields else None, problems)

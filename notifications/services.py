@@ -1165,6 +1165,11 @@ CORRECTABLE_STATUSES = (
 )
 
 
+def not_correctable(notification: Notification) -> str:
+    """Why a notification not in CORRECTABLE_STATUSES keeps its recipient."""
+    return f"Notification {notification.pk} is {notification.status}; its recipient can no longer be changed."
+
+
 def notification_reset_for_sending(notification_ids: list[int]) -> int:
     """Make notifications sendable again with a fresh set of retries; their history stays."""
     return Notification.objects.filter(pk__in=notification_ids).update(
@@ -1294,9 +1299,7 @@ def notification_correct_recipient(
             )
         recipient = valid_recipient(notification.channel, recipient)
         if notification.status not in CORRECTABLE_STATUSES:
-            raise Conflict(
-                f"Notification {notification.pk} is {notification.status}; its recipient can no longer be changed."
-            )
+            raise Conflict(not_correctable(notification))
         if recipient == notification.recipient:
             said = f"{recipient} is already its recipient; to send to it again, resend the notification instead."
             raise ApplicationError(said, fields={"recipient": [said]})

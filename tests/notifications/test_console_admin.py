@@ -375,6 +375,16 @@ def test_two_operators_correcting_at_once_are_not_both_told_theirs_was_used(clie
     assert notification.corrections.count() == 1
 
 
+def test_the_correct_it_page_of_a_sent_notification_says_why_instead_of_offering_a_form(client, letters):
+    """A link bookmarked, or the page of a notification resent and sent since."""
+    operator_with(client, "view_notification", "resend_notification")
+    notification = Notification.objects.get(pk=letters[0].notification_id)
+    Notification.objects.filter(pk=notification.pk).update(status="sent", sent_at=timezone.now())
+    response = client.get(f"/admin/notifications/notification/{notification.pk}/correct-recipient/")
+    assert response.url == f"/admin/notifications/notification/{notification.pk}/change/"
+    assert messages_of(response) == [f"Notification {notification.pk} is sent; its recipient can no longer be changed."]
+
+
 def test_an_action_on_rows_gone_meanwhile_says_which_were_left_out(
     client, shop, published, django_capture_on_commit_callbacks
 ):
