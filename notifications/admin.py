@@ -36,6 +36,7 @@ from orderflow.admin import (
     ReadOnlyInline,
     RefusedActionsNamed,
     SelectedRowsGoneNamed,
+    ids_listed,
     number_searched,
     refused_as_too_many,
     report_outcome,
@@ -762,10 +763,22 @@ class SuppressionAdmin(LinksOnlyWhereAllowed, RefusedActionsNamed, admin.ModelAd
         obj.pk, obj.created_by, obj.created_at = saved.pk, saved.created_by, saved.created_at
 
     def delete_model(self, request, obj):
-        services.suppressions_remove(suppressions=[obj], by=request.user)
+        self._lift(request, [obj])
 
     def delete_queryset(self, request, queryset):
-        services.suppressions_remove(suppressions=list(queryset), by=request.user)
+        self._lift(request, list(queryset))
+
+    def _lift(self, request, suppressions):
+        still_cancelled = services.cancelled_for(suppressions)
+        services.suppressions_remove(suppressions=suppressions, by=request.user)
+        if still_cancelled:
+            self.message_user(
+                request,
+                f"Notification(s) {ids_listed(still_cancelled)} were cancelled while suppressed and stay "
+                "cancelled: lifting sends nothing by itself. Send again the ones that should still go "
+                "(Notifications, “Send selected notifications again”).",
+                messages.WARNING,
+            )
 
 
 @admin.register(RequeueBatch)

@@ -19,7 +19,9 @@ from django.contrib.admin.models import CHANGE, LogEntry
 from django.core.exceptions import ImproperlyConfigured, ValidationError
 from django.core.validators import validate_email
 from django.db import DatabaseError, InterfaceError, OperationalError, close_old_connections, connection, transaction
-from django.db.models import F, Q
+from django.db.models import F, Q, Value
+from django.db.models.functions import Lower
+from django.db.models.lookups import In
 from django.db.models.sql import Query
 from django.utils import timezone
 from django.utils.crypto import salted_hmac
@@ -34,6 +36,7 @@ from notifications.fingerprints import fingerprint
 from notifications.models import (
     FINISHED_STATUSES,
     PROVIDER_MESSAGE_ID_LENGTH,
+    RECIPIENT_SEARCHED,
     UNFINISHED_STATUSES,
     WAITING,
     Channel,
@@ -952,6 +955,18 @@ def suppressions_remove(*, suppressions, by) -> int:
     if removed:
         logger.info("suppression.lifted ids=%s by=%s", ids, by)
     return removed
+
+
+def cancelled_for(suppressions) -> list[int]:
+    """Ids of the notifications cancelled unsent because of these suppressions, earliest first:
+    lifting a suppression sends nothing by itself, and these stay cancelled until resent."""
+    wanted = Q(pk__in=[])
+    for suppression in suppressions:
+        wanted |= Q(In(RECIPIENT_SEARCHED, [Lower(Value(suppression.recipient))]), channel=suppression.channel)
+    cancelled = Notification.objects.filter(
+        wanted, status=NotificationStatus.CANCELLED, last_error_code=SUPPRESSED_CODE
+    ).order_by("pk")
+    return list(cancelled.values_list("pk", flat=True))
 
 
 def suppressions_of(notifications: list[Notification]) -> list[Suppression]:

@@ -17,6 +17,11 @@ def number_searched(term: str) -> int | None:
     return whole_number(term.removeprefix("#").strip())
 
 
+def ids_listed(ids: list[int]) -> str:
+    """Ids for a message: the first REASONS_SHOWN, then an ellipsis for the rest."""
+    return ", ".join(map(str, ids[:REASONS_SHOWN])) + (" …" if len(ids) > REASONS_SHOWN else "")
+
+
 class ReadOnlyInline(admin.TabularInline):
     """History shown under a row (items, status changes, attempts): read, never edited here."""
 
@@ -119,11 +124,10 @@ class SelectedRowsGoneNamed:
         if selected and request.POST.get("select_across") != "1":
             found = set(queryset.filter(pk__in=selected).values_list("pk", flat=True))
             if gone := sorted(selected - found):
-                shown = ", ".join(map(str, gone[:REASONS_SHOWN])) + (" …" if len(gone) > REASONS_SHOWN else "")
                 self.message_user(
                     request,
                     f"{len(gone)} selected row(s) are no longer in this list (removed, or changed so that its "
-                    f"filters no longer match) and were left out: {shown}.",
+                    f"filters no longer match) and were left out: {ids_listed(gone)}.",
                     messages.WARNING,
                 )
         return super().response_action(request, queryset)

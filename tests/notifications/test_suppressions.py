@@ -5,6 +5,7 @@ buried one dead letter per order event."""
 import pytest
 from django.contrib.admin.models import LogEntry
 from django.contrib.auth.models import Permission
+from django.contrib.messages import get_messages
 
 from notifications import dead_letters, services
 from notifications.errors import PermanentDeliveryError
@@ -251,6 +252,32 @@ def test_the_list_masks_recipients_finds_them_in_any_form_and_deleting_lifts(cli
     assert response.status_code == 302
     assert not Suppression.objects.exists()
     assert LogEntry.objects.filter(object_id=str(suppression.pk)).exists()
+
+
+@pytest.mark.parametrize("how", ["its page", "the list's action"])
+def test_lifting_one_names_the_notifications_that_stay_cancelled(client, operator, suppressed, shop, how):
+    """Lifting sends nothing by itself: the operator learns which ones to send again."""
+    stopped = [sms_of(place_order(owner=shop)) for _ in range(2)]
+    assert [send(notification) for notification in stopped] == ["skipped", "skipped"]
+    suppression = Suppression.objects.get()
+    if how == "its page":
+        response = client.post(f"{SUPPRESSIONS}{suppression.pk}/delete/", {"post": "yes"}, follow=True)
+    else:
+        response = client.post(
+            SUPPRESSIONS,
+            {"action": "delete_selected", "_selected_action": [suppression.pk], "post": "yes"},
+            follow=True,
+        )
+    said = [str(message) for message in get_messages(response.wsgi_request)]
+    assert not Suppression.objects.exists()
+    assert any(
+        message.startswith(f"Notification(s) {stopped[0].pk}, {stopped[1].pk} were cancelled while suppressed")
+        for message in said
+    ), said
+    assert [notification.status for notification in Notification.objects.filter(pk__in=[n.pk for n in stopped])] == [
+        "cancelled",
+        "cancelled",
+    ]
 
 
 def test_staff_without_the_delete_permission_cannot_lift_one(client):
