@@ -111,11 +111,22 @@ def recipient_forms(term: str) -> set[str]:
     return forms
 
 
+# Notifications found by a recipient they had before an operator corrected it, at most.
+CORRECTED_FROM_SHOWN = 1000
+
+
 def sent_to(term: str) -> Q:
     """Notifications to the searched recipient: a phone written any way, an email address in any
     case (a probe of the index on RECIPIENT_SEARCHED). The database folds the case of both
-    sides, so that they agree beyond ASCII (Python's upper() of ß is SS, SQLite's is ß)."""
-    return Q(In(RECIPIENT_SEARCHED, [Lower(Value(form)) for form in sorted(recipient_forms(term))]))
+    sides, so that they agree beyond ASCII (Python's upper() of ß is SS, SQLite's is ß).
+
+    Also those whose recipient was corrected from it: the provider's refusal in a dead letter
+    quotes the number it refused. Their ids are looked up first, so that the search stays a
+    probe of indexes (an OR with a subquery would read every notification)."""
+    forms = [Lower(Value(form)) for form in sorted(recipient_forms(term))]
+    corrected_from = RecipientCorrection.objects.filter(In(Lower("old_recipient"), forms))
+    ids = list(corrected_from.values_list("notification_id", flat=True).distinct()[:CORRECTED_FROM_SHOWN])
+    return Q(In(RECIPIENT_SEARCHED, forms)) | Q(pk__in=ids)
 
 
 class CorrectRecipientForm(forms.Form):

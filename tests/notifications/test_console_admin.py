@@ -103,6 +103,20 @@ def test_search_by_order_recipient_and_error_text(client, letters, term):
         assert list(found) == [target]
 
 
+def test_a_recipient_corrected_since_is_found_by_the_number_refused(client, letters, shop):
+    """The refusal quotes the old number; the notification now holds the corrected one."""
+    operator_with(client, "view_deadletter", "view_notification", "resend_notification")
+    letter = letters[0]
+    services.notification_correct_recipient(
+        notification_id=letter.notification_id, recipient="+12025550172", reason="customer called", by=shop
+    )
+    for term in ("+12025550000", "+1 (202) 555-0000"):
+        assert list(client.get(LIST, {"q": term}).context["cl"].result_list) == [letter]
+        notifications = client.get("/admin/notifications/notification/", {"q": term}).context["cl"].result_list
+        assert [row.pk for row in notifications] == [letter.notification_id]
+    assert list(client.get(LIST, {"q": "+12025550172"}).context["cl"].result_list) == [letter]
+
+
 def test_detail_page_is_readable(client, letters):
     operator = operator_with(client, "view_deadletter", "view_notification")
     operator.user_permissions.add(Permission.objects.get(codename="view_order"))
