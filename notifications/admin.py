@@ -2,9 +2,11 @@
 
 import contextlib
 import json
+from datetime import datetime
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin import helpers
 from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.admin.views.main import ERROR_FLAG, ChangeList
 from django.core.exceptions import PermissionDenied
@@ -109,6 +111,19 @@ def recipient_forms(term: str) -> set[str]:
         with contextlib.suppress(ApplicationError):
             forms.add(services.valid_recipient(channel, term))
     return forms
+
+
+SENT_STATUSES = (NotificationStatus.SENT, NotificationStatus.DELIVERED)
+# The confirmation of resending a sent notification: when the operator was shown it was sent.
+RESEND_SENT_CONFIRMED = "sent_at_seen"
+
+
+def _sent_at_confirmed(value: str):
+    """The sent time a confirmation page showed (its ISO form; empty: never sent)."""
+    try:
+        return datetime.fromisoformat(value) if value else None
+    except ValueError:
+        raise ApplicationError("The confirmation was not understood; open the notification and resend it.") from None
 
 
 # Notifications found by a recipient they had before an operator corrected it, at most.
@@ -253,19 +268,27 @@ class NotificationAdmin(PipelineRowAdmin):
     @admin.action(description="Send selected notifications again", permissions=["resend"])
     def resend_selected(self, request, queryset):
         if refused_as_too_many(self, request, queryset, what="notifications"):
-            return
+            return None
         done, waiting, refused = 0, 0, []
-        selection = list(queryset.order_by("pk").values_list("pk", "status"))
-        for notification_id, status in selection:
-            if len(selection) > 1 and status in (NotificationStatus.SENT, NotificationStatus.DELIVERED):
-                # The customer has it already: sending it again is a choice made one at a time.
+        selection = list(queryset.order_by("pk").values_list("pk", "status", "sent_at"))
+        confirmed = request.POST.get(RESEND_SENT_CONFIRMED)
+        if len(selection) == 1 and selection[0][1] in SENT_STATUSES and confirmed is None:
+            # The customer has it already, perhaps only since the list was loaded: say when.
+            return self._confirm_resending_a_sent_one(request, queryset.get())
+        for notification_id, status, sent_at in selection:
+            if len(selection) > 1 and status in SENT_STATUSES:
+                # Sending it again is a choice made one at a time, on a page that says when it went.
                 refused.append(f"Notification {notification_id} was {status}; resend it on its own.")
                 continue
             if refusal := self.dead_letter_refusal(request, notification_id):
                 refused.append(refusal)
                 continue
             try:
-                resent = services.notification_resend(notification_id=notification_id, by=request.user)
+                resent = services.notification_resend(
+                    notification_id=notification_id,
+                    by=request.user,
+                    sent_at_seen=_sent_at_confirmed(confirmed) if confirmed is not None else sent_at,
+                )
             except ApplicationError as error:
                 refused.append(error.message)
                 continue
@@ -286,6 +309,19 @@ class NotificationAdmin(PipelineRowAdmin):
                 "the sweep sends them once it is back.",
                 messages.WARNING,
             )
+
+    def _confirm_resending_a_sent_one(self, request, notification):
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Send notification {notification.pk} again?",
+            "notification": notification,
+            "recipient": mask_recipient(notification.recipient),
+            "sent_at_seen": notification.sent_at.isoformat() if notification.sent_at else "",
+            "confirmed_field": RESEND_SENT_CONFIRMED,
+            "selected_field": helpers.ACTION_CHECKBOX_NAME,
+            "opts": self.model._meta,
+        }
+        return TemplateResponse(request, "admin/notifications/resend_sent.html", context)
 
     @admin.action(description="Cancel selected notifications", permissions=["cancel"])
     def cancel_selected(self, request, queryset):

@@ -1198,8 +1198,15 @@ def notification_reset_for_sending(notification_ids: list[int]) -> int:
     )
 
 
-def notification_resend(*, notification_id: int, by) -> Notification:
-    """Send a notification again on an operator's word: one that died, failed, was cancelled or was sent."""
+# notification_resend without what the operator saw: resent whatever happened meanwhile.
+UNSEEN = object()
+
+
+def notification_resend(*, notification_id: int, by, sent_at_seen: datetime | object | None = UNSEEN) -> Notification:
+    """Send a notification again on an operator's word: one that died, failed, was cancelled or was sent.
+
+    `sent_at_seen`, when given, is when the operator saw it last sent (None: never): one sent
+    since, by a worker or by another operator's resend, is refused rather than sent twice."""
     with transaction.atomic():
         # Lock order everywhere: dead letters, then their notification (as dead_letters_requeue does).
         open_letters = list(
@@ -1216,6 +1223,12 @@ def notification_resend(*, notification_id: int, by) -> Notification:
             )
         if notification.status not in RESENDABLE_STATUSES:
             raise Conflict(f"Notification {notification.pk} is {notification.status}: it is already on its way.")
+        if sent_at_seen is not UNSEEN and notification.sent_at != sent_at_seen:
+            when = f" at {notification.sent_at:%Y-%m-%d %H:%M:%S %Z}" if notification.sent_at else ""
+            raise Conflict(
+                f"Notification {notification.pk} was sent{when} since you looked at it; not sent again. "
+                "Resend it on its own if it must go twice."
+            )
         if still_suppressed := suppressions_of([notification]):
             raise Conflict(f"Notification {notification.pk} would not be sent: {still_suppressed[0].explained()}.")
         notification_reset_for_sending([notification.pk])

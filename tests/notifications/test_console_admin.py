@@ -591,6 +591,44 @@ def test_notification_actions_resend_and_cancel(client, shop, published, django_
     assert "Cancelled" in client.get(f"/admin/notifications/notification/{sms.pk}/history/").content.decode()
 
 
+def test_a_notification_sent_since_the_list_was_loaded_is_not_resent_without_saying_when(client, letters):
+    """Two operators resend the same dead notification: the second is shown that it went."""
+    operator_with(client, "view_notification", "resend_notification", "requeue_deadletter")
+    notification = Notification.objects.get(pk=letters[0].notification_id)
+    sent_at = timezone.now()
+    # The first operator's resend, sent by a worker since.
+    Notification.objects.filter(pk=notification.pk).update(status="sent", sent_at=sent_at, provider_message_id="SM1")
+    resend = {"action": "resend_selected", "_selected_action": [notification.pk]}
+    asked = client.post("/admin/notifications/notification/", resend)
+    page = asked.content.decode()
+    assert asked.status_code == 200
+    assert "it was sent at" in page and "SM1" in page
+    assert f'name="sent_at_seen" value="{sent_at.isoformat()}"' in page
+    assert Notification.objects.get(pk=notification.pk).status == "sent"
+
+    # Confirmed on that page, but sent once more meanwhile: refused, not sent a third time.
+    Notification.objects.filter(pk=notification.pk).update(sent_at=sent_at + timedelta(seconds=5))
+    refused = client.post("/admin/notifications/notification/", {**resend, "sent_at_seen": sent_at.isoformat()})
+    assert any("since you looked at it; not sent again" in message for message in messages_of(refused))
+    assert Notification.objects.get(pk=notification.pk).status == "sent"
+
+    confirmed = client.post(
+        "/admin/notifications/notification/",
+        {**resend, "sent_at_seen": (sent_at + timedelta(seconds=5)).isoformat()},
+    )
+    assert "1 notification(s) queued to send again." in messages_of(confirmed)
+    assert Notification.objects.get(pk=notification.pk).status == "pending"
+
+
+def test_a_resend_of_one_seen_unsent_is_refused_once_a_worker_sent_it(shop, staff, published):
+    order = place_order(owner=shop, customer_email="")
+    sms = Notification.objects.get(order=order)
+    Notification.objects.filter(pk=sms.pk).update(status="failed")
+    Notification.objects.filter(pk=sms.pk).update(status="sent", sent_at=timezone.now())  # the retry went
+    with pytest.raises(services.Conflict, match="since you looked at it"):
+        services.notification_resend(notification_id=sms.pk, by=staff, sent_at_seen=None)
+
+
 def test_cancelling_a_dead_notification_says_what_to_do_instead(client, letters):
     operator_with(client, "view_notification", "cancel_notification")
     dead = letters[0].notification_id

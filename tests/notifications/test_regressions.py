@@ -175,7 +175,16 @@ def test_bulk_resend_leaves_sent_notifications_alone(client, shop, published):
     )
     assert "resend it on its own" in response.content.decode()
     assert set(Notification.objects.values_list("status", flat=True)) == {"sent"}
-    client.post("/admin/notifications/notification/", {"action": "resend_selected", "_selected_action": ids[:1]})
+    # One on its own is a choice, made on a page that says when it went.
+    asked = client.post(
+        "/admin/notifications/notification/", {"action": "resend_selected", "_selected_action": ids[:1]}
+    )
+    assert "sends the customer the same message a second time" in asked.content.decode()
+    assert Notification.objects.get(pk=ids[0]).status == "sent"
+    client.post(
+        "/admin/notifications/notification/",
+        {"action": "resend_selected", "_selected_action": ids[:1], "sent_at_seen": ""},
+    )
     assert Notification.objects.get(pk=ids[0]).status == "pending"
 
 
