@@ -2,7 +2,7 @@
 
 import logging
 import re
-from urllib.parse import unquote
+from urllib.parse import unquote, unquote_plus
 
 
 def mask_recipient(value: str) -> str:
@@ -22,12 +22,21 @@ PHONE = re.compile(r"\+\d[\d\s().-]{6,}\d")
 # The same in a URL's query string, as a request line logs it: ?q=ada%40example.com, ?q=%2B4420...
 ENCODED_EMAIL = re.compile(r"[\w.%+-]+%40[\w-]+(?:\.[\w-]+)+")
 ENCODED_PHONE = re.compile(r"%2[Bb]\d(?:[\d().-]|%20){6,}\d")
+# A URL's query string in a request line, and one of its values that is a phone number as a
+# person types it into a search: any separators (a form sends a space as "+"), a "+" or "00"
+# before the country code or neither, and at least as many digits as the shortest in use.
+QUERY_STRING = re.compile(r"\?[^\s\"'#]+")
+TYPED_PHONE = re.compile(r"\s*\+?[\d\s().-]+")
+FEWEST_PHONE_DIGITS = 8
+DATE = re.compile(r"\s*\d{4}-\d{2}-\d{2}\s*")  # a list's date filter
 
 
 def mask_text(text: str, keep: tuple[str, ...] = ()) -> str:
     """Mask every email address and international phone number in free text (log messages),
     except one lying wholly inside an occurrence of a `keep` string (an id that looks like one)."""
     # Every log line passes here (10 to 20 µs a line with both patterns); most hold neither sign.
+    if "?" in text:  # first: "+" is also how a query string writes a space
+        text = _substitute(QUERY_STRING, text, keep, _mask_query_string)
     if "@" in text:
         text = _substitute(EMAIL, text, keep, mask_recipient)
     if "+" in text:
@@ -38,6 +47,21 @@ def mask_text(text: str, keep: tuple[str, ...] = ()) -> str:
             ENCODED_PHONE, text, keep, lambda found: mask_recipient(re.sub(r"[^\d+]", "", unquote(found)))
         )
     return text
+
+
+def _mask_query_string(query: str) -> str:
+    """A query string with each value that is a phone number, however typed, masked."""
+    pairs = []
+    for pair in query[1:].split("&"):
+        name, equals, value = pair.partition("=")
+        typed = unquote_plus(value)
+        digits = re.sub(r"\D", "", typed)
+        if len(digits) >= FEWEST_PHONE_DIGITS and TYPED_PHONE.fullmatch(typed) and not DATE.fullmatch(typed):
+            # A "+" sent unencoded is a space to a server, but the number's "+" to whoever typed it.
+            plus = value.startswith(("+", "%2B", "%2b"))
+            value = mask_recipient(("+" if plus else "") + digits)
+        pairs.append(f"{name}{equals}{value}")
+    return "?" + "&".join(pairs)
 
 
 def _substitute(pattern: re.Pattern, text: str, keep: tuple[str, ...], mask) -> str:

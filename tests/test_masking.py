@@ -82,11 +82,25 @@ def test_a_kept_id_never_unmasks_a_number_or_address_it_is_part_of(provider_id):
         ('"GET /admin/?q=%2B14155550111&o=1 HTTP/1.1" 200', "?q=+14***11&o=1 "),
         ('"GET /admin/?q=%2b44%2020%207946%200958 HTTP/1.1" 200', "?q=+44***58 "),
         ('"GET /admin/orders/order/?q=ada%40example.com HTTP/1.1" 200', "?q=a***@example.com "),
+        # As a browser's search form sends a number typed with spaces, brackets, or 00 for "+".
+        ('"GET /admin/?q=%2B1+415+555+0111 HTTP/1.1" 200', "?q=+14***11 "),
+        ('"GET /admin/?q=%2B1+%28415%29+555-0111&p=2 HTTP/1.1" 200', "?q=+14***11&p=2 "),
+        ('"GET /admin/?status__exact=dead&q=0014155550111 HTTP/1.1" 200', "?status__exact=dead&q=00***11 "),
+        ('"GET /admin/?q=001+415+555+0111 HTTP/1.1" 200', "?q=00***11 "),
+        ('"GET /admin/?q=4155550111 HTTP/1.1" 200', "?q=41***11 "),
     ],
 )
 def test_a_request_line_is_masked_also_where_its_query_is_url_encoded(line, masked):
     assert masked in mask_text(line)
     assert "4155550111" not in mask_text(line) and "ada%40" not in mask_text(line)
+
+
+@pytest.mark.parametrize(
+    "query", ["?q=%2317", "?q=1234567", "?o=-3.1&p=12", "?q=Ada+Lovelace", "?created_at__gte=2026-11-25"]
+)
+def test_a_query_holding_no_phone_is_logged_as_it_is(query):
+    line = f'"GET /admin/orders/order/{query} HTTP/1.1" 200'
+    assert mask_text(line) == line
 
 
 def test_the_development_servers_request_lines_pass_the_mask(settings):
