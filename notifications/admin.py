@@ -372,6 +372,15 @@ class NotificationAdmin(PipelineRowAdmin):
                 self.log_change(request, notification, f"Recipient corrected: {form.cleaned_data['reason']}")
                 sent_again = form.cleaned_data["requeue"] and self._send_corrected(request, notification)
                 self.message_user(request, _corrected_message(corrected, sent_again=sent_again), messages.SUCCESS)
+                if field := corrected.order_contact_left:
+                    order = corrected.notification.order
+                    self.message_user(
+                        request,
+                        f"The order's {ORDER_CONTACT_NAMES[field]} was left as it is "
+                        f"({mask_recipient(getattr(order, field))}): it is not one this notification went to, so "
+                        "someone changed it since. Its next updates go there; correct the order if that is wrong.",
+                        messages.WARNING,
+                    )
                 if idle := corrected.sent_only_once_resent:
                     listed = ", ".join(f"notification {row.pk} ({row.status})" for row in idle)
                     self.message_user(

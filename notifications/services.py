@@ -1288,6 +1288,9 @@ class RecipientCorrected:
     notification: Notification
     order_contact: str = ""  # the order's field corrected with it ("customer_phone"), if any
     also: tuple[Notification, ...] = ()  # the order's other notifications corrected with it
+    # The order's field asked to be corrected too and left as it was: it holds neither the
+    # notification's recipient nor one it was corrected from, so someone set it on purpose.
+    order_contact_left: str = ""
 
     @property
     def sent_only_once_resent(self) -> list[Notification]:
@@ -1334,6 +1337,7 @@ def notification_correct_recipient(
         order_contact = (
             _correct_the_order_contact(order, notification, recipient, reason=reason, by=by) if order else ""
         )
+        left = ORDER_CONTACT_FIELDS[notification.channel] if order and not order_contact else ""
         # The order's others not yet on their way that go to the old value go to the new one.
         also = [row for row in others if row.recipient == notification.recipient]
         corrected = [notification, *also]
@@ -1346,7 +1350,7 @@ def notification_correct_recipient(
         Notification.objects.filter(pk__in=[row.pk for row in corrected]).update(recipient=recipient)
     notification.refresh_from_db()
     log_event("notification.recipient_corrected", notification, by=by, with_the_order=for_the_order or None)
-    return RecipientCorrected(notification, order_contact, tuple(also))
+    return RecipientCorrected(notification, order_contact, tuple(also), order_contact_left=left)
 
 
 # The order's contact field for each channel.
@@ -1355,9 +1359,11 @@ ORDER_CONTACT_FIELDS = {Channel.SMS: "customer_phone", Channel.EMAIL: "customer_
 
 def _correct_the_order_contact(order: Order, notification: Notification, recipient: str, *, reason: str, by) -> str:
     """Correct the order's phone or email (its row locked) where it still is the notification's
-    old recipient, recorded in the order's history in the admin; the field corrected, if any."""
+    old recipient, or one it was corrected from before (a first correction of the notification
+    alone), recorded in the order's history in the admin; the field corrected, if any."""
     field = ORDER_CONTACT_FIELDS[notification.channel]
-    if getattr(order, field) != notification.recipient:
+    earlier = {notification.recipient, *notification.corrections.values_list("old_recipient", flat=True)}
+    if getattr(order, field) not in earlier:
         return ""
     Order.objects.filter(pk=order.pk).update(**{field: recipient}, updated_at=timezone.now())
     if by is not None:

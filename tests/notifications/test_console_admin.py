@@ -13,7 +13,7 @@ from notifications import services
 from notifications.models import DeadLetter, Notification, RequeueBatch, Suppression
 from notifications.tasks import requeue_dead_letter_batch
 from orders import services as order_services
-from orders.models import ChangeSource
+from orders.models import ChangeSource, Order
 from tests.factories import UserFactory, place_order
 from tests.notifications.conftest import send_into_dead_letter
 
@@ -546,6 +546,38 @@ def test_a_correction_for_the_order_says_what_it_changed_and_what_stays_unsent(c
     # Without the order, only the notification is corrected, and that is all that is said.
     said = messages_of(client.post(url, {**form, "recipient": "+1 202 555 0148", "for_the_order": ""}, follow=True))
     assert said == ["Recipient corrected; not sent again."]
+
+
+def test_a_correction_for_the_order_after_one_of_the_notification_alone_corrects_the_order(
+    client, shop, published, scripted
+):
+    """First corrected alone (by someone who may not change orders), then with the order: the
+    order still holds the number the notification was corrected from, and is corrected."""
+    operator_with(client, "view_notification", "resend_notification", "orders.change_order")
+    order = place_order(owner=shop, customer_email="")
+    placed = send_into_dead_letter(order).notification
+    url = f"/admin/notifications/notification/{placed.pk}/correct-recipient/"
+    client.post(url, {"recipient": "+1 202 555 0147", "reason": "first try", "for_the_order": ""}, follow=True)
+    said = messages_of(client.post(url, {"recipient": "+1 202 555 0148", "reason": "right one", "for_the_order": "on"}))
+    assert said == ["Recipient corrected, with the order's phone; not sent again."]
+    order.refresh_from_db()
+    assert order.customer_phone == "+12025550148"
+
+
+def test_the_order_contact_set_otherwise_since_is_left_and_said_so(client, shop, published, scripted):
+    operator_with(client, "view_notification", "resend_notification", "orders.change_order")
+    order = place_order(owner=shop, customer_email="")
+    placed = send_into_dead_letter(order).notification
+    Order.objects.filter(pk=order.pk).update(customer_phone="+12025550190")  # changed on purpose elsewhere
+    url = f"/admin/notifications/notification/{placed.pk}/correct-recipient/"
+    said = messages_of(client.post(url, {"recipient": "+1 202 555 0148", "reason": "called", "for_the_order": "on"}))
+    assert said == [
+        "Recipient corrected; not sent again.",
+        "The order's phone was left as it is (+12***90): it is not one this notification went to, so someone "
+        "changed it since. Its next updates go there; correct the order if that is wrong.",
+    ]
+    order.refresh_from_db()
+    assert order.customer_phone == "+12025550190"
 
 
 def test_the_order_contact_is_corrected_only_by_those_who_may_change_orders(client, letters):
