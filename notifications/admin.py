@@ -195,13 +195,13 @@ class NotificationAdmin(PipelineRowAdmin):
         term = search_term.strip()
         if not term:
             return queryset, False
-        number = number_searched(term)
-        if number is not None:
-            return queryset.filter(Q(pk=number) | Q(order_id=number)), False
         # An email's Message-ID is stored in its angle brackets; a mail log quotes it with or without.
         bare = term.strip("<>")
-        message_ids = {term, bare, f"<{bare}>"}
-        return queryset.filter(sent_to(term) | Q(provider_message_id__in=message_ids)), False
+        matches = sent_to(term) | Q(provider_message_id__in={term, bare, f"<{bare}>"})
+        # Digits alone may be an id, an order number or a phone typed without separators (00...).
+        if (number := number_searched(term)) is not None:
+            matches |= Q(pk=number) | Q(order_id=number)
+        return queryset.filter(matches), False
 
     def get_urls(self):
         custom = [
@@ -489,12 +489,10 @@ class DeadLetterAdmin(PipelineRowAdmin):
         term = search_term.strip()
         if not term:
             return queryset, False
-        matches = Q(message__icontains=term)
-        number = number_searched(term)
-        if number is not None:
-            matches |= Q(notification__in=Notification.objects.filter(order_id=number).values("pk"))
-        else:
-            matches |= Q(notification__in=Notification.objects.filter(sent_to(term)).values("pk"))
+        to_them = sent_to(term)
+        if (number := number_searched(term)) is not None:  # an order number, or a phone typed as digits
+            to_them |= Q(order_id=number)
+        matches = Q(message__icontains=term) | Q(notification__in=Notification.objects.filter(to_them).values("pk"))
         return queryset.filter(matches), False
 
     # --- columns and detail ---

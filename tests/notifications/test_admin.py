@@ -53,7 +53,9 @@ def test_notifications_are_found_by_the_provider_id_as_a_mail_log_quotes_it(clie
     assert [row.provider_message_id for row in found] == [stored]
 
 
-@pytest.mark.parametrize("written", ["+14155550100", "+1 (415) 555-0100", "+1 415 555 0100 "])
+@pytest.mark.parametrize(
+    "written", ["+14155550100", "+1 (415) 555-0100", "+1 415 555 0100 ", "0014155550100", "001 415 555 0100"]
+)
 def test_notifications_and_dead_letters_are_found_by_a_phone_written_any_way(
     client, operator, shop, published, scripted, written
 ):
