@@ -8,7 +8,7 @@ from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.contrib.admin.options import IncorrectLookupParameters
-from django.contrib.admin.views.main import ERROR_FLAG, ChangeList
+from django.contrib.admin.views.main import ALL_VAR, ERROR_FLAG, ORDER_VAR, PAGE_VAR, ChangeList
 from django.core.exceptions import PermissionDenied
 from django.db import connection, transaction
 from django.db.models import Q, Value
@@ -114,6 +114,8 @@ def recipient_forms(term: str) -> set[str]:
 
 
 SENT_STATUSES = (NotificationStatus.SENT, NotificationStatus.DELIVERED)
+# A list's query parameters that choose its order or page, not its rows.
+NOT_FILTERS = {ORDER_VAR, PAGE_VAR, ALL_VAR}
 # The confirmation of resending a sent notification: when the operator was shown it was sent.
 RESEND_SENT_CONFIRMED = "sent_at_seen"
 
@@ -669,8 +671,15 @@ class DeadLetterAdmin(PipelineRowAdmin):
         filtered_url = f"{changelist_url}?{request.GET.urlencode()}" if request.GET else changelist_url
         if request.method != "POST":
             return redirect(filtered_url)
-        # As the operator reads them: q=+1415..., not q=%2B1415...
-        filters = ", ".join(f"{name}={value}" for name, values in request.GET.lists() for value in values)
+        # As the operator reads them: q=+1415..., not q=%2B1415..., with a phone or address in the
+        # search masked as the lists show them (the description is kept and shown with the batch).
+        # The order and page of the list are not filters: the batch is every row matching.
+        filters = ", ".join(
+            f"{name}={mask_text(value)}"
+            for name, values in request.GET.lists()
+            if name not in NOT_FILTERS
+            for value in values
+        )
         filters = filters or "no filter"
         if ERROR_FLAG in request.GET:  # the list dropped filters it could not apply, and shows every row
             self.message_user(
@@ -866,3 +875,24 @@ class RequeueBatchAdmin(PipelineRowAdmin):
         "finished_at",
     ]
     readonly_fields = fields
+
+    @admin.display(description="status", ordering="status")
+    def status_with_link(self, batch):
+        """An awaiting batch links to the page that confirms or cancels it."""
+        if batch.status != RequeueBatch.Status.AWAITING_CONFIRMATION:
+            return batch.get_status_display()
+        url = reverse("admin:notifications_deadletter_batch", args=[batch.pk])
+        return format_html('{} (<a href="{}">confirm or cancel</a>)', batch.get_status_display(), url)
+
+    def get_list_display(self, request):
+        return self._status_linked_for(request, super().get_list_display(request))
+
+    def get_fields(self, request, obj=None):
+        return self._status_linked_for(request, super().get_fields(request, obj))
+
+    @staticmethod
+    def _status_linked_for(request, names) -> list[str]:
+        """Those who may requeue dead letters get the link; others could not open its page."""
+        if not request.user.has_perm("notifications.requeue_deadletter"):
+            return list(names)
+        return ["status_with_link" if name == "status" else name for name in names]

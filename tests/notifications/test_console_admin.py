@@ -9,7 +9,7 @@ from django.contrib.messages import get_messages
 from django.db import connection
 from django.utils import timezone
 
-from notifications import services
+from notifications import dead_letters, services
 from notifications.models import DeadLetter, Notification, RequeueBatch, Suppression
 from notifications.tasks import requeue_dead_letter_batch
 from orders import services as order_services
@@ -721,10 +721,23 @@ def test_requeue_matching_freezes_nothing_for_filters_it_cannot_apply(client, le
     assert not any("Choices are" in message for message in messages_of(response))  # nor every field there is
 
 
-def test_a_batch_describes_a_search_as_it_was_typed(client, letters):
+def test_a_batch_describes_a_search_as_it_was_typed_with_a_phone_masked(client, letters):
     operator_with(client, "view_deadletter", "requeue_deadletter")
-    client.post(f"{LIST}requeue-matching/?q=%2B12025550003&queue__exact=sms")
-    assert RequeueBatch.objects.get().description == "matching q=+12025550003, queue__exact=sms"
+    client.post(f"{LIST}requeue-matching/?q=%2B12025550003&queue__exact=sms&o=-3&p=2")
+    batch = RequeueBatch.objects.get()
+    assert batch.description == "matching q=+12***03, queue__exact=sms"  # the order and page choose no rows
+    assert batch.size == 1
+
+
+def test_an_awaiting_batch_links_to_where_it_is_confirmed_or_cancelled(client, letters):
+    operator_with(client, "view_deadletter", "requeue_deadletter", "view_requeuebatch")
+    client.post(f"{LIST}requeue-matching/?queue__exact=sms")
+    batch = RequeueBatch.objects.get()
+    confirm = f'href="{LIST}requeue-batch/{batch.pk}/"'
+    assert confirm in client.get("/admin/notifications/requeuebatch/").content.decode()
+    assert confirm in client.get(f"/admin/notifications/requeuebatch/{batch.pk}/change/").content.decode()
+    dead_letters.requeue_batch_cancel(batch_id=batch.pk, by=None)
+    assert confirm not in client.get("/admin/notifications/requeuebatch/").content.decode()
 
 
 def test_a_list_that_dropped_its_filters_says_so_and_requeues_nothing_from_them(client, letters):
