@@ -763,7 +763,7 @@ class SuppressionForm(forms.ModelForm):
 
 
 @admin.register(Suppression)
-class SuppressionAdmin(LinksOnlyWhereAllowed, RefusedActionsNamed, admin.ModelAdmin):
+class SuppressionAdmin(LinksOnlyWhereAllowed, RefusedActionsNamed, SelectedRowsGoneNamed, admin.ModelAdmin):
     """Recipients nothing more is sent to: added by a provider's refusal or by an operator,
     lifted by deleting them (or by requeueing the dead letter that added them)."""
 

@@ -280,6 +280,19 @@ def test_lifting_one_names_the_notifications_that_stay_cancelled(client, operato
     ]
 
 
+def test_lifting_ones_already_lifted_from_a_stale_page_says_so(client, operator):
+    gone = Suppression.objects.create(channel="sms", recipient=PHONE, reason="unsubscribed").pk
+    Suppression.objects.filter(pk=gone).delete()  # by another operator, since this page was loaded
+    response = client.post(
+        SUPPRESSIONS, {"action": "delete_selected", "_selected_action": [gone], "post": "yes"}, follow=True
+    )
+    said = [str(message) for message in get_messages(response.wsgi_request)]
+    assert said == [
+        "1 selected row(s) are no longer in this list (removed, or changed so that its filters no longer match) "
+        f"and were left out: {gone}."
+    ]
+
+
 def test_staff_without_the_delete_permission_cannot_lift_one(client):
     client.force_login(UserFactory(username="viewer", is_staff=True))
     suppression = Suppression.objects.create(channel="sms", recipient=PHONE, reason="unsubscribed")
