@@ -724,9 +724,13 @@ class DeadLetterAdmin(PipelineRowAdmin):
                     dead_letters.requeue_batch_cancel(batch_id=batch.pk, by=request.user)
                     self.message_user(request, "Cancelled: nothing was requeued.", messages.SUCCESS)
                     return redirect("admin:notifications_deadletter_changelist")
+                to_requeue = dead_letters.requeue_batch_still_dead(batch) - dead_letters.requeue_batch_suppressed(batch)
                 dead_letters.requeue_batch_confirm(batch_id=batch.pk, by=request.user)
                 self.message_user(
-                    request, f"Requeueing {batch.size} dead letter(s) in the background.", messages.SUCCESS
+                    request,
+                    f"Requeueing {to_requeue} of the {batch.size} dead letter(s) frozen, in the background; "
+                    "the others are left alone.",
+                    messages.SUCCESS,
                 )
             except ApplicationError as error:
                 self.message_user(request, error.message, messages.ERROR)
@@ -736,12 +740,27 @@ class DeadLetterAdmin(PipelineRowAdmin):
             "title": "Requeue dead letters",
             "batch": batch,
             "sample": DeadLetter.objects.filter(pk__in=batch.dead_letter_ids[:20]).select_related("notification"),
-            "suppressed": dead_letters.requeue_batch_suppressed(batch)
-            if batch.status == RequeueBatch.Status.AWAITING_CONFIRMATION
-            else 0,
+            **self._still_to_requeue(batch),
             "opts": self.model._meta,
         }
         return TemplateResponse(request, "admin/notifications/deadletter/batch.html", context)
+
+    @staticmethod
+    def _still_to_requeue(batch: RequeueBatch) -> dict[str, int]:
+        """For a batch awaiting confirmation: how many of its dead letters are still dead, how
+        many of those go to a suppressed recipient, and so how many a requeue would send."""
+        if batch.status != RequeueBatch.Status.AWAITING_CONFIRMATION:
+            return {}
+        still_dead, suppressed = (
+            dead_letters.requeue_batch_still_dead(batch),
+            dead_letters.requeue_batch_suppressed(batch),
+        )
+        return {
+            "still_dead": still_dead,
+            "gone_since": batch.size - still_dead,
+            "suppressed": suppressed,
+            "to_requeue": still_dead - suppressed,
+        }
 
 
 class SuppressionForm(forms.ModelForm):

@@ -135,11 +135,22 @@ def to_suppressed_recipients(letters: QuerySet) -> QuerySet:
     return letters.filter(Exists(suppressed))
 
 
+def requeue_batch_still_dead(batch: RequeueBatch) -> int:
+    """How many of a batch's dead letters are still dead: the others were requeued or discarded
+    since it was frozen, and a requeue leaves them alone."""
+    return _still_dead_in(batch, lambda letters: letters)
+
+
 def requeue_batch_suppressed(batch: RequeueBatch) -> int:
-    """How many of a batch's dead letters, still dead, go to a suppressed recipient (counted in
-    chunks: a batch holds up to MAX_BATCH ids, more than SQLite takes as parameters)."""
+    """How many of a batch's dead letters, still dead, go to a suppressed recipient."""
+    return _still_dead_in(batch, to_suppressed_recipients)
+
+
+def _still_dead_in(batch: RequeueBatch, narrowed) -> int:
+    """The batch's dead letters still dead, narrowed, counted in chunks: a batch holds up to
+    MAX_BATCH ids, more than SQLite takes as parameters."""
     return sum(
-        to_suppressed_recipients(DeadLetter.objects.filter(pk__in=chunk, status=DeadLetterStatus.DEAD)).count()
+        narrowed(DeadLetter.objects.filter(pk__in=chunk, status=DeadLetterStatus.DEAD)).count()
         for chunk in batched(batch.dead_letter_ids, 10_000)
     )
 
@@ -195,7 +206,7 @@ def requeue_batch_cancel(*, batch_id: int, by) -> RequeueBatch:
         batch = _locked_awaiting_batch(
             batch_id,
             if_cancelled="This requeue was already cancelled.",
-            if_confirmed="This requeue was already confirmed ({status}), so it goes on.",
+            if_confirmed="This requeue was already confirmed ({status}); it can no longer be cancelled.",
         )
         batch.status, batch.cancelled_by, batch.finished_at = RequeueBatch.Status.CANCELLED, by, timezone.now()
         batch.save(update_fields=["status", "cancelled_by", "finished_at"])

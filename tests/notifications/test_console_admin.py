@@ -304,7 +304,7 @@ def test_a_cancelled_batch_requeues_nothing_and_cannot_be_confirmed_later(client
     assert "This requeue was already cancelled." in messages_of(again)
     running = RequeueBatch.objects.create(dead_letter_ids=[letters[0].pk], created_by=shop, status="running")
     late = client.post(f"{LIST}requeue-batch/{running.pk}/", {"cancel": "Cancel"}, follow=True)
-    assert "This requeue was already confirmed (Running), so it goes on." in messages_of(late)
+    assert "This requeue was already confirmed (Running); it can no longer be cancelled." in messages_of(late)
     assert RequeueBatch.objects.get(pk=running.pk).status == "running"
 
 
@@ -315,6 +315,20 @@ def test_a_batch_says_how_many_it_leaves_alone_for_a_suppressed_recipient(client
     page = " ".join(client.get(batch_url).content.decode().split())
     assert "1 of them goes to a suppressed recipient" in page
     assert "will be left alone: a requeue never lifts a suppression" in page
+    assert 'value="Requeue 4 dead letters"' in page  # of the 5 frozen
+
+
+def test_a_batch_counts_what_it_will_requeue_not_what_was_frozen(client, letters, shop):
+    """Frozen, then some requeued and one discarded before the batch was confirmed."""
+    operator_with(client, "view_deadletter", "requeue_deadletter")
+    batch_url = client.post(f"{LIST}requeue-matching/?status__exact=dead").url
+    dead_letters.dead_letters_discard(ids=[letters[0].pk], by=shop)
+    dead_letters.dead_letters_requeue(ids=[letters[1].pk, letters[2].pk], by=shop)
+    page = " ".join(client.get(batch_url).content.decode().split())
+    assert "2 of them are still dead; the other 3 were requeued or discarded since they were frozen" in page
+    assert 'value="Requeue 2 dead letters"' in page
+    said = messages_of(client.post(batch_url, {}))
+    assert said == ["Requeueing 2 of the 5 dead letter(s) frozen, in the background; the others are left alone."]
 
 
 def test_a_batch_of_one_reads_in_the_singular(client, letters, shop):
