@@ -39,6 +39,7 @@ from orderflow.admin import (
     RefusedActionsNamed,
     SelectedRowsGoneNamed,
     ids_listed,
+    needs,
     number_searched,
     refused_as_too_many,
     report_outcome,
@@ -114,6 +115,10 @@ def recipient_forms(term: str) -> set[str]:
 
 
 SENT_STATUSES = (NotificationStatus.SENT, NotificationStatus.DELIVERED)
+# What freezing and confirming a requeue of all matching takes (may_requeue_in_bulk).
+REQUEUE_IN_BULK_PERMISSIONS = "“Can view dead letter” and “Can requeue dead letters”"
+
+
 # A list's query parameters that choose its order or page, not its rows.
 NOT_FILTERS = {ORDER_VAR, PAGE_VAR, ALL_VAR}
 # The confirmation of resending a sent notification: when the operator was shown it was sent.
@@ -340,7 +345,7 @@ class NotificationAdmin(PipelineRowAdmin):
 
     def correct_recipient_view(self, request, notification_id):
         if not self.has_resend_permission(request):
-            raise PermissionDenied
+            raise PermissionDenied(needs("“Can resend or correct notifications”"))
         notification = get_object_or_404(Notification, pk=notification_id)
         if notification.status not in services.CORRECTABLE_STATUSES:  # a form it would only refuse
             self.message_user(request, services.not_correctable(notification), messages.ERROR)
@@ -652,7 +657,7 @@ class DeadLetterAdmin(PipelineRowAdmin):
 
     def groups_view(self, request):
         if not self.has_view_permission(request):
-            raise PermissionDenied
+            raise PermissionDenied(needs("“Can view dead letter”"))
         context = {
             **self.admin_site.each_context(request),
             "title": "Dead letters by cause",
@@ -666,7 +671,7 @@ class DeadLetterAdmin(PipelineRowAdmin):
         """Freeze what the changelist's current filters match (a POST: it writes the batch), then
         show it for confirmation. Filters it cannot apply freeze nothing: never "all" instead."""
         if not self.may_requeue_in_bulk(request):
-            raise PermissionDenied
+            raise PermissionDenied(needs(REQUEUE_IN_BULK_PERMISSIONS))
         changelist_url = reverse("admin:notifications_deadletter_changelist")
         filtered_url = f"{changelist_url}?{request.GET.urlencode()}" if request.GET else changelist_url
         if request.method != "POST":
@@ -716,7 +721,7 @@ class DeadLetterAdmin(PipelineRowAdmin):
 
     def batch_view(self, request, batch_id):
         if not self.may_requeue_in_bulk(request):
-            raise PermissionDenied
+            raise PermissionDenied(needs(REQUEUE_IN_BULK_PERMISSIONS))
         batch = get_object_or_404(RequeueBatch, pk=batch_id)
         if request.method == "POST":
             try:

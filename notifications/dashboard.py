@@ -5,7 +5,7 @@ from django.core.exceptions import PermissionDenied
 from django.template.response import TemplateResponse
 
 from notifications import selectors
-from orderflow.admin import may_view
+from orderflow.admin import may_view, needs
 
 CHART_HEIGHT = 120
 BAR_WIDTH = 14
@@ -17,7 +17,7 @@ DASHBOARD_PERMISSION = "notifications.view_notification"
 
 def dashboard_view(request):
     if not request.user.has_perm(DASHBOARD_PERMISSION):
-        raise PermissionDenied
+        raise PermissionDenied(needs("“Can view notification”"))
     timeline = selectors.delivery_timeline()
     tallest = max((slot["sent"] + slot["failed"] for hourly in timeline.values() for slot in hourly), default=0) or 1
     charts = [

@@ -17,6 +17,11 @@ def number_searched(term: str) -> int | None:
     return whole_number(term.removeprefix("#").strip())
 
 
+def needs(permissions: str) -> str:
+    """Why a page of the console answers 403, shown on it (templates/403.html)."""
+    return f"This page needs the permission {permissions}, which your account does not have; ask an administrator."
+
+
 def ids_listed(ids: list[int]) -> str:
     """Ids for a message: the first REASONS_SHOWN, then an ellipsis for the rest."""
     return ", ".join(map(str, ids[:REASONS_SHOWN])) + (" …" if len(ids) > REASONS_SHOWN else "")

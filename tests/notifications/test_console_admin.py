@@ -239,6 +239,27 @@ def test_the_requeue_permission_alone_shows_no_dead_letter_through_a_batch(clien
     assert client.get(f"{LIST}requeue-batch/{batch.pk}/").status_code == 403
 
 
+@pytest.mark.parametrize(
+    ("url", "permission"),
+    [
+        (
+            "/admin/notifications/notification/{notification}/correct-recipient/",
+            "“Can resend or correct notifications”",
+        ),
+        (f"{LIST}requeue-batch/{{batch}}/", "“Can view dead letter” and “Can requeue dead letters”"),
+        (f"{LIST}by-cause/", "“Can view dead letter”"),
+        ("/admin/dashboard/", "“Can view notification”"),
+    ],
+)
+def test_a_page_staff_may_not_open_names_the_permission_it_needs(client, letters, shop, url, permission):
+    """A link passed on by a colleague: a page that says what to ask for, not a bare 403."""
+    operator_with(client, "orders.view_order")
+    batch = RequeueBatch.objects.create(dead_letter_ids=[letters[0].pk], description="one", created_by=shop)
+    response = client.get(url.format(notification=letters[0].notification_id, batch=batch.pk))
+    assert response.status_code == 403
+    assert f"This page needs the permission {permission}" in response.content.decode()
+
+
 def test_discard_permission_discards(client, letters):
     user = operator_with(client, "view_deadletter", "discard_deadletter")
     response = client.post(LIST, {"action": "discard_selected", "_selected_action": [letters[0].pk]}, follow=True)
