@@ -8,13 +8,28 @@ database and the broker when Prometheus scrapes; `orderflow_database_up` and
 `orderflow_broker_up` say whether each answered.
 """
 
+import os
+import socket
+
 from django.db import InterfaceError, OperationalError
 from django.db.models import Count
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Histogram, values
 from prometheus_client.core import GaugeMetricFamily
 
 from notifications import broker
 from notifications.models import WAITING, Channel, DeadLetter, Notification
+
+
+def process_identifier() -> str:
+    """Names a process's file in PROMETHEUS_MULTIPROC_DIR. prometheus_client names it by PID, but
+    under compose every container shares the one directory and numbers its own processes from 1:
+    two processes of one PID wrote one file, and each overwrote the other's counts. The host name
+    (a container's own) keeps them apart; no underscore, which separates the file name's parts."""
+    return f"{socket.gethostname().replace('_', '-')}-{os.getpid()}"
+
+
+if getattr(values.ValueClass, "_multiprocess", False):  # before any metric is made
+    values.ValueClass = values.MultiProcessValue(process_identifier=process_identifier)
 
 SENDS = Counter("orderflow_notification_sends", "Notifications accepted by their provider", ["channel"])
 RECORDS_DEFERRED = Counter(

@@ -1,12 +1,23 @@
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 from django.db import OperationalError, connection
 from django.utils import timezone
+from prometheus_client import CollectorRegistry
+from prometheus_client.multiprocess import MultiProcessCollector
 
 from notifications import services
 from notifications.models import Notification
 from orders import services as order_services
 from orders.models import ChangeSource
 from tests.factories import UserFactory, place_order
+from tests.waiting import wait_until
+
+ROOT = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.django_db
 
@@ -103,3 +114,53 @@ def test_metrics_tell_notifications_waiting_in_order_from_ones_the_broker_did_no
     assert sample(text, 'orderflow_notifications_waiting_in_order{channel="sms"}') == 1
     assert sample(text, 'orderflow_notifications{channel="email",status="pending"}') == 1
     assert sample(text, 'orderflow_notifications_waiting_in_order{channel="email"}') == 0
+
+
+# Counts made by one process that shares PROMETHEUS_MULTIPROC_DIR: its metrics made, it says it
+# is ready, waits for the word, then counts 200 sends.
+COUNTING = """
+import os, pathlib, socket, sys, time
+socket.sethostname(f"container-{sys.argv[2]}")  # a container's own, in its own UTS namespace
+import django
+django.setup()
+from notifications import metrics
+sends = metrics.SENDS.labels("sms")
+rendezvous = pathlib.Path(sys.argv[1])
+(rendezvous / f"ready-{sys.argv[2]}").touch()
+while not (rendezvous / "go").exists():
+    time.sleep(0.01)
+for _ in range(200):
+    sends.inc()
+"""
+
+
+def test_processes_of_two_containers_with_the_same_pid_keep_their_counts_apart(tmp_path):
+    """Compose mounts one metrics volume into every container, and each numbers its processes
+    from 1 (here, two PID and host-name namespaces): neither one's counts may overwrite the other's."""
+    unshare = shutil.which("unshare")
+    directory, rendezvous = tmp_path / "metrics", tmp_path / "rendezvous"
+    directory.mkdir()
+    rendezvous.mkdir()
+    env = {
+        **os.environ,
+        "PROMETHEUS_MULTIPROC_DIR": str(directory),
+        "DJANGO_SETTINGS_MODULE": "orderflow.settings.test",
+    }
+    counting = [
+        subprocess.Popen(
+            [unshare, "--pid", "--uts", "--fork", sys.executable, "-c", COUNTING, str(rendezvous), str(number)],
+            cwd=ROOT,
+            env=env,
+        )
+        for number in (1, 2)
+    ]
+    try:
+        wait_until(lambda: len(list(rendezvous.glob("ready-*"))) == 2, timeout=60, what="both counting processes")
+        (rendezvous / "go").touch()
+        assert [process.wait(timeout=60) for process in counting] == [0, 0]
+    finally:
+        for process in counting:
+            process.kill()
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=str(directory))
+    assert registry.get_sample_value("orderflow_notification_sends_total", {"channel": "sms"}) == 400
