@@ -7,6 +7,7 @@ from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 
 from notifications.backends import sms_backend_class
+from orderflow.configuration import without_password
 
 
 @checks.register()
@@ -31,7 +32,8 @@ def result_backend_loadable(app_configs, **kwargs):
     except (ImportError, ValueError, ImproperlyConfigured) as error:
         return [
             checks.Error(
-                f"CELERY_RESULT_BACKEND: cannot load a result backend for {settings.CELERY_RESULT_BACKEND!r} ({error})",
+                f"CELERY_RESULT_BACKEND: cannot load a result backend for "
+                f"{without_password(settings.CELERY_RESULT_BACKEND)!r} ({without_password(str(error))})",
                 hint="django-db (the default), or a URL Celery knows, such as redis://localhost:6379/2.",
                 id="notifications.E002",
             )

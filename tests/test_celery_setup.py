@@ -224,3 +224,16 @@ def test_beat_says_a_database_gone_away_in_one_line_not_a_traceback_at_every_tic
     scheduler.schedule_changed()
     assert "celery beat: the database answers again after 5 failed call(s)" in caplog.text
     assert OUTAGE.failures == 0
+
+
+@pytest.mark.parametrize("url", ["db+postgresql://orderflow:s3cretpw@db/orderflow", "nosuch://user:s3cretpw@host/1"])
+def test_a_result_backend_that_cannot_load_is_named_without_its_password(url):
+    env = {**os.environ, "CELERY_RESULT_BACKEND": url}
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    checked = subprocess.run(
+        [sys.executable, "manage.py", "check"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert checked.returncode != 0
+    assert "(notifications.E002) CELERY_RESULT_BACKEND: cannot load a result backend for" in checked.stderr
+    assert ":***@" in checked.stderr
+    assert "s3cretpw" not in checked.stdout + checked.stderr
