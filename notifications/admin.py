@@ -166,6 +166,28 @@ class CorrectRecipientForm(forms.Form):
     requeue = forms.BooleanField(required=False, initial=True, label="Send it again now")
 
 
+def discarded_without_a_dead_letter_waiting(notification_ids: list[int]) -> set[int]:
+    """Of these notifications, those with a discarded dead letter and none still dead."""
+    statuses: dict[int, set[str]] = {}
+    letters = DeadLetter.objects.filter(notification_id__in=notification_ids).values_list("notification_id", "status")
+    for notification_id, status in letters:
+        statuses.setdefault(notification_id, set()).add(status)
+    return {
+        notification_id
+        for notification_id, seen in statuses.items()
+        if DeadLetterStatus.DISCARDED in seen and DeadLetterStatus.DEAD not in seen
+    }
+
+
+class NotificationChangeList(ChangeList):
+    def get_results(self, request):
+        super().get_results(request)
+        dead = [row.pk for row in self.result_list if row.status == NotificationStatus.DEAD]
+        discarded = discarded_without_a_dead_letter_waiting(dead) if dead else set()
+        for row in self.result_list:
+            row.dead_letter_discarded = row.pk in discarded
+
+
 @admin.register(Notification)
 class NotificationAdmin(PipelineRowAdmin):
     list_display = [
@@ -248,7 +270,20 @@ class NotificationAdmin(PipelineRowAdmin):
     def status_shown(self, notification):
         if notification.waits_in_order:  # not one the broker missed
             return "pending: waits for an earlier notification of its order"
+        if notification.status == NotificationStatus.DEAD and self._dead_letter_discarded(notification):
+            return "dead: its dead letter was discarded (dealt with, not to be sent)"
         return notification.get_status_display()
+
+    @staticmethod
+    def _dead_letter_discarded(notification) -> bool:
+        """Whether an operator discarded its dead letter, none waiting since. A list page sets
+        the answer on each row it shows (NotificationChangeList), in one query for all."""
+        if hasattr(notification, "dead_letter_discarded"):
+            return notification.dead_letter_discarded
+        return discarded_without_a_dead_letter_waiting([notification.pk]) == {notification.pk}
+
+    def get_changelist(self, request, **kwargs):
+        return NotificationChangeList
 
     def has_resend_permission(self, request):
         return request.user.has_perm("notifications.resend_notification")
@@ -282,6 +317,10 @@ class NotificationAdmin(PipelineRowAdmin):
         if len(selection) == 1 and selection[0][1] in SENT_STATUSES and confirmed is None:
             # The customer has it already, perhaps only since the list was loaded: say when.
             return self._confirm_resending_a_sent_one(request, queryset.get())
+        discarded = discarded_without_a_dead_letter_waiting(
+            [notification_id for notification_id, status, _ in selection if status == NotificationStatus.DEAD]
+        )
+        resent_though_discarded = []
         for notification_id, status, sent_at in selection:
             if len(selection) > 1 and status in SENT_STATUSES:
                 # Sending it again is a choice made one at a time, on a page that says when it went.
@@ -308,7 +347,16 @@ class NotificationAdmin(PipelineRowAdmin):
                 waiting += 1
             else:
                 done += 1
+            if notification_id in discarded:
+                resent_though_discarded.append(notification_id)
         self.report(request, f"{done} notification(s) queued to send again." if done else "", refused)
+        if resent_though_discarded:
+            self.message_user(
+                request,
+                f"The dead letter of notification(s) {ids_listed(resent_though_discarded)} had been discarded "
+                "(dealt with, not to be sent); they are sent again all the same.",
+                messages.WARNING,
+            )
         if waiting:
             self.message_user(
                 request,

@@ -696,6 +696,27 @@ def test_a_resend_of_one_seen_unsent_is_refused_once_a_worker_sent_it(shop, staf
         services.notification_resend(notification_id=sms.pk, by=staff, sent_at_seen=None)
 
 
+def test_a_notification_whose_dead_letter_was_discarded_says_so_and_a_resend_warns(client, letters, shop):
+    operator_with(client, "view_notification", "resend_notification", "requeue_deadletter")
+    discarded, other = letters[0], letters[1]
+    dead_letters.dead_letters_discard(ids=[discarded.pk], by=shop)
+    page = client.get("/admin/notifications/notification/").content.decode()
+    assert page.count("dead: its dead letter was discarded (dealt with, not to be sent)") == 1
+    one = client.get(f"/admin/notifications/notification/{discarded.notification_id}/change/").content.decode()
+    assert "dead: its dead letter was discarded" in one
+    said = messages_of(
+        client.post(
+            "/admin/notifications/notification/",
+            {"action": "resend_selected", "_selected_action": [discarded.notification_id, other.notification_id]},
+        )
+    )
+    assert "2 notification(s) queued to send again." in said
+    assert (
+        f"The dead letter of notification(s) {discarded.notification_id} had been discarded (dealt with, not to be "
+        "sent); they are sent again all the same." in said
+    )
+
+
 def test_cancelling_a_dead_notification_says_what_to_do_instead(client, letters):
     operator_with(client, "view_notification", "cancel_notification")
     dead = letters[0].notification_id
