@@ -249,7 +249,9 @@ def check_url(variable: str, value: str, *, schemes: tuple[str, ...]) -> str:
 
 
 REDIS_SCHEMES = ("redis", "rediss")
-REDIS_DATABASE_PATH = re.compile(r"/?\d*")
+# A Redis URL names its database: without one redis-py takes 0, the default broker's, and the
+# broker's messages, the limiter's keys and the task results would share one database.
+REDIS_DATABASE_PATH = re.compile(r"/\d+")
 
 
 def _unknown_option(error: TypeError) -> str:
@@ -259,7 +261,7 @@ def _unknown_option(error: TypeError) -> str:
 
 def _check_redis_database(variable: str, value: str) -> None:
     # redis-py reads a path that is not a number as database 0, and kombu fails on it when it
-    # first connects.
+    # first connects; no path at all is database 0 too.
     if not REDIS_DATABASE_PATH.fullmatch(urlsplit(value).path):
         raise ConfigurationError(variable, f"{without_password(value)!r}: its path must be a database number, e.g. /1")
 

@@ -517,6 +517,14 @@ def test_a_url_in_an_error_does_not_show_its_password():
     assert "'mysql://shop:***@db.example/orders'" in result.stderr
 
 
+@pytest.mark.parametrize("variable", ["REDIS_URL", "CELERY_RESULT_BACKEND", "CELERY_BROKER_URL"])
+@pytest.mark.parametrize("url", ["redis://127.0.0.1:6379", "redis://127.0.0.1:6379/"])
+def test_a_redis_url_without_its_database_number_is_refused(variable, url):
+    result = start(**{variable: url})
+    assert result.returncode == 2
+    assert f"{variable}: {url!r}: its path must be a database number, e.g. /1" in result.stderr
+
+
 def test_a_list_of_redis_brokers_to_fail_over_to_is_taken_and_each_is_checked():
     listed = "redis://:pw1@a.example:6379/0;redis://:pw2@b.example:6379/0"
     assert check_broker_url("CELERY_BROKER_URL", listed) == listed
