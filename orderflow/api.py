@@ -112,6 +112,10 @@ def exception_handler(exc, context):
         # In JSON whatever the page's formats: the request named none it has, and DRF would
         # answer in the page's first (the schema's is YAML).
         return JsonResponse(_error_body(str(exc.detail), exc.detail.code), status=exc.status_code)
+    if isinstance(exc, exceptions.UnsupportedMediaType) and (view := context.get("view")) is not None:
+        taken = " or ".join(parser.media_type for parser in view.get_parsers())
+        if str(exc.detail).startswith("Unsupported media type"):  # DRF's, which does not say what to send
+            exc = exceptions.UnsupportedMediaType(None, detail=f"{exc.detail} Send the body as {taken}.")
     if isinstance(exc, Http404):
         exc = exceptions.NotFound(str(exc) or None)
     elif isinstance(exc, PermissionDenied):
@@ -204,6 +208,17 @@ def too_many_fields(where: str) -> JsonResponse:
             "too_many_parameters",
         ),
         status=status.HTTP_400_BAD_REQUEST,
+    )
+
+
+def https_required(request) -> JsonResponse:
+    return JsonResponse(
+        _error_body(
+            f"This API takes {request.method} requests over https only: send it to https:// with the same path. "
+            "Nothing was done.",
+            "https_required",
+        ),
+        status=status.HTTP_403_FORBIDDEN,
     )
 
 

@@ -18,6 +18,7 @@
 import logging
 import re
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.contrib.admin.options import IS_POPUP_VAR, TO_FIELD_VAR
@@ -79,6 +80,29 @@ def probe_host_middleware(get_response):
         request.user = AnonymousUser()
         match = resolve(request.path_info)
         return match.func(request, *match.args, **match.kwargs)
+
+    return middleware
+
+
+# Requests a redirect can repeat as they were: a client follows a 301 with a GET.
+REDIRECTABLE_METHODS = {"GET", "HEAD", "OPTIONS"}
+
+
+def api_over_https_middleware(get_response):
+    """With SECURE_SSL_REDIRECT, Django answers a request over http with a 301 to https. A client
+    following it turns a POST into a GET: an order placed over http came back as the list of
+    orders under a 200, and was never placed. Under the JSON addresses a request that a redirect
+    cannot repeat is refused instead, saying to use https (the probes answer over http: above)."""
+
+    def middleware(request):
+        if (
+            settings.SECURE_SSL_REDIRECT
+            and request.method not in REDIRECTABLE_METHODS
+            and request.path.startswith(api.JSON_PREFIXES)
+            and not request.is_secure()
+        ):
+            return api.https_required(request)
+        return get_response(request)
 
     return middleware
 

@@ -80,6 +80,7 @@ SESSION_ENGINE = "orderflow.sessions"
 
 MIDDLEWARE = [
     "orderflow.middleware.probe_host_middleware",
+    "orderflow.middleware.api_over_https_middleware",
     "django.middleware.security.SecurityMiddleware",
     "orderflow.middleware.request_limits_middleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -118,8 +119,9 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
 
-# Order bodies are small; anything larger than this is refused with 413 before parsing.
-DATA_UPLOAD_MAX_MEMORY_SIZE = 256 * 1024
+# Anything larger is refused with 413 before parsing. The largest valid order (500 items, sku
+# and name at their longest, in characters JSON escapes as 12 bytes) is about 1.7 MB.
+DATA_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
 
 # --- Database --------------------------------------------------------------------------
 # The databases whose drivers requirements.txt installs: PostgreSQL, and SQLite for a quick local run.

@@ -60,9 +60,11 @@ def test_create_answers_201_with_server_total_and_e164_phone(api, shop):
 
 
 def test_client_cannot_set_total_or_status(api):
+    """Refused by name: taken silently, a client would believe its total or status was used."""
     response = api.post(ORDERS, order_body(total="0.01", status="delivered"), format="json")
-    assert response.status_code == 201
-    assert (response.json()["total"], response.json()["status"]) == ("9.00", "pending")
+    assert response.status_code == 400
+    assert set(response.json()["errors"]) == {"total", "status"}
+    assert not Order.objects.exists()
 
 
 def test_email_only_and_phone_only_orders_are_accepted(api):
@@ -192,15 +194,30 @@ def test_json_that_is_not_an_object_is_refused(api):
 def test_form_encoded_body_is_refused_as_unsupported(api):
     response = api.post(ORDERS, "customer_name=Ada", content_type="application/x-www-form-urlencoded")
     assert response.status_code == 415
-    assert response.json()["code"] == "unsupported_media_type"
+    assert response.json() == {
+        "detail": 'Unsupported media type "application/x-www-form-urlencoded" in request. '
+        "Send the body as application/json.",
+        "code": "unsupported_media_type",
+    }
 
 
 def test_oversized_body_is_refused_with_413(api):
-    body = order_body(customer_name="x" * 300_000)
+    body = order_body(customer_name="x" * 2_200_000)
     response = api.post(ORDERS, body, format="json")
     assert response.status_code == 413
-    assert response.json() == {"detail": "The request body is too large: at most 262144 bytes.", "code": "too_large"}
+    assert response.json() == {"detail": "The request body is too large: at most 2097152 bytes.", "code": "too_large"}
     assert Order.objects.count() == 0
+
+
+def test_the_largest_valid_order_fits_under_the_body_limit(api, settings):
+    """500 items whose sku and name are as long as they may be, in characters that JSON writes
+    as escapes of 12 bytes each (ensure_ascii, as many clients send): a 201, not a 413."""
+    widest = "\U0001f600"  # outside the BMP: a surrogate pair, written \ud83d\ude00
+    items = [item(sku=widest * 64, name=widest * 200) for _ in range(500)]
+    body = json.dumps(order_body(customer_name=widest * 200, items=items), ensure_ascii=True)
+    assert len(body) <= settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+    response = api.post(ORDERS, body, content_type="application/json")
+    assert response.status_code == 201, response.content[:300]
 
 
 def test_a_chunked_body_without_a_length_is_411_not_read_as_empty(api):
@@ -810,3 +827,59 @@ def test_text_sent_as_a_json_number_is_refused_not_taken_as_its_digits(api, wher
     assert response.status_code == 400, response.content
     assert response.json()["errors"][where] == ["Not text: send it as a JSON string, in double quotes."]
     assert not Order.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("body", "where", "said"),
+    [
+        (order_body(customer_mobile="+14155552671"), "customer_mobile", "Not a field of an order; it takes "),
+        (order_body(Currency="JPY"), "Currency", "Not a field of an order; it takes "),
+        (order_body(total="1.00"), "total", "Not a field of an order; it takes "),
+        (order_body(items=[item(discount="50%")]), "items[0].discount", "Not a field of an item; it takes "),
+    ],
+)
+def test_a_field_the_api_does_not_take_is_refused_by_name_not_dropped(api, body, where, said):
+    response = api.post(ORDERS, body, format="json")
+    assert response.status_code == 400, response.content
+    [message] = response.json()["errors"][where]
+    assert message.startswith(said)
+    assert "customer_phone" in message or "unit_price" in message  # the fields it does take
+    assert not Order.objects.exists()
+
+
+def test_a_status_change_with_a_field_it_does_not_take_is_refused(api, shop):
+    order = place_order(owner=shop)
+    response = api.post(f"{ORDERS}{order.pk}/transition/", {"status": "confirmed", "note": "rush"}, format="json")
+    assert response.status_code == 400
+    assert response.json()["errors"]["note"] == ["Not a field of a status change; it takes status."]
+    order.refresh_from_db()
+    assert order.status == "pending"
+
+
+def test_an_order_posted_over_http_is_refused_saying_to_use_https_not_redirected(api, settings):
+    """Behind the TLS proxy with SECURE_SSL_REDIRECT, as production runs: a client following a
+    301 would send its POST again as a GET, and its order would never be placed."""
+    settings.SECURE_SSL_REDIRECT = True
+    settings.SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    response = api.post(ORDERS, order_body(), format="json")
+    assert response.status_code == 403
+    assert response.json()["code"] == "https_required"
+    assert "send it to https://" in response.json()["detail"]
+    assert not Order.objects.exists()
+    assert api.get(ORDERS).status_code == 301  # a read is repeated as it was
+    assert api.post(ORDERS, order_body(), format="json", HTTP_X_FORWARDED_PROTO="https").status_code == 201
+
+
+def test_the_schema_describes_an_address_beyond_ascii_as_the_api_takes_it(api):
+    """ada@exämple.com is taken and shown back: `format: email` would make a client that
+    validates answers against the schema refuse them."""
+    schema = api.get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json").json()["components"]["schemas"]
+    described = [
+        body["properties"]["customer_email"]
+        for body in schema.values()
+        if "customer_email" in body.get("properties", {})
+    ]
+    formats = set(re.findall(r'"format": "([^"]+)"', json.dumps(described)))  # also under oneOf
+    assert described and formats == {"idn-email"}, described
+    created = api.post(ORDERS, order_body(customer_email="ada@exämple.com"), format="json")
+    assert created.status_code == 201 and created.json()["customer_email"] == "ada@exämple.com"
