@@ -24,12 +24,12 @@ def web_command(*, bind: str) -> list[str]:
     return [bind if argument == DEPLOYED_BIND else argument for argument in command]
 
 
-def run_deployed(*argv: str, **variables: str) -> subprocess.CompletedProcess:
-    """`python argv...` from the project's root with the environment and `variables`, the
-    settings module left to its default as a deployment does."""
+def run_deployed(*argv: str, cwd: Path = ROOT, **variables: str) -> subprocess.CompletedProcess:
+    """`python argv...` from the project's root (or `cwd`, a copy of it) with the environment and
+    `variables`, the settings module left to its default as a deployment does."""
     env = {key: value for key, value in os.environ.items() if key != "DJANGO_SETTINGS_MODULE"}
     env.update(variables)
-    return subprocess.run([sys.executable, *argv], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    return subprocess.run([sys.executable, *argv], cwd=cwd, env=env, capture_output=True, text=True, timeout=60)
 
 
 def unreachable_database_url(password: str) -> str:

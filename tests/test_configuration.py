@@ -575,15 +575,7 @@ def test_the_settings_module_named_in_dotenv_is_the_one_used(entry_point, tmp_pa
         else:
             shutil.copy(source, tmp_path / part)
     (tmp_path / ".env").write_text("DJANGO_SETTINGS_MODULE=orderflow.settings.bogus\n")
-    env = {key: value for key, value in os.environ.items() if key != "DJANGO_SETTINGS_MODULE"}
-    result = subprocess.run(
-        [sys.executable, *ENTRY_POINTS[entry_point]],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = run_deployed(*ENTRY_POINTS[entry_point], cwd=tmp_path)
     assert result.returncode != 0
     assert NO_SUCH_SETTINGS in result.stderr.splitlines(), result.stderr
 
