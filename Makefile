@@ -59,6 +59,7 @@ bench: install
 	$(BIN)/python bench/throughput.py
 	$(BIN)/python bench/order_cost.py
 	$(BIN)/python bench/pool_process_start.py
+	$(BIN)/python bench/recycle.py
 
 # The admin, sweep and cleanup at 1,000,000 notifications and 100,000 dead letters (about 10 minutes).
 bench-scale: install

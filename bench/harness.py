@@ -222,16 +222,20 @@ def worker_env(twilio: FakeTwilio, **overrides: str) -> dict:
 class Worker:
     """A Celery worker with exactly the options `manage.py start_celery_worker` gives it, plus the
     bench tasks: `celery -A orderflow worker <that argv> --include=bench.celery_tasks`, in its own
-    process group so that stopping it stops its pool too."""
+    process group so that stopping it stops its pool too. `options`: more of start_celery_worker's
+    options (e.g. --max-tasks-per-child 1); `app`: another Celery app module to run."""
 
-    def __init__(self, *, name: str, env: dict, queue: str, concurrency: int):
+    def __init__(
+        self, *, name: str, env: dict, queue: str, concurrency: int, options: tuple = (), app: str = "orderflow"
+    ):
         self.name = f"bench-{name}"
+        self.app = app
         command = StartCeleryWorker()
         parser = command.create_parser("manage.py", "start_celery_worker")
-        options = parser.parse_args(
-            ["--queue", queue, "--concurrency", str(concurrency), "--hostname", f"{self.name}@%h"]
+        parsed = parser.parse_args(
+            ["--queue", queue, "--concurrency", str(concurrency), "--hostname", f"{self.name}@%h", *options]
         )
-        self.argv = command.worker_argv(vars(options))
+        self.argv = command.worker_argv(vars(parsed))
         self.env = env
         self.log_path = Path(tempfile.gettempdir()) / f"orderflow-{self.name}.log"
         self.process = None
@@ -240,7 +244,7 @@ class Worker:
         self.log_path.write_text("")
         with self.log_path.open("a") as log:
             self.process = subprocess.Popen(  # noqa: S603
-                [sys.executable, "-m", "celery", "-A", "orderflow", *self.argv, "--include=bench.celery_tasks"],
+                [sys.executable, "-m", "celery", "-A", self.app, *self.argv, "--include=bench.celery_tasks"],
                 cwd=ROOT,
                 env=self.env,
                 stdout=log,

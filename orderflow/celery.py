@@ -10,6 +10,7 @@ use_settings_module()
 app = Celery("orderflow")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+app.steps["worker"].add("orderflow.worker:ReplaceRecycledProcessesPromptly")
 
 
 @app.on_after_configure.connect

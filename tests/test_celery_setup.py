@@ -3,10 +3,12 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import redis
 from celery.app.defaults import DEFAULTS
+from celery.concurrency import prefork, solo
 from celery.utils.imports import symbol_by_name
 from django.core.management import CommandError, call_command
 from django.db import OperationalError, connection
@@ -15,6 +17,7 @@ from django_celery_beat.schedulers import DatabaseScheduler
 from notifications.management.commands.start_celery_worker import Command as StartWorker
 from orderflow.beat import OUTAGE
 from orderflow.celery import app
+from orderflow.worker import ReplaceRecycledProcessesPromptly
 from tests.notifications.conftest import BROKERS
 from tests.processes import run_deployed, unreachable_database_url
 
@@ -237,3 +240,25 @@ def test_a_result_backend_that_cannot_load_is_named_without_its_password(url):
     assert "(notifications.E002) CELERY_RESULT_BACKEND: cannot load a result backend for" in checked.stderr
     assert ":***@" in checked.stderr
     assert "s3cretpw" not in checked.stdout + checked.stderr
+
+
+def test_workers_look_for_recycled_pool_processes_every_tenth_of_a_second():
+    # Celery looks every 5 s; a message handed to a process just as it left after its last task
+    # (--max-tasks-per-child) waited for that look (orderflow/worker.py).
+    controller = app.WorkController(pool_cls="prefork", concurrency=1, hostname="check@host")
+    assert any(isinstance(step, ReplaceRecycledProcessesPromptly) for step in controller.blueprint.steps.values())
+
+    pool = prefork.TaskPool(limit=1)
+    pool.maintain_pool = object()  # set by the pool's on_start: billiard's check
+    timers = []
+    hub = SimpleNamespace(call_repeatedly=lambda seconds, fun: timers.append((seconds, fun)))
+    ReplaceRecycledProcessesPromptly(controller).start(SimpleNamespace(pool=pool, hub=hub))
+    assert timers == [(0.1, pool.maintain_pool)]
+
+
+@pytest.mark.parametrize("pool", [solo.TaskPool(), prefork.TaskPool(limit=1)], ids=["solo pool", "no event loop"])
+def test_workers_that_do_not_recycle_or_have_no_event_loop_get_no_extra_check(pool):
+    timers = []
+    hub = None if isinstance(pool, prefork.TaskPool) else SimpleNamespace(call_repeatedly=lambda *a: timers.append(a))
+    ReplaceRecycledProcessesPromptly(SimpleNamespace()).start(SimpleNamespace(pool=pool, hub=hub))
+    assert timers == []
