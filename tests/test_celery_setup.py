@@ -256,9 +256,14 @@ def test_workers_look_for_recycled_pool_processes_every_tenth_of_a_second():
     assert timers == [(0.1, pool.maintain_pool)]
 
 
-@pytest.mark.parametrize("pool", [solo.TaskPool(), prefork.TaskPool(limit=1)], ids=["solo pool", "no event loop"])
-def test_workers_that_do_not_recycle_or_have_no_event_loop_get_no_extra_check(pool):
+def test_a_pool_that_does_not_recycle_gets_no_extra_check():
     timers = []
-    hub = None if isinstance(pool, prefork.TaskPool) else SimpleNamespace(call_repeatedly=lambda *a: timers.append(a))
-    ReplaceRecycledProcessesPromptly(SimpleNamespace()).start(SimpleNamespace(pool=pool, hub=hub))
+    hub = SimpleNamespace(call_repeatedly=lambda seconds, fun: timers.append((seconds, fun)))
+    ReplaceRecycledProcessesPromptly(SimpleNamespace()).start(SimpleNamespace(pool=solo.TaskPool(), hub=hub))
     assert timers == []
+
+
+def test_a_worker_without_an_event_loop_starts_and_leaves_the_check_to_billiards_supervisor():
+    pool = prefork.TaskPool(limit=1)
+    pool.maintain_pool = object()
+    ReplaceRecycledProcessesPromptly(SimpleNamespace()).start(SimpleNamespace(pool=pool, hub=None))  # no error
