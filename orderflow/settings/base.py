@@ -4,6 +4,7 @@ Every variable of the configuration contract is read here, once, with one django
 `env`. A bad value raises ConfigurationError naming the variable.
 """
 
+import os
 import sys
 from pathlib import Path
 
@@ -329,6 +330,10 @@ NOTIFICATIONS_STUCK_AFTER = read(
 PROMETHEUS_MULTIPROC_DIR = env.str("PROMETHEUS_MULTIPROC_DIR", default="")
 if PROMETHEUS_MULTIPROC_DIR:
     check_directory("PROMETHEUS_MULTIPROC_DIR", PROMETHEUS_MULTIPROC_DIR)
+else:
+    # Blank means unset, for prometheus_client too: it counts across processes whenever the
+    # variable exists, and a blank one would have it write its files into the current directory.
+    os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
 # A scraper sends `Authorization: Bearer <METRICS_TOKEN>`; without a token only staff may read /metrics.
 METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
 

@@ -116,6 +116,28 @@ def test_metrics_tell_notifications_waiting_in_order_from_ones_the_broker_did_no
     assert sample(text, 'orderflow_notifications_waiting_in_order{channel="email"}') == 0
 
 
+COUNTING_ALONE = """
+import django
+django.setup()
+from notifications import metrics
+metrics.SENDS.labels("sms").inc(3)
+print(metrics.SENDS.labels("sms")._value.get())
+"""
+
+
+def test_a_blank_metrics_directory_counts_in_the_process_and_writes_no_files(tmp_path):
+    """PROMETHEUS_MULTIPROC_DIR= in a .env is unset, as the settings read it: the process counts
+    on its own and leaves no metrics files in the directory it runs in."""
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": "", "DJANGO_SETTINGS_MODULE": "orderflow.settings.test"}
+    env["PYTHONPATH"] = str(ROOT)
+    counted = subprocess.run(
+        [sys.executable, "-c", COUNTING_ALONE], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert counted.returncode == 0, counted.stderr
+    assert counted.stdout.split() == ["3.0"]
+    assert list(tmp_path.iterdir()) == []
+
+
 # Counts made by one process that shares PROMETHEUS_MULTIPROC_DIR: its metrics made, it says it
 # is ready, waits for the word, then counts 200 sends.
 COUNTING = """
