@@ -6,6 +6,7 @@ turns that into the one line a person deploying orderflow sees at start-up.
 
 import os
 import re
+import smtplib
 import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -139,11 +140,18 @@ def parse_log_level(variable: str, value: str) -> str:
 # in the query: `?tls=True`, the common way to write it, would have been dropped without a word.
 EMAIL_URL_OPTIONS = {"tls": "EMAIL_USE_TLS", "ssl": "EMAIL_USE_SSL", "email_use_tls": "EMAIL_USE_TLS",
                      "email_use_ssl": "EMAIL_USE_SSL"}  # fmt: skip
+# What django-environ makes of the secured schemes: smtps:// is STARTTLS, as smtp+tls://.
+EMAIL_URL_SCHEMES = {"smtps": "EMAIL_USE_TLS", "smtp+tls": "EMAIL_USE_TLS", "smtp+ssl": "EMAIL_USE_SSL"}
 SMTP_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+# The submission ports (RFC 8314): STARTTLS on 587, TLS from the first byte on 465.
+STARTTLS_PORT, IMPLICIT_TLS_PORT = 587, smtplib.SMTP_SSL_PORT
+EXAMPLE_TLS_URL = "smtp://user:password@smtp.example.com:587/?tls=true"
+EXAMPLE_SSL_URL = "smtp://user:password@smtp.example.com:465/?ssl=true"
 
 
 def email_settings(variable: str, value: str, env) -> dict:
-    """The EMAIL_* settings an email URL gives, with its `tls` or `ssl` option honoured."""
+    """The EMAIL_* settings an email URL gives: its scheme's or its `tls` or `ssl` option's way
+    of securing SMTP, and with no port given, that way's port (smtp_port)."""
     # The URL may hold a password: the messages below do not repeat it.
     if hint := credentials_hint(value):
         raise ConfigurationError(variable, f"{without_password(value)!r} is not read as meant{hint}")
@@ -156,32 +164,73 @@ def email_settings(variable: str, value: str, env) -> dict:
             f"{without_password(value)[:80]!r} is not an email URL; one of {schemes}, "
             "e.g. smtp://user:pass@host:587/?tls=True",
         ) from None
-    given = [name.lower() for name, _ in parse_qsl(urlsplit(value).query, keep_blank_values=True)]
+    url = urlsplit(value)
+    given = [name.lower() for name, _ in parse_qsl(url.query, keep_blank_values=True)]
     if repeated := sorted({name for name in given if given.count(name) > 1}):
         raise ConfigurationError(variable, f"gives the option {repeated[0]!r} more than once; give it once")
     if config.get("EMAIL_PORT") == 0:
         raise ConfigurationError(
-            variable, "names port 0; give the server's port (587 for tls, 465 for ssl), or none for 25"
+            variable, "names port 0; give the server's port, or none for 25 (587 with tls, 465 with ssl)"
         )
-    options = config.pop("OPTIONS", {})
-    for name in ("EMAIL_USE_TLS", "EMAIL_USE_SSL"):
-        if name in config:
-            options[name] = config.pop(name)
-    for option, text in options.items():
+    # Read here rather than from django-environ, which lets its scheme override a ?tls= and a
+    # ?email_use_tls= override its scheme.
+    for name in ("OPTIONS", "EMAIL_USE_TLS", "EMAIL_USE_SSL"):
+        config.pop(name, None)
+    scheme_setting = EMAIL_URL_SCHEMES.get(url.scheme.lower())
+    if scheme_setting:
+        config[scheme_setting] = True
+    for option, text in parse_qsl(url.query, keep_blank_values=True):
         setting = EMAIL_URL_OPTIONS.get(option.lower())
         if setting is None:
             raise ConfigurationError(variable, f"does not know the option {option.lower()!r}; use tls=true or ssl=true")
-        word = str(text).strip().lower()
+        word = text.strip().lower()
         if word not in TRUE_WORDS | FALSE_WORDS:
             raise ConfigurationError(variable, f"option {option.lower()}={text!r} is not true or false")
+        if setting == scheme_setting and word in FALSE_WORDS:
+            raise ConfigurationError(
+                variable,
+                f"{url.scheme.lower()}:// asks for {'ssl' if setting == 'EMAIL_USE_SSL' else 'STARTTLS'} and its "
+                f"option {option.lower()}={text!r} says not; give one of them, e.g. {EXAMPLE_TLS_URL}",
+            )
         config[setting] = word in TRUE_WORDS
     if config.get("EMAIL_USE_TLS") and config.get("EMAIL_USE_SSL"):
         raise ConfigurationError(variable, "asks for both tls and ssl; use tls (STARTTLS, port 587) or ssl (port 465)")
-    if config.get("EMAIL_BACKEND") == SMTP_BACKEND and not config.get("EMAIL_HOST"):
-        raise ConfigurationError(
-            variable, "names no SMTP host, e.g. smtp://user:password@smtp.example.com:587/?tls=true"
-        )
+    if config.get("EMAIL_BACKEND") == SMTP_BACKEND:
+        if not config.get("EMAIL_HOST"):
+            raise ConfigurationError(
+                variable, "names no SMTP host, e.g. smtp://user:password@smtp.example.com:587/?tls=true"
+            )
+        config["EMAIL_PORT"] = smtp_port(variable, config)
     return config
+
+
+def smtp_port(variable: str, config: dict) -> int:
+    """The port an SMTP URL's server is reached on: the one given, or its way's (STARTTLS 587,
+    the submission port, where 25 is often blocked or takes no password; ssl 465; plain 25).
+
+    Refused: STARTTLS or plain SMTP on 465, which waits in silence for a TLS handshake, so that
+    every email would fail at its send after a time-out; and ssl on 587, whose handshake every
+    send would fail.
+    """
+    port = config.get("EMAIL_PORT")
+    if config.get("EMAIL_USE_SSL"):
+        if port == STARTTLS_PORT:
+            raise ConfigurationError(
+                variable,
+                f"asks for ssl (TLS from the first byte) on port {STARTTLS_PORT}, where servers speak STARTTLS; "
+                f"write {EXAMPLE_TLS_URL}, or {EXAMPLE_SSL_URL}",
+            )
+        return port or IMPLICIT_TLS_PORT
+    if port == IMPLICIT_TLS_PORT:
+        asked = "STARTTLS" if config.get("EMAIL_USE_TLS") else "plain SMTP"
+        raise ConfigurationError(
+            variable,
+            f"asks for {asked} on port {IMPLICIT_TLS_PORT}, where servers speak TLS from the first byte; "
+            f"write {EXAMPLE_SSL_URL}, or {EXAMPLE_TLS_URL}",
+        )
+    if config.get("EMAIL_USE_TLS"):
+        return port or STARTTLS_PORT
+    return port or smtplib.SMTP_PORT
 
 
 def check_hosts(variable: str, hosts: list[str]) -> list[str]:

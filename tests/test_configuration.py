@@ -286,6 +286,8 @@ def test_default_configuration_starts():
         ({"DEFAULT_FROM_EMAIL": "not-an-address"}, "DEFAULT_FROM_EMAIL"),
         ({"EMAIL_URL": "smtp://smtp.example.com:0"}, "EMAIL_URL"),
         ({"EMAIL_URL": "smtp://smtp.example.com/?tls=True&tls=False"}, "EMAIL_URL"),
+        ({"EMAIL_URL": "smtps://user:pass@smtp.example.com:465"}, "EMAIL_URL"),
+        ({"EMAIL_URL": "smtp://user:pass@smtp.example.com:587/?ssl=true"}, "EMAIL_URL"),
         ({"DJANGO_ALLOWED_HOSTS": "local host"}, "DJANGO_ALLOWED_HOSTS"),
         ({"DJANGO_ALLOWED_HOSTS": ""}, "DJANGO_ALLOWED_HOSTS"),
         ({"DJANGO_ALLOWED_HOSTS": " , "}, "DJANGO_ALLOWED_HOSTS"),
@@ -492,6 +494,69 @@ def test_an_email_url_asking_for_tls_or_ssl_gets_it(url, tls, ssl):
     assert config["EMAIL_HOST"] == "smtp.example.com"
     # Django's own: notifications bound their conversations (backends/smtp.py), Django's mail keeps its backend
     assert config["EMAIL_BACKEND"] == "django.core.mail.backends.smtp.EmailBackend"
+
+
+@pytest.mark.parametrize(
+    ("url", "server", "tls", "ssl"),
+    [
+        ("smtps://user:pass@smtp.example.com", "smtp.example.com:587", True, False),
+        ("smtp+tls://user:pass@smtp.example.com", "smtp.example.com:587", True, False),
+        ("smtp://user:pass@smtp.example.com/?tls=true", "smtp.example.com:587", True, False),
+        ("smtp+ssl://user:pass@smtp.example.com", "smtp.example.com:465", False, True),
+        ("smtp://user:pass@smtp.example.com/?ssl=true", "smtp.example.com:465", False, True),
+        ("smtp://smtp.example.com", "smtp.example.com:25", False, False),
+        ("smtp://smtp.example.com/?tls=false", "smtp.example.com:25", False, False),
+        ("smtps://user:pass@smtp.example.com:2525", "smtp.example.com:2525", True, False),
+        ("smtps://user:pass@smtp.example.com/?tls=true", "smtp.example.com:587", True, False),
+        ("smtp+ssl://user:pass@smtp.example.com/?tls=false", "smtp.example.com:465", False, True),
+    ],
+)
+def test_a_secured_email_url_reaches_its_server_on_its_ways_port(url, server, tls, ssl):
+    """Without a port, STARTTLS goes to 587 (25 is often blocked, or takes no password) and ssl to 465."""
+    config = email_settings("EMAIL_URL", url, environ.Env())
+    assert f"{config['EMAIL_HOST']}:{config['EMAIL_PORT']}" == server
+    assert (bool(config.get("EMAIL_USE_TLS")), bool(config.get("EMAIL_USE_SSL"))) == (tls, ssl)
+
+
+@pytest.mark.parametrize(
+    ("url", "said"),
+    [
+        (
+            "smtps://user:hunter2@smtp.example.com:465",
+            "asks for STARTTLS on port 465, where servers speak TLS from the first byte; "
+            "write smtp://user:password@smtp.example.com:465/?ssl=true, "
+            "or smtp://user:password@smtp.example.com:587/?tls=true",
+        ),
+        (
+            "smtp://user:hunter2@smtp.example.com:465",
+            "asks for plain SMTP on port 465, where servers speak TLS from the first byte; "
+            "write smtp://user:password@smtp.example.com:465/?ssl=true, "
+            "or smtp://user:password@smtp.example.com:587/?tls=true",
+        ),
+        (
+            "smtp+ssl://user:hunter2@smtp.example.com:587",
+            "asks for ssl (TLS from the first byte) on port 587, where servers speak STARTTLS; "
+            "write smtp://user:password@smtp.example.com:587/?tls=true, "
+            "or smtp://user:password@smtp.example.com:465/?ssl=true",
+        ),
+        (
+            "smtps://user:hunter2@smtp.example.com/?tls=false",
+            "smtps:// asks for STARTTLS and its option tls='false' says not; give one of them, "
+            "e.g. smtp://user:password@smtp.example.com:587/?tls=true",
+        ),
+        (
+            "smtp+ssl://user:hunter2@smtp.example.com/?EMAIL_USE_SSL=0",
+            "smtp+ssl:// asks for ssl and its option email_use_ssl='0' says not; give one of them, "
+            "e.g. smtp://user:password@smtp.example.com:587/?tls=true",
+        ),
+    ],
+)
+def test_an_email_url_that_every_send_would_fail_on_is_refused_saying_what_to_write(url, said):
+    """Refused at start-up: the server's port and the URL's way of securing SMTP do not match,
+    or the scheme and an option disagree. None of the messages repeats the password."""
+    with pytest.raises(ConfigurationError) as error:
+        email_settings("EMAIL_URL", url, environ.Env())
+    assert str(error.value) == f"EMAIL_URL: {said}"
 
 
 def test_an_email_url_of_another_kind_keeps_its_backend():
