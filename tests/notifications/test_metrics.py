@@ -119,15 +119,16 @@ def test_metrics_tell_notifications_waiting_in_order_from_ones_the_broker_did_no
 COUNTING_ALONE = """
 import django
 django.setup()
+from prometheus_client import REGISTRY
 from notifications import metrics
 metrics.SENDS.labels("sms").inc(3)
-print(metrics.SENDS.labels("sms")._value.get())
+print(REGISTRY.get_sample_value("orderflow_notification_sends_total", {"channel": "sms"}))
 """
 
 
-def test_a_blank_metrics_directory_counts_in_the_process_and_writes_no_files(tmp_path):
+def test_a_blank_metrics_directory_is_unset_and_leaves_no_files_where_the_process_runs(tmp_path):
     """PROMETHEUS_MULTIPROC_DIR= in a .env is unset, as the settings read it: the process counts
-    on its own and leaves no metrics files in the directory it runs in."""
+    on its own, and writes no metrics files into the directory it runs in."""
     env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": "", "DJANGO_SETTINGS_MODULE": "orderflow.settings.test"}
     env["PYTHONPATH"] = str(ROOT)
     counted = subprocess.run(
